@@ -1,0 +1,195 @@
+package cdc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// ErrNoSuchTable reports a rule table that does not exist in the database.
+var ErrNoSuchTable = errors.New("no such table")
+
+// QuoteIdent quotes an SQL identifier.
+func QuoteIdent(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }
+
+// QuoteLiteral quotes an SQL string literal (standard_conforming_strings on).
+func QuoteLiteral(s string) string { return `'` + strings.ReplaceAll(s, `'`, `''`) + `'` }
+
+// QuoteTable quotes "schema.table" as "schema"."table".
+func QuoteTable(qualified string) string {
+	schema, table, ok := strings.Cut(qualified, ".")
+	if !ok {
+		return QuoteIdent("public") + "." + QuoteIdent(qualified)
+	}
+	return QuoteIdent(schema) + "." + QuoteIdent(table)
+}
+
+// query runs one SQL statement and returns its rows as text; NULL is nil.
+func query(ctx context.Context, conn *pgconn.PgConn, sql string) ([][][]byte, error) {
+	results, err := conn.Exec(ctx, sql).ReadAll()
+	if err != nil {
+		return nil, err
+	}
+	if len(results) == 0 {
+		return nil, nil
+	}
+	return results[len(results)-1].Rows, nil
+}
+
+// TableColumns returns the live columns of a table in order, or
+// ErrNoSuchTable.
+func TableColumns(ctx context.Context, conn *pgconn.PgConn, table string) ([]string, error) {
+	schema, name, _ := strings.Cut(table, ".")
+	rows, err := query(ctx, conn, `SELECT a.attname FROM pg_catalog.pg_attribute a
+		JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
+		JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+		WHERE n.nspname = `+QuoteLiteral(schema)+` AND c.relname = `+QuoteLiteral(name)+`
+		  AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum`)
+	if err != nil {
+		return nil, fmt.Errorf("columns of %s: %w", table, err)
+	}
+	if len(rows) == 0 {
+		return nil, fmt.Errorf("%s: %w", table, ErrNoSuchTable)
+	}
+	cols := make([]string, len(rows))
+	for i, r := range rows {
+		cols[i] = string(r[0])
+	}
+	return cols, nil
+}
+
+// SlotState is what pg_replication_slots says of a slot.
+type SlotState struct {
+	Exists            bool
+	Plugin            string
+	Database          string
+	Active            bool
+	ActivePID         int
+	ConfirmedFlushLSN LSN
+	RestartLSN        LSN
+	WALStatus         string
+	CurrentLSN        LSN
+}
+
+// LagBytes is how far the slot's confirmed position trails the server.
+func (s SlotState) LagBytes() int64 {
+	if !s.Exists || s.CurrentLSN < s.ConfirmedFlushLSN {
+		return 0
+	}
+	return int64(s.CurrentLSN - s.ConfirmedFlushLSN)
+}
+
+// Slot reads the state of a replication slot.
+func Slot(ctx context.Context, conn *pgconn.PgConn, slot string) (SlotState, error) {
+	rows, err := query(ctx, conn, `SELECT s.plugin, coalesce(s.database, ''), s.active,
+		coalesce(s.active_pid, 0)::text, coalesce(s.confirmed_flush_lsn::text, '0/0'),
+		coalesce(s.restart_lsn::text, '0/0'), coalesce(s.wal_status, ''),
+		CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END::text
+		FROM pg_catalog.pg_replication_slots s WHERE s.slot_name = `+QuoteLiteral(slot))
+	if err != nil {
+		return SlotState{}, fmt.Errorf("read slot %q: %w", slot, err)
+	}
+	if len(rows) == 0 {
+		return SlotState{}, nil
+	}
+	r := rows[0]
+	st := SlotState{Exists: true, Plugin: string(r[0]), Database: string(r[1]), Active: string(r[2]) == "t", WALStatus: string(r[6])}
+	_, _ = fmt.Sscan(string(r[3]), &st.ActivePID)
+	var perr error
+	if st.ConfirmedFlushLSN, perr = parseLSN(r[4]); perr != nil {
+		return st, perr
+	}
+	if st.RestartLSN, perr = parseLSN(r[5]); perr != nil {
+		return st, perr
+	}
+	if st.CurrentLSN, perr = parseLSN(r[7]); perr != nil {
+		return st, perr
+	}
+	return st, nil
+}
+
+func parseLSN(b []byte) (LSN, error) {
+	var hi, lo uint32
+	if _, err := fmt.Sscanf(string(b), "%X/%X", &hi, &lo); err != nil {
+		return 0, fmt.Errorf("parse LSN %q: %w", b, err)
+	}
+	return LSN(uint64(hi)<<32 | uint64(lo)), nil
+}
+
+// EnsurePublication creates the publication for tables when it is missing,
+// and adds any of tables it lacks. It returns what it did, for the log.
+func EnsurePublication(ctx context.Context, conn *pgconn.PgConn, pub string, tables []string) (created bool, added []string, err error) {
+	rows, err := query(ctx, conn, `SELECT puballtables FROM pg_catalog.pg_publication WHERE pubname = `+QuoteLiteral(pub))
+	if err != nil {
+		return false, nil, fmt.Errorf("read publication %q: %w", pub, err)
+	}
+	quoted := make([]string, len(tables))
+	for i, t := range tables {
+		quoted[i] = QuoteTable(t)
+	}
+	if len(rows) == 0 {
+		if _, err := query(ctx, conn, "CREATE PUBLICATION "+QuoteIdent(pub)+" FOR TABLE "+strings.Join(quoted, ", ")); err != nil {
+			return false, nil, fmt.Errorf("create publication %q: %w", pub, err)
+		}
+		return true, nil, nil
+	}
+	if string(rows[0][0]) == "t" {
+		return false, nil, nil
+	}
+	missing, err := PublicationMissing(ctx, conn, pub, tables)
+	if err != nil {
+		return false, nil, err
+	}
+	for _, t := range missing {
+		if _, err := query(ctx, conn, "ALTER PUBLICATION "+QuoteIdent(pub)+" ADD TABLE "+QuoteTable(t)); err != nil {
+			return false, added, fmt.Errorf("add %s to publication %q: %w", t, pub, err)
+		}
+		added = append(added, t)
+	}
+	return false, added, nil
+}
+
+// PublicationMissing returns the tables the publication does not cover. A
+// missing publication covers nothing.
+func PublicationMissing(ctx context.Context, conn *pgconn.PgConn, pub string, tables []string) ([]string, error) {
+	rows, err := query(ctx, conn, `SELECT schemaname || '.' || tablename FROM pg_catalog.pg_publication_tables WHERE pubname = `+QuoteLiteral(pub))
+	if err != nil {
+		return nil, fmt.Errorf("read publication %q: %w", pub, err)
+	}
+	have := make(map[string]bool, len(rows))
+	for _, r := range rows {
+		have[string(r[0])] = true
+	}
+	var missing []string
+	for _, t := range tables {
+		if !have[t] {
+			missing = append(missing, t)
+		}
+	}
+	return missing, nil
+}
+
+// EnsureSlot creates the logical replication slot (pgoutput) when missing.
+func EnsureSlot(ctx context.Context, conn *pgconn.PgConn, slot string) (created bool, err error) {
+	st, err := Slot(ctx, conn, slot)
+	if err != nil {
+		return false, err
+	}
+	if st.Exists {
+		if st.Plugin != "pgoutput" {
+			return false, fmt.Errorf("slot %q uses plugin %q, not pgoutput: drop it or choose another INVALIDATOR_SLOT", slot, st.Plugin)
+		}
+		return false, nil
+	}
+	if _, err := query(ctx, conn, "SELECT pg_catalog.pg_create_logical_replication_slot("+QuoteLiteral(slot)+", 'pgoutput')"); err != nil {
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == "42710" { // created meanwhile by another replica
+			return false, nil
+		}
+		return false, fmt.Errorf("create slot %q: %w", slot, err)
+	}
+	return true, nil
+}

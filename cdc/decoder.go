@@ -1,0 +1,283 @@
+package cdc
+
+import "fmt"
+
+// Decoder turns a sequence of pgoutput (protocol version 2) messages into
+// committed transactions. It follows relation descriptions as they change,
+// keeps one Txn per streamed in-progress transaction, and drops aborted
+// transactions and subtransactions. It is not safe for concurrent use.
+type Decoder[T Txn] struct {
+	newTxn func(xid uint32) T
+	// skipThrough: transactions committed at or before it were already handed
+	// on (before a reconnect) and are skipped when the server sends them again.
+	skipThrough LSN
+
+	rels relationCache
+
+	// the transaction between Begin and Commit (not streamed)
+	inTxn    bool
+	skipping bool
+	txn      T
+	xid      uint32
+
+	// streamed transactions, by top-level xid
+	inStream  bool
+	streamXid uint32
+	streams   map[uint32]T
+
+	change    Change
+	oldBuf    Tuple
+	newBuf    Tuple
+	truncated []*Relation
+
+	// OnMessage, when set, receives logical decoding messages
+	// (pg_logical_emit_message); content aliases the receive buffer.
+	OnMessage func(transactional bool, lsn LSN, prefix string, content []byte)
+	// OnUnknownRelation, when set, is told about changes that name a
+	// relation never described; such changes are skipped.
+	OnUnknownRelation func(relID uint32)
+}
+
+// NewDecoder returns a Decoder that creates one T per transaction.
+func NewDecoder[T Txn](newTxn func(xid uint32) T) *Decoder[T] {
+	return &Decoder[T]{newTxn: newTxn, rels: relationCache{}, streams: map[uint32]T{}}
+}
+
+// SkipThrough makes the decoder ignore transactions whose commit LSN is at
+// or before lsn: they were handed on already.
+func (d *Decoder[T]) SkipThrough(lsn LSN) { d.skipThrough = lsn }
+
+// Reset forgets the state of a broken connection: a transaction or stream in
+// progress is lost with it and will be sent again by the server. Relation
+// descriptions are also re-sent, so they are dropped too.
+func (d *Decoder[T]) Reset() {
+	var zero T
+	d.inTxn, d.skipping, d.txn, d.xid = false, false, zero, 0
+	d.inStream, d.streamXid = false, 0
+	d.streams = map[uint32]T{}
+	d.rels = relationCache{}
+}
+
+// Busy reports whether a transaction is partly received: a regular one
+// between Begin and Commit, or a streamed one not yet committed or aborted.
+func (d *Decoder[T]) Busy() bool { return d.inTxn || d.inStream || len(d.streams) > 0 }
+
+// OpenStreams returns how many streamed transactions are in progress.
+func (d *Decoder[T]) OpenStreams() int { return len(d.streams) }
+
+// Relation returns the current description of a relation id, or nil.
+func (d *Decoder[T]) Relation(id uint32) *Relation { return d.rels[id] }
+
+// Decode handles one pgoutput message. When the message completes a
+// transaction, it returns that transaction and ok.
+func (d *Decoder[T]) Decode(msg []byte) (c Committed[T], ok bool, err error) {
+	if len(msg) == 0 {
+		return c, false, fmt.Errorf("%w: empty", ErrMalformed)
+	}
+	r := reader{buf: msg[1:]}
+	switch kind := msg[0]; kind {
+	case 'B':
+		finalLSN := LSN(r.u64("begin final lsn"))
+		r.u64("begin commit time")
+		xid := r.u32("begin xid")
+		if r.err != nil {
+			return c, false, r.err
+		}
+		d.inTxn, d.xid = true, xid
+		d.skipping = finalLSN != 0 && finalLSN <= d.skipThrough
+		if !d.skipping {
+			d.txn = d.newTxn(xid)
+		}
+	case 'C':
+		r.u8("commit flags")
+		commitLSN := LSN(r.u64("commit lsn"))
+		endLSN := LSN(r.u64("commit end lsn"))
+		ts := r.time("commit time")
+		if r.err != nil {
+			return c, false, r.err
+		}
+		if !d.inTxn {
+			return c, false, fmt.Errorf("%w: commit without begin", ErrMalformed)
+		}
+		c = Committed[T]{Txn: d.txn, Xid: d.xid, CommitLSN: commitLSN, EndLSN: endLSN, CommitTime: ts}
+		ok = !d.skipping
+		var zero T
+		d.inTxn, d.skipping, d.txn = false, false, zero
+		return c, ok, nil
+	case 'S':
+		xid := r.u32("stream start xid")
+		r.u8("stream start first segment")
+		if r.err != nil {
+			return c, false, r.err
+		}
+		d.inStream, d.streamXid = true, xid
+		if _, exists := d.streams[xid]; !exists {
+			d.streams[xid] = d.newTxn(xid)
+		}
+	case 'E':
+		d.inStream = false
+	case 'c':
+		xid := r.u32("stream commit xid")
+		r.u8("stream commit flags")
+		commitLSN := LSN(r.u64("stream commit lsn"))
+		endLSN := LSN(r.u64("stream commit end lsn"))
+		ts := r.time("stream commit time")
+		if r.err != nil {
+			return c, false, r.err
+		}
+		txn, exists := d.streams[xid]
+		delete(d.streams, xid)
+		if !exists || commitLSN <= d.skipThrough {
+			// Streamed before our (re)connect started: the server only
+			// streams from the confirmed position, so a commit of a
+			// stream we never saw begin must be one we handed on already.
+			return c, false, nil
+		}
+		return Committed[T]{Txn: txn, Xid: xid, CommitLSN: commitLSN, EndLSN: endLSN, CommitTime: ts}, true, nil
+	case 'A':
+		xid := r.u32("stream abort xid")
+		subxid := r.u32("stream abort subxid")
+		if r.err != nil {
+			return c, false, r.err
+		}
+		if xid == subxid {
+			delete(d.streams, xid)
+		} else if txn, exists := d.streams[xid]; exists {
+			txn.DiscardSub(subxid)
+		}
+	case 'R':
+		d.streamedXid(&r)
+		rel := r.relation()
+		if r.err != nil {
+			return c, false, r.err
+		}
+		d.rels.put(rel)
+	case 'I', 'U', 'D':
+		return c, false, d.rowChange(kind, &r)
+	case 'T':
+		return c, false, d.truncate(&r)
+	case 'M':
+		d.streamedXid(&r)
+		flags := r.u8("message flags")
+		lsn := LSN(r.u64("message lsn"))
+		prefix := r.cstring("message prefix")
+		n := r.u32("message length")
+		content := r.bytes(int(n), "message content")
+		if r.err != nil {
+			return c, false, r.err
+		}
+		if d.OnMessage != nil {
+			d.OnMessage(flags&1 != 0, lsn, prefix, content)
+		}
+	case 'Y', 'O':
+		// Type and origin messages carry nothing we need.
+	default:
+		return c, false, fmt.Errorf("%w: unknown message type %q", ErrMalformed, kind)
+	}
+	return c, false, nil
+}
+
+// streamedXid reads the xid that prefixes a message inside a stream block.
+func (d *Decoder[T]) streamedXid(r *reader) uint32 {
+	if !d.inStream {
+		return 0
+	}
+	return r.u32("streamed xid")
+}
+
+// target returns the transaction a row change belongs to, if any.
+func (d *Decoder[T]) target() (T, bool) {
+	if d.inStream {
+		t, ok := d.streams[d.streamXid]
+		return t, ok
+	}
+	if d.inTxn && !d.skipping {
+		return d.txn, true
+	}
+	var zero T
+	return zero, false
+}
+
+func (d *Decoder[T]) rowChange(kind byte, r *reader) error {
+	xid := d.streamedXid(r)
+	if !d.inStream {
+		xid = d.xid
+	}
+	relID := r.u32("relation id")
+	ch := &d.change
+	*ch = Change{Xid: xid, Old: d.oldBuf[:0], New: d.newBuf[:0]}
+	switch kind {
+	case 'I':
+		ch.Op = OpInsert
+		if t := r.u8("insert tuple kind"); t != 'N' && r.err == nil {
+			return fmt.Errorf("%w: insert tuple kind %q", ErrMalformed, t)
+		}
+		ch.New = r.tuple(ch.New)
+	case 'U':
+		ch.Op = OpUpdate
+		t := r.u8("update tuple kind")
+		if t == OldKey || t == OldFull {
+			ch.OldKind = t
+			ch.Old = r.tuple(ch.Old)
+			t = r.u8("update new tuple kind")
+		}
+		if t != 'N' && r.err == nil {
+			return fmt.Errorf("%w: update tuple kind %q", ErrMalformed, t)
+		}
+		ch.New = r.tuple(ch.New)
+	case 'D':
+		ch.Op = OpDelete
+		t := r.u8("delete tuple kind")
+		if t != OldKey && t != OldFull && r.err == nil {
+			return fmt.Errorf("%w: delete tuple kind %q", ErrMalformed, t)
+		}
+		ch.OldKind = t
+		ch.Old = r.tuple(ch.Old)
+	}
+	if r.err != nil {
+		return r.err
+	}
+	// keep the grown buffers for the next change
+	d.oldBuf, d.newBuf = ch.Old[:0], ch.New[:0]
+	rel := d.rels[relID]
+	if rel == nil {
+		if d.OnUnknownRelation != nil {
+			d.OnUnknownRelation(relID)
+		}
+		return nil
+	}
+	ch.Rel = rel
+	if t, ok := d.target(); ok {
+		t.Add(ch)
+	}
+	return nil
+}
+
+func (d *Decoder[T]) truncate(r *reader) error {
+	xid := d.streamedXid(r)
+	if !d.inStream {
+		xid = d.xid
+	}
+	n := r.u32("truncate relation count")
+	r.u8("truncate options")
+	if r.err != nil {
+		return r.err
+	}
+	d.truncated = d.truncated[:0]
+	for i := uint32(0); i < n && r.err == nil; i++ {
+		id := r.u32("truncate relation id")
+		if rel := d.rels[id]; rel != nil {
+			d.truncated = append(d.truncated, rel)
+		} else if r.err == nil && d.OnUnknownRelation != nil {
+			d.OnUnknownRelation(id)
+		}
+	}
+	if r.err != nil {
+		return r.err
+	}
+	d.change = Change{Op: OpTruncate, Xid: xid, Truncated: d.truncated}
+	if t, ok := d.target(); ok {
+		t.Add(&d.change)
+	}
+	return nil
+}

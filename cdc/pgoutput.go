@@ -1,0 +1,153 @@
+package cdc
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+)
+
+// LSN is a PostgreSQL write-ahead log position.
+type LSN = pglogrepl.LSN
+
+// ErrMalformed reports a pgoutput message that cannot be decoded.
+var ErrMalformed = errors.New("malformed pgoutput message")
+
+// pgEpochUnix is 2000-01-01, the origin of PostgreSQL timestamps.
+var pgEpochUnix = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC).Unix()
+
+// reader walks one pgoutput message. The first failure sticks in err and
+// every later read returns zero values, so callers check err once.
+type reader struct {
+	buf []byte
+	err error
+}
+
+func (r *reader) fail(what string) {
+	if r.err == nil {
+		r.err = fmt.Errorf("%w: short %s", ErrMalformed, what)
+	}
+	r.buf = nil
+}
+
+func (r *reader) u8(what string) byte {
+	if len(r.buf) < 1 {
+		r.fail(what)
+		return 0
+	}
+	b := r.buf[0]
+	r.buf = r.buf[1:]
+	return b
+}
+
+func (r *reader) u16(what string) uint16 {
+	if len(r.buf) < 2 {
+		r.fail(what)
+		return 0
+	}
+	v := binary.BigEndian.Uint16(r.buf)
+	r.buf = r.buf[2:]
+	return v
+}
+
+func (r *reader) u32(what string) uint32 {
+	if len(r.buf) < 4 {
+		r.fail(what)
+		return 0
+	}
+	v := binary.BigEndian.Uint32(r.buf)
+	r.buf = r.buf[4:]
+	return v
+}
+
+func (r *reader) u64(what string) uint64 {
+	if len(r.buf) < 8 {
+		r.fail(what)
+		return 0
+	}
+	v := binary.BigEndian.Uint64(r.buf)
+	r.buf = r.buf[8:]
+	return v
+}
+
+func (r *reader) time(what string) time.Time {
+	us := int64(r.u64(what))
+	return time.Unix(pgEpochUnix, 0).Add(time.Duration(us) * time.Microsecond).UTC()
+}
+
+// bytes returns n bytes aliasing the message.
+func (r *reader) bytes(n int, what string) []byte {
+	if n < 0 || len(r.buf) < n {
+		r.fail(what)
+		return nil
+	}
+	b := r.buf[:n:n]
+	r.buf = r.buf[n:]
+	return b
+}
+
+// cstring returns a NUL-terminated string (copied: strings outlive the message).
+func (r *reader) cstring(what string) string {
+	for i, c := range r.buf {
+		if c == 0 {
+			s := string(r.buf[:i])
+			r.buf = r.buf[i+1:]
+			return s
+		}
+	}
+	r.fail(what)
+	return ""
+}
+
+// tuple decodes TupleData into dst, reusing its storage.
+func (r *reader) tuple(dst Tuple) Tuple {
+	n := int(r.u16("tuple column count"))
+	if cap(dst) < n {
+		dst = make(Tuple, n)
+	}
+	dst = dst[:n]
+	for i := 0; i < n && r.err == nil; i++ {
+		kind := r.u8("tuple column kind")
+		switch kind {
+		case DatumNull, DatumUnchanged:
+			dst[i] = Datum{Kind: kind}
+		case DatumText, DatumBinary:
+			l := r.u32("tuple column length")
+			dst[i] = Datum{Kind: kind, Data: r.bytes(int(l), "tuple column data")}
+		default:
+			r.err = fmt.Errorf("%w: tuple column kind %q", ErrMalformed, kind)
+		}
+	}
+	if r.err != nil {
+		return dst[:0]
+	}
+	return dst
+}
+
+// relation decodes the body of a Relation message.
+func (r *reader) relation() *Relation {
+	rel := &Relation{
+		ID:        r.u32("relation id"),
+		Namespace: r.cstring("relation namespace"),
+		Name:      r.cstring("relation name"),
+	}
+	rel.ReplicaIdentity = r.u8("replica identity")
+	n := int(r.u16("relation column count"))
+	if r.err != nil {
+		return nil
+	}
+	rel.Columns = make([]Column, 0, n)
+	for i := 0; i < n && r.err == nil; i++ {
+		flags := r.u8("column flags")
+		name := r.cstring("column name")
+		oid := r.u32("column type")
+		r.u32("column type modifier")
+		rel.Columns = append(rel.Columns, Column{Name: name, TypeOID: oid, Key: flags&1 != 0})
+	}
+	if r.err != nil {
+		return nil
+	}
+	return rel
+}

@@ -1,0 +1,487 @@
+package cdc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/url"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
+	"go.uber.org/zap"
+)
+
+// Role is what a Stream is doing with its slot.
+type Role int32
+
+// Roles of a Stream.
+const (
+	RoleStarting Role = iota // not connected yet, or reconnecting
+	RoleStandby              // the slot is in use by another consumer: waiting for it
+	RoleActive               // streaming from the slot
+)
+
+// String returns the role's name as /readyz and /status report it.
+func (r Role) String() string {
+	switch r {
+	case RoleStandby:
+		return "standby"
+	case RoleActive:
+		return "active"
+	}
+	return "starting"
+}
+
+// ErrFatal marks errors that retrying cannot mend (a missing slot when the
+// daemon may not create it, a slot of another plugin...).
+var ErrFatal = errors.New("fatal")
+
+// StreamConfig says where and how to stream.
+type StreamConfig struct {
+	// URL is the PostgreSQL URL; replication=database is added.
+	URL         string
+	Slot        string
+	Publication string
+	// Create the publication (for Tables) and the slot when missing.
+	Create bool
+	Tables []string
+	// StatusInterval bounds the time between standby status updates when
+	// nothing changes (default 10s).
+	StatusInterval time.Duration
+	// AckDelay is how soon a newly applied position is confirmed (default 100ms).
+	AckDelay time.Duration
+	// Backoff bounds for reconnecting (defaults 250ms and 15s); a standby
+	// retries every StandbyPoll (default 1s).
+	MinBackoff, MaxBackoff time.Duration
+	StandbyPoll            time.Duration
+	// DrainTimeout bounds how long a stopping stream waits for what it
+	// handed on to be applied before its last confirmation (default 10s).
+	DrainTimeout time.Duration
+}
+
+// Observer is told about the stream's progress; every method must be cheap
+// and safe for concurrent use. Nil-safe defaults are used when unset.
+type Observer interface {
+	RoleChanged(Role)
+	// Position reports the confirmed position and the server's WAL end.
+	Position(confirmed, serverEnd LSN)
+	StreamError(kind string)
+}
+
+type nopObserver struct{}
+
+func (nopObserver) RoleChanged(Role)   {}
+func (nopObserver) Position(LSN, LSN)  {}
+func (nopObserver) StreamError(string) {}
+
+// Stream reads a logical replication slot and hands committed transactions
+// to out in commit order. It confirms to PostgreSQL only positions reported
+// through Confirm: what has been applied, never what was merely received.
+type Stream[T Txn] struct {
+	cfg    StreamConfig
+	log    *zap.Logger
+	obs    Observer
+	out    chan<- Committed[T]
+	newTxn func(xid uint32) T
+
+	applied  atomic.Uint64 // end LSN of the last applied transaction
+	progress chan struct{} // signalled by Confirm
+	role     atomic.Int32
+
+	// loop state, owned by Run
+	submittedCommit LSN // commit LSN of the last transaction handed on
+	submittedEnd    LSN // its end LSN
+	confirmedSent   LSN // last flush position sent to the server
+	serverEnd       LSN // latest keepalive position with nothing in flight
+	serverWAL       LSN // latest WAL end the server reported
+
+	// OnMessage receives logical decoding messages, see Decoder.OnMessage.
+	OnMessage func(transactional bool, lsn LSN, prefix string, content []byte)
+}
+
+// NewStream returns a Stream that creates one T per transaction with newTxn
+// and sends committed transactions to out. obs may be nil.
+func NewStream[T Txn](cfg StreamConfig, log *zap.Logger, obs Observer, newTxn func(xid uint32) T, out chan<- Committed[T]) *Stream[T] {
+	if cfg.StatusInterval <= 0 {
+		cfg.StatusInterval = 10 * time.Second
+	}
+	if cfg.AckDelay <= 0 {
+		cfg.AckDelay = 100 * time.Millisecond
+	}
+	if cfg.MinBackoff <= 0 {
+		cfg.MinBackoff = 250 * time.Millisecond
+	}
+	if cfg.MaxBackoff <= 0 {
+		cfg.MaxBackoff = 15 * time.Second
+	}
+	if cfg.StandbyPoll <= 0 {
+		cfg.StandbyPoll = time.Second
+	}
+	if cfg.DrainTimeout <= 0 {
+		cfg.DrainTimeout = 10 * time.Second
+	}
+	if obs == nil {
+		obs = nopObserver{}
+	}
+	return &Stream[T]{cfg: cfg, log: log, obs: obs, out: out, newTxn: newTxn, progress: make(chan struct{}, 1)}
+}
+
+// Confirm records that every transaction handed on with an end LSN up to
+// lsn has been applied. Safe for concurrent use.
+func (s *Stream[T]) Confirm(lsn LSN) {
+	for {
+		cur := s.applied.Load()
+		if uint64(lsn) <= cur {
+			return
+		}
+		if s.applied.CompareAndSwap(cur, uint64(lsn)) {
+			select {
+			case s.progress <- struct{}{}:
+			default:
+			}
+			return
+		}
+	}
+}
+
+// Applied returns the position of the last applied transaction.
+func (s *Stream[T]) Applied() LSN { return LSN(s.applied.Load()) }
+
+// Role returns what the stream is doing now.
+func (s *Stream[T]) Role() Role { return Role(s.role.Load()) }
+
+func (s *Stream[T]) setRole(r Role) {
+	if Role(s.role.Swap(int32(r))) != r {
+		s.obs.RoleChanged(r)
+	}
+}
+
+// Run streams until ctx is done or a fatal error, reconnecting with
+// exponential backoff after any other failure. It returns nil when ctx ends.
+func (s *Stream[T]) Run(ctx context.Context) error {
+	backoff := s.cfg.MinBackoff
+	var lastLogged time.Time
+	for {
+		start := time.Now()
+		err := s.session(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if errors.Is(err, ErrFatal) {
+			return err
+		}
+		wait := backoff
+		if isSlotInUse(err) {
+			if s.Role() != RoleStandby {
+				s.log.Info("slot is in use by another consumer: waiting as standby", zap.String("slot", s.cfg.Slot))
+			}
+			s.setRole(RoleStandby)
+			wait = s.cfg.StandbyPoll
+		} else {
+			s.setRole(RoleStarting)
+			s.obs.StreamError(errorKind(err))
+			if time.Since(start) > time.Minute {
+				backoff = s.cfg.MinBackoff // it worked for a while: start over
+				wait = backoff
+			}
+			if time.Since(lastLogged) > 10*time.Second || backoff < s.cfg.MaxBackoff {
+				s.log.Warn("replication stream failed; reconnecting", zap.Error(err), zap.Duration("backoff", wait))
+				lastLogged = time.Now()
+			}
+			backoff = min(backoff*2, s.cfg.MaxBackoff)
+		}
+		// full jitter on the upper half keeps replicas from retrying in step
+		wait = wait/2 + rand.N(wait/2+1)
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+func isSlotInUse(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "55006"
+}
+
+func errorKind(err error) string {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return "postgres"
+	}
+	return "connection"
+}
+
+// ReplicationURL returns url with replication=database set.
+func ReplicationURL(raw string) (string, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "", fmt.Errorf("postgres URL: %w", err)
+	}
+	q := u.Query()
+	q.Set("replication", "database")
+	u.RawQuery = q.Encode()
+	return u.String(), nil
+}
+
+// session runs one connection until it fails or ctx ends.
+func (s *Stream[T]) session(ctx context.Context) (err error) {
+	connURL, err := ReplicationURL(s.cfg.URL)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrFatal, err)
+	}
+	conn, err := pgconn.Connect(ctx, connURL)
+	if err != nil {
+		return fmt.Errorf("connect: %w", err)
+	}
+	defer func() {
+		closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		defer cancel()
+		_ = conn.Close(closeCtx)
+	}()
+
+	if err := s.prepare(ctx, conn); err != nil {
+		return err
+	}
+	major, _ := strconv.Atoi(conn.ParameterStatus("server_version_num"))
+	args := []string{"publication_names " + QuoteLiteral(s.cfg.Publication), "messages 'true'"}
+	if major == 0 || major >= 140000 {
+		args = append(args, "proto_version '2'", "streaming 'true'")
+	} else {
+		args = append(args, "proto_version '1'")
+	}
+	// Start at 0: the server resumes from the slot's confirmed position.
+	if err := pglogrepl.StartReplication(ctx, conn, s.cfg.Slot, 0, pglogrepl.StartReplicationOptions{PluginArgs: args}); err != nil {
+		return fmt.Errorf("start replication on slot %q: %w", s.cfg.Slot, err)
+	}
+	s.setRole(RoleActive)
+	s.log.Info("streaming", zap.String("slot", s.cfg.Slot), zap.String("publication", s.cfg.Publication),
+		zap.Stringer("resume_after", s.submittedCommit))
+
+	dec := NewDecoder(s.newTxn)
+	dec.SkipThrough(s.submittedCommit)
+	dec.OnMessage = s.OnMessage
+	dec.OnUnknownRelation = func(id uint32) {
+		s.obs.StreamError("unknown_relation")
+		s.log.Warn("change for a relation never described; skipped", zap.Uint32("relation_id", id))
+	}
+
+	netConn := conn.Conn()
+	stop := context.AfterFunc(ctx, func() { _ = netConn.SetReadDeadline(time.Unix(1, 0)) })
+	defer stop()
+	err = s.loop(ctx, conn, dec)
+	if ctx.Err() != nil {
+		s.drain(conn, dec)
+		return ctx.Err()
+	}
+	return err
+}
+
+// drain waits (bounded) until everything handed on is applied, then sends
+// the last confirmation: a clean stop re-sends nothing it does not have to.
+func (s *Stream[T]) drain(conn *pgconn.PgConn, dec *Decoder[T]) {
+	timer := time.NewTimer(s.cfg.DrainTimeout)
+	defer timer.Stop()
+	for s.Applied() < s.submittedEnd {
+		select {
+		case <-s.progress:
+		case <-timer.C:
+			s.log.Warn("stopping before every received transaction was applied; they will be re-sent on restart",
+				zap.Stringer("applied", s.Applied()), zap.Stringer("received", s.submittedEnd))
+			_ = s.sendStatus(conn, dec, true)
+			return
+		}
+	}
+	_ = s.sendStatus(conn, dec, true)
+	s.log.Info("stream drained", zap.Stringer("confirmed", s.confirmedSent))
+}
+
+func (s *Stream[T]) loop(ctx context.Context, conn *pgconn.PgConn, dec *Decoder[T]) error {
+	netConn := conn.Conn()
+
+	nextStatus := time.Now().Add(s.cfg.StatusInterval)
+	lastStatus := time.Time{}
+	for {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		now := time.Now()
+		want := s.confirmable(dec)
+		if now.After(nextStatus) || (want > s.confirmedSent && now.Sub(lastStatus) >= s.cfg.AckDelay) {
+			if err := s.sendStatus(conn, dec, false); err != nil {
+				return err
+			}
+			lastStatus, nextStatus = now, now.Add(s.cfg.StatusInterval)
+		}
+		deadline := nextStatus
+		if s.submittedEnd > s.confirmedSent || want > s.confirmedSent {
+			deadline = now.Add(s.cfg.AckDelay) // something to confirm soon
+		}
+		if err := netConn.SetReadDeadline(deadline); err != nil {
+			return fmt.Errorf("set read deadline: %w", err)
+		}
+		raw, err := conn.ReceiveMessage(context.Background())
+		if err != nil {
+			if pgconn.Timeout(err) {
+				continue
+			}
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fmt.Errorf("receive: %w", err)
+		}
+		switch msg := raw.(type) {
+		case *pgproto3.CopyData:
+			if len(msg.Data) == 0 {
+				continue
+			}
+			switch msg.Data[0] {
+			case pglogrepl.PrimaryKeepaliveMessageByteID:
+				ka, err := pglogrepl.ParsePrimaryKeepaliveMessage(msg.Data[1:])
+				if err != nil {
+					return fmt.Errorf("keepalive: %w", err)
+				}
+				if !dec.Busy() && ka.ServerWALEnd > s.serverEnd {
+					s.serverEnd = ka.ServerWALEnd
+				}
+				if ka.ServerWALEnd > s.serverWAL {
+					s.serverWAL = ka.ServerWALEnd
+					s.obs.Position(s.confirmedSent, s.serverWAL)
+				}
+				if ka.ReplyRequested {
+					if err := s.sendStatus(conn, dec, false); err != nil {
+						return err
+					}
+					lastStatus, nextStatus = time.Now(), time.Now().Add(s.cfg.StatusInterval)
+				}
+			case pglogrepl.XLogDataByteID:
+				if len(msg.Data) < 25 {
+					return fmt.Errorf("xlogdata: %w: short header", ErrMalformed)
+				}
+				if end := LSN(beUint64(msg.Data[9:17])); end > s.serverWAL {
+					s.serverWAL = end
+				}
+				c, ok, err := dec.Decode(msg.Data[25:])
+				if err != nil {
+					return fmt.Errorf("decode at %s: %w", LSN(beUint64(msg.Data[1:9])), err)
+				}
+				if ok {
+					if err := s.handOn(ctx, conn, dec, c); err != nil {
+						return err
+					}
+				}
+			}
+		case *pgproto3.ErrorResponse:
+			return pgconn.ErrorResponseToPgError(msg)
+		case *pgproto3.CopyDone:
+			return errors.New("server ended the replication stream")
+		}
+	}
+}
+
+func beUint64(b []byte) uint64 {
+	return uint64(b[0])<<56 | uint64(b[1])<<48 | uint64(b[2])<<40 | uint64(b[3])<<32 |
+		uint64(b[4])<<24 | uint64(b[5])<<16 | uint64(b[6])<<8 | uint64(b[7])
+}
+
+// prepare creates what is missing (when allowed) and checks the slot.
+func (s *Stream[T]) prepare(ctx context.Context, conn *pgconn.PgConn) error {
+	if s.cfg.Create {
+		created, added, err := EnsurePublication(ctx, conn, s.cfg.Publication, s.cfg.Tables)
+		if err != nil {
+			return err
+		}
+		if created {
+			s.log.Info("created publication", zap.String("publication", s.cfg.Publication), zap.Strings("tables", s.cfg.Tables))
+		}
+		if len(added) > 0 {
+			s.log.Info("added tables to publication", zap.String("publication", s.cfg.Publication), zap.Strings("tables", added))
+		}
+		created, err = EnsureSlot(ctx, conn, s.cfg.Slot)
+		if err != nil {
+			return err
+		}
+		if created {
+			s.log.Info("created replication slot", zap.String("slot", s.cfg.Slot))
+		}
+		return nil
+	}
+	st, err := Slot(ctx, conn, s.cfg.Slot)
+	if err != nil {
+		return err
+	}
+	if !st.Exists {
+		return fmt.Errorf("%w: replication slot %q does not exist and INVALIDATOR_CREATE_SLOT is false: run `invalidator setup`", ErrFatal, s.cfg.Slot)
+	}
+	return nil
+}
+
+// confirmable is the position that may be confirmed now: the applied
+// position, or the server's position when nothing is received but unapplied.
+func (s *Stream[T]) confirmable(dec *Decoder[T]) LSN {
+	applied := LSN(s.applied.Load())
+	pos := applied
+	if applied >= s.submittedEnd && !dec.Busy() && s.serverEnd > pos {
+		pos = s.serverEnd
+	}
+	if pos < s.confirmedSent {
+		return s.confirmedSent
+	}
+	return pos
+}
+
+func (s *Stream[T]) sendStatus(conn *pgconn.PgConn, dec *Decoder[T], final bool) error {
+	pos := s.confirmable(dec)
+	err := pglogrepl.SendStandbyStatusUpdate(context.Background(), conn, pglogrepl.StandbyStatusUpdate{
+		WALWritePosition: pos, WALFlushPosition: pos, WALApplyPosition: pos,
+	})
+	if err != nil {
+		if final {
+			return nil
+		}
+		return fmt.Errorf("send standby status: %w", err)
+	}
+	if pos > s.confirmedSent {
+		s.confirmedSent = pos
+	}
+	s.obs.Position(pos, max(s.serverWAL, pos))
+	return nil
+}
+
+// handOn sends a committed transaction on, blocking while the consumer is
+// behind (backpressure) but keeping the connection alive meanwhile.
+func (s *Stream[T]) handOn(ctx context.Context, conn *pgconn.PgConn, dec *Decoder[T], c Committed[T]) error {
+	select {
+	case s.out <- c:
+	default:
+		tick := time.NewTicker(s.cfg.AckDelay)
+		defer tick.Stop()
+		lastStatus := time.Now()
+	wait:
+		for {
+			select {
+			case s.out <- c:
+				break wait
+			case <-ctx.Done():
+				return ctx.Err()
+			case now := <-tick.C:
+				if s.confirmable(dec) > s.confirmedSent || now.Sub(lastStatus) >= s.cfg.StatusInterval/2 {
+					if err := s.sendStatus(conn, dec, false); err != nil {
+						return err
+					}
+					lastStatus = now
+				}
+			}
+		}
+	}
+	s.submittedCommit, s.submittedEnd = c.CommitLSN, c.EndLSN
+	return nil
+}
