@@ -1,0 +1,102 @@
+package router
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// Template is a compiled key, pattern or channel template: literal text
+// with {column} placeholders.
+type Template struct {
+	src  string
+	segs []segment
+}
+
+type segment struct {
+	lit string
+	col string // set for a placeholder
+}
+
+// ParseTemplate compiles a template.
+func ParseTemplate(s string) (*Template, error) {
+	if s == "" {
+		return nil, errors.New("empty template")
+	}
+	t := &Template{src: s}
+	rest := s
+	for rest != "" {
+		open := strings.IndexAny(rest, "{}")
+		if open < 0 {
+			t.segs = append(t.segs, segment{lit: rest})
+			break
+		}
+		if rest[open] == '}' {
+			return nil, fmt.Errorf("template %q: '}' without '{'", s)
+		}
+		if open > 0 {
+			t.segs = append(t.segs, segment{lit: rest[:open]})
+		}
+		end := strings.IndexAny(rest[open+1:], "{}")
+		if end < 0 || rest[open+1+end] != '}' {
+			return nil, fmt.Errorf("template %q: '{' without '}'", s)
+		}
+		col := strings.TrimSpace(rest[open+1 : open+1+end])
+		if col == "" {
+			return nil, fmt.Errorf("template %q: empty placeholder {}", s)
+		}
+		t.segs = append(t.segs, segment{col: col})
+		rest = rest[open+1+end+1:]
+	}
+	return t, nil
+}
+
+// String returns the template's source.
+func (t *Template) String() string { return t.src }
+
+// Columns returns the columns the template's placeholders name.
+func (t *Template) Columns() []string {
+	var out []string
+	for _, s := range t.segs {
+		if s.col != "" {
+			out = append(out, s.col)
+		}
+	}
+	return out
+}
+
+// globMeta are the characters Redis MATCH patterns give meaning to.
+const globMeta = `*?[]\`
+
+// AppendGlobEscaped appends s with every glob metacharacter escaped so that
+// a MATCH pattern matches s literally.
+func AppendGlobEscaped(dst []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if strings.IndexByte(globMeta, s[i]) >= 0 {
+			dst = append(dst, '\\')
+		}
+		dst = append(dst, s[i])
+	}
+	return dst
+}
+
+func appendGlobEscapedBytes(dst, s []byte) []byte {
+	for _, c := range s {
+		if strings.IndexByte(globMeta, c) >= 0 {
+			dst = append(dst, '\\')
+		}
+		dst = append(dst, c)
+	}
+	return dst
+}
+
+// mode says how a template is rendered.
+type mode uint8
+
+const (
+	modeExact   mode = iota // key or channel: literals and values verbatim
+	modePattern             // pattern template: literals are glob syntax, values escaped
+	modeWideKey             // key template as a pattern: literals and values escaped, others '*'
+	modeWidePat             // pattern template in wide form: literals kept, values escaped, others '*'
+	modeWideCh              // channel in wide form: literals and values verbatim, others '*'
+)

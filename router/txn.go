@@ -1,0 +1,468 @@
+package router
+
+import (
+	"slices"
+
+	"github.com/cachewire/invalidator/cdc"
+)
+
+// Message is one invalidation message: what a transaction did to the
+// entity behind one channel.
+type Message struct {
+	Channel  string // without the channel prefix
+	Op       cdc.Op // the last operation on this channel in the transaction
+	Table    string
+	Rule     string
+	Keys     []string
+	Patterns []string // wide invalidations (wide form or TRUNCATE)
+}
+
+// Result is what one committed transaction invalidates.
+type Result struct {
+	Keys     []string // exact keys, key prefix included, de-duplicated
+	Patterns []string // MATCH patterns, key prefix included, de-duplicated
+	Messages []Message
+	Changes  int // row changes the rules looked at
+	// Counts breaks Changes down by table and operation.
+	Counts []ChangeCount
+	// Wide lists rules that switched to their wide form in this transaction.
+	Wide []string
+}
+
+// ChangeCount is how many changes of one operation a table had.
+type ChangeCount struct {
+	Table string
+	Op    cdc.Op
+	N     int
+}
+
+// Empty reports whether there is nothing to invalidate or publish.
+func (r *Result) Empty() bool {
+	return len(r.Keys) == 0 && len(r.Patterns) == 0 && len(r.Messages) == 0
+}
+
+// Txn accumulates what one transaction invalidates. Its size is bounded:
+// past the router's key bound, a rule switches to its wide form for the
+// rest of the transaction. It implements cdc.Txn.
+type Txn struct {
+	rt     *Router
+	xid    uint32
+	main   part
+	subs   map[uint32]*part // streamed subtransactions, dropped on abort
+	budget int
+	buf    []byte
+	newImg cdc.Tuple
+	oldImg cdc.Tuple
+	result *Result
+}
+
+type part struct {
+	keys     map[string]int32 // key -> its index in keyList
+	keyList  []string
+	keyMsg   []int32 // per key: the message it was last listed in (-1: none)
+	patterns map[string]struct{}
+	patList  []string
+	msgIdx   map[string]int32
+	msgs     []Message
+	wide     map[*Rule]*wideState
+	changes  int
+	counts   []ChangeCount
+}
+
+func (p *part) count(table string, op cdc.Op) {
+	for i := range p.counts {
+		if p.counts[i].Op == op && p.counts[i].Table == table {
+			p.counts[i].N++
+			return
+		}
+	}
+	p.counts = append(p.counts, ChangeCount{Table: table, Op: op, N: 1})
+}
+
+type wideState struct {
+	scopes   map[string]struct{}
+	unscoped bool
+}
+
+// maxWideScopes bounds the distinct scope values a wide rule tracks before
+// it flushes every value of the scope columns.
+func (rt *Router) maxWideScopes() int { return max(rt.maxKeys/10, 16) }
+
+// NewTxn starts accumulating a transaction.
+func (rt *Router) NewTxn(xid uint32) *Txn {
+	return &Txn{rt: rt, xid: xid}
+}
+
+// DiscardSub forgets an aborted subtransaction's changes.
+func (t *Txn) DiscardSub(subxid uint32) { delete(t.subs, subxid) }
+
+func (t *Txn) partFor(xid uint32) *part {
+	if xid == 0 || xid == t.xid {
+		return &t.main
+	}
+	p := t.subs[xid]
+	if p == nil {
+		if t.subs == nil {
+			t.subs = map[uint32]*part{}
+		}
+		p = &part{}
+		t.subs[xid] = p
+	}
+	return p
+}
+
+// Add renders the rules of one row change.
+func (t *Txn) Add(c *cdc.Change) {
+	p := t.partFor(c.Xid)
+	p.changes++
+	if c.Op == cdc.OpTruncate {
+		for _, rel := range c.Truncated {
+			p.count(rel.QualifiedName(), c.Op)
+			for _, br := range t.rt.bind(rel) {
+				if br.r.ops[cdc.OpTruncate] {
+					t.addWide(p, br, nil, cdc.OpTruncate, true)
+				}
+			}
+		}
+		return
+	}
+	p.count(c.Rel.QualifiedName(), c.Op)
+	rules := t.rt.bind(c.Rel)
+	if len(rules) == 0 {
+		return
+	}
+	newImg, oldImg := t.images(c)
+	for _, br := range rules {
+		if !br.r.ops[c.Op] {
+			continue
+		}
+		if c.Op == cdc.OpUpdate && len(br.changed) > 0 && !changed(br, c) {
+			continue
+		}
+		if newImg != nil {
+			t.addRow(p, br, newImg, c.Op)
+		}
+		if oldImg != nil {
+			t.addRow(p, br, oldImg, c.Op)
+		}
+	}
+}
+
+// images returns the row images to render: the new row (unchanged TOAST
+// values filled from the old row when it has them) and the old row (with
+// only key columns known, the rest taken from the new row).
+func (t *Txn) images(c *cdc.Change) (newImg, oldImg cdc.Tuple) {
+	switch c.Op {
+	case cdc.OpInsert:
+		return c.New, nil
+	case cdc.OpDelete:
+		return nil, c.Old
+	}
+	newImg = c.New
+	if c.OldKind != cdc.OldNone && len(c.Old) == len(c.New) {
+		needFill := false
+		for _, d := range c.New {
+			needFill = needFill || d.Kind == cdc.DatumUnchanged
+		}
+		if needFill {
+			t.newImg = append(t.newImg[:0], c.New...)
+			for i, d := range t.newImg {
+				if d.Kind == cdc.DatumUnchanged && c.Old[i].Present() {
+					t.newImg[i] = c.Old[i]
+				}
+			}
+			newImg = t.newImg
+		}
+		if c.OldKind == cdc.OldFull {
+			return newImg, c.Old
+		}
+		t.oldImg = append(t.oldImg[:0], newImg...)
+		for i := range t.oldImg {
+			if i < len(c.Rel.Columns) && c.Rel.Columns[i].Key {
+				t.oldImg[i] = c.Old[i]
+			}
+		}
+		return newImg, t.oldImg
+	}
+	return newImg, nil
+}
+
+// changed reports whether an UPDATE changed one of the rule's changed
+// columns, or cannot tell (then it fires: never miss an update).
+func changed(br *boundRule, c *cdc.Change) bool {
+	if c.OldKind == cdc.OldNone || (c.OldKind == cdc.OldKey && !br.changedKeysOnly) || len(c.Old) != len(c.New) {
+		return true
+	}
+	for _, i := range br.changed {
+		if i < 0 {
+			return true
+		}
+		o, n := c.Old[i], c.New[i]
+		if n.Kind == cdc.DatumUnchanged {
+			continue
+		}
+		if o.Kind != n.Kind || string(o.Data) != string(n.Data) {
+			return true
+		}
+	}
+	return false
+}
+
+func (t *Txn) overBudget() bool { return t.budget >= t.rt.maxKeys }
+
+func (t *Txn) addRow(p *part, br *boundRule, row cdc.Tuple, op cdc.Op) {
+	if w := p.wide[br.r]; w != nil {
+		t.addWide(p, br, row, op, false)
+		return
+	}
+	msg := int32(-1)
+	if br.channel != nil {
+		var ok bool
+		t.buf, ok = br.channel.renderRow(t.buf[:0], modeExact, row, false)
+		if !ok {
+			t.rt.skipped(br.r, br.channel, row)
+		} else {
+			if _, exists := p.msgIdx[string(t.buf)]; !exists && t.overBudget() {
+				t.addWide(p, br, row, op, false)
+				return
+			}
+			msg = p.message(t, string(t.buf), op, br.r)
+		}
+	}
+	for i := range br.keys {
+		bt := &br.keys[i]
+		var ok bool
+		t.buf, ok = bt.renderRow(append(t.buf[:0], t.rt.keyPrefix...), modeExact, row, false)
+		if !ok {
+			t.rt.skipped(br.r, bt, row)
+			continue
+		}
+		if ki, exists := p.keys[string(t.buf)]; exists {
+			if msg >= 0 && p.keyMsg[ki] != msg {
+				p.msgs[msg].Keys = append(p.msgs[msg].Keys, p.keyList[ki])
+				p.keyMsg[ki] = msg
+			}
+			continue
+		}
+		if t.overBudget() {
+			t.addWide(p, br, row, op, false)
+			return
+		}
+		key := string(t.buf)
+		if p.keys == nil {
+			p.keys = map[string]int32{}
+		}
+		p.keys[key] = int32(len(p.keyList))
+		p.keyList = append(p.keyList, key)
+		p.keyMsg = append(p.keyMsg, msg)
+		t.budget++
+		if msg >= 0 {
+			p.msgs[msg].Keys = append(p.msgs[msg].Keys, key)
+		}
+	}
+	for i := range br.patterns {
+		bt := &br.patterns[i]
+		var ok bool
+		t.buf, ok = bt.renderRow(append(t.buf[:0], t.rt.patternPrefix...), modePattern, row, false)
+		if !ok {
+			t.rt.skipped(br.r, bt, row)
+			continue
+		}
+		t.addPattern(p, msg)
+	}
+}
+
+// addPattern adds the pattern in t.buf, listing it in message msg (if >= 0).
+func (t *Txn) addPattern(p *part, msg int32) {
+	if _, exists := p.patterns[string(t.buf)]; exists {
+		if msg >= 0 && !slices.Contains(p.msgs[msg].Patterns, string(t.buf)) {
+			p.msgs[msg].Patterns = append(p.msgs[msg].Patterns, string(t.buf))
+		}
+		return
+	}
+	pat := string(t.buf)
+	if p.patterns == nil {
+		p.patterns = map[string]struct{}{}
+	}
+	p.patterns[pat] = struct{}{}
+	p.patList = append(p.patList, pat)
+	t.budget++
+	if msg >= 0 {
+		p.msgs[msg].Patterns = append(p.msgs[msg].Patterns, pat)
+	}
+}
+
+// message returns the index of the message for channel, creating it.
+func (p *part) message(t *Txn, channel string, op cdc.Op, r *Rule) int32 {
+	if i, ok := p.msgIdx[channel]; ok {
+		m := &p.msgs[i]
+		m.Op, m.Rule, m.Table = op, r.Name, r.Table
+		return i
+	}
+	if p.msgIdx == nil {
+		p.msgIdx = map[string]int32{}
+	}
+	i := int32(len(p.msgs))
+	p.msgIdx[channel] = i
+	p.msgs = append(p.msgs, Message{Channel: channel, Op: op, Table: r.Table, Rule: r.Name})
+	t.budget++
+	return i
+}
+
+// addWide renders the rule's wide form for row's scope values (for every
+// value when all is set or the scope cannot be bounded any more).
+func (t *Txn) addWide(p *part, br *boundRule, row cdc.Tuple, op cdc.Op, all bool) {
+	if p.wide == nil {
+		p.wide = map[*Rule]*wideState{}
+	}
+	w := p.wide[br.r]
+	if w == nil {
+		w = &wideState{}
+		p.wide[br.r] = w
+	}
+	if w.unscoped {
+		if op == cdc.OpTruncate || all {
+			t.wideMessage(p, br, row, op, true)
+		}
+		return
+	}
+	if !all && len(br.r.Scope) > 0 {
+		// the scope tuple, NUL-separated, identifies the wide flush
+		t.buf = t.buf[:0]
+		for _, c := range br.scopeCols {
+			if c < 0 || c >= len(row) || !row[c].Present() {
+				all = true // cannot bound it: flush every value
+				break
+			}
+			t.buf = append(append(t.buf, row[c].Data...), 0)
+		}
+		if !all {
+			if _, seen := w.scopes[string(t.buf)]; seen {
+				return
+			}
+			if len(w.scopes) >= t.rt.maxWideScopes() {
+				all = true
+			} else {
+				if w.scopes == nil {
+					w.scopes = map[string]struct{}{}
+				}
+				w.scopes[string(t.buf)] = struct{}{}
+			}
+		}
+	} else {
+		all = true
+	}
+	if all {
+		w.unscoped, w.scopes = true, nil
+	}
+	t.wideMessage(p, br, row, op, all)
+}
+
+func (t *Txn) wideMessage(p *part, br *boundRule, row cdc.Tuple, op cdc.Op, all bool) {
+	msg := int32(-1)
+	if br.channel != nil {
+		var ok bool
+		t.buf, ok = br.channel.renderRow(t.buf[:0], modeWideCh, row, all)
+		if ok {
+			msg = p.message(t, string(t.buf), op, br.r)
+		}
+	}
+	for i := range br.keys {
+		var ok bool
+		t.buf, ok = br.keys[i].renderRow(append(t.buf[:0], t.rt.patternPrefix...), modeWideKey, row, all)
+		if ok {
+			t.addPattern(p, msg)
+		}
+	}
+	for i := range br.patterns {
+		var ok bool
+		t.buf, ok = br.patterns[i].renderRow(append(t.buf[:0], t.rt.patternPrefix...), modeWidePat, row, all)
+		if ok {
+			t.addPattern(p, msg)
+		}
+	}
+}
+
+// Result returns what the transaction invalidates. Call it once the
+// transaction has committed; the Txn must not be added to afterwards.
+func (t *Txn) Result() *Result {
+	if t.result != nil {
+		return t.result
+	}
+	res := &Result{Keys: t.main.keyList, Patterns: t.main.patList, Messages: t.main.msgs, Changes: t.main.changes, Counts: t.main.counts}
+	wide := func(p *part) {
+		for _, r := range t.rt.rules.Rules {
+			if p.wide[r] != nil && !slices.Contains(res.Wide, r.Name) {
+				res.Wide = append(res.Wide, r.Name)
+			}
+		}
+	}
+	wide(&t.main)
+	if len(t.subs) > 0 {
+		keys := maps(t.main.keys)
+		pats := t.main.patterns
+		if pats == nil {
+			pats = map[string]struct{}{}
+		}
+		msgIdx := map[string]int{}
+		for i, m := range res.Messages {
+			msgIdx[m.Channel] = i
+		}
+		xids := make([]uint32, 0, len(t.subs))
+		for x := range t.subs {
+			xids = append(xids, x)
+		}
+		slices.Sort(xids)
+		for _, x := range xids {
+			p := t.subs[x]
+			res.Changes += p.changes
+			for _, c := range p.counts {
+				res.Counts = append(res.Counts, c)
+			}
+			wide(p)
+			for _, k := range p.keyList {
+				if _, ok := keys[k]; !ok {
+					keys[k] = -1
+					res.Keys = append(res.Keys, k)
+				}
+			}
+			for _, pt := range p.patList {
+				if _, ok := pats[pt]; !ok {
+					pats[pt] = struct{}{}
+					res.Patterns = append(res.Patterns, pt)
+				}
+			}
+			for _, m := range p.msgs {
+				if i, ok := msgIdx[m.Channel]; ok {
+					dst := &res.Messages[i]
+					dst.Op, dst.Rule, dst.Table = m.Op, m.Rule, m.Table
+					dst.Keys = appendNew(dst.Keys, m.Keys)
+					dst.Patterns = appendNew(dst.Patterns, m.Patterns)
+					continue
+				}
+				msgIdx[m.Channel] = len(res.Messages)
+				res.Messages = append(res.Messages, m)
+			}
+		}
+	}
+	t.result = res
+	// the accumulation maps are no longer needed
+	t.main, t.subs, t.buf, t.newImg, t.oldImg = part{}, nil, nil, nil, nil
+	return res
+}
+
+func maps(m map[string]int32) map[string]int32 {
+	if m == nil {
+		return map[string]int32{}
+	}
+	return m
+}
+
+func appendNew(dst, src []string) []string {
+	for _, s := range src {
+		if !slices.Contains(dst, s) {
+			dst = append(dst, s)
+		}
+	}
+	return dst
+}
