@@ -1,0 +1,136 @@
+// Package publisher applies invalidations to Redis: it deletes keys,
+// publishes one message per (transaction, channel), appends the journal, and
+// reports each applied position so that it can be confirmed to PostgreSQL.
+package publisher
+
+import (
+	"strconv"
+	"time"
+	"unicode/utf8"
+
+	"github.com/cachewire/invalidator/cdc"
+	"github.com/cachewire/invalidator/router"
+)
+
+// MessageVersion is the "v" field of every message.
+const MessageVersion = 1
+
+// TimeLayout formats commit_time and time: UTC with microseconds.
+const TimeLayout = "2006-01-02T15:04:05.000000Z"
+
+// AppendMessage appends the JSON message of SPEC §6 for m to dst.
+func AppendMessage(dst []byte, m *router.Message, lsn cdc.LSN, xid uint32, commitTime time.Time) []byte {
+	dst = append(dst, `{"v":1,"op":`...)
+	dst = appendJSONString(dst, m.Op.String())
+	dst = append(dst, `,"table":`...)
+	dst = appendJSONString(dst, m.Table)
+	dst = append(dst, `,"rule":`...)
+	dst = appendJSONString(dst, m.Rule)
+	dst = append(dst, `,"keys":`...)
+	dst = appendJSONStrings(dst, m.Keys)
+	if len(m.Patterns) > 0 {
+		dst = append(dst, `,"patterns":`...)
+		dst = appendJSONStrings(dst, m.Patterns)
+	}
+	dst = append(dst, `,"lsn":"`...)
+	dst = appendLSN(dst, lsn)
+	dst = append(dst, `","xid":`...)
+	dst = strconv.AppendUint(dst, uint64(xid), 10)
+	dst = append(dst, `,"commit_time":"`...)
+	dst = commitTime.UTC().AppendFormat(dst, TimeLayout)
+	return append(dst, `"}`...)
+}
+
+// AppendHeartbeat appends the heartbeat message of SPEC §6.
+func AppendHeartbeat(dst []byte, lsn cdc.LSN, now time.Time) []byte {
+	dst = append(dst, `{"v":1,"op":"heartbeat","lsn":"`...)
+	dst = appendLSN(dst, lsn)
+	dst = append(dst, `","time":"`...)
+	dst = now.UTC().AppendFormat(dst, TimeLayout)
+	return append(dst, `"}`...)
+}
+
+// appendLSN appends lsn as PostgreSQL prints it: upper-case hex, "0/1A2B3C4".
+func appendLSN(dst []byte, lsn cdc.LSN) []byte {
+	dst = appendHexUpper(dst, uint32(lsn>>32))
+	dst = append(dst, '/')
+	return appendHexUpper(dst, uint32(lsn))
+}
+
+func appendHexUpper(dst []byte, v uint32) []byte {
+	const digits = "0123456789ABCDEF"
+	var tmp [8]byte
+	i := len(tmp)
+	for {
+		i--
+		tmp[i] = digits[v&0xf]
+		v >>= 4
+		if v == 0 {
+			break
+		}
+	}
+	return append(dst, tmp[i:]...)
+}
+
+func appendJSONStrings(dst []byte, ss []string) []byte {
+	dst = append(dst, '[')
+	for i, s := range ss {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = appendJSONString(dst, s)
+	}
+	return append(dst, ']')
+}
+
+const hexDigits = "0123456789abcdef"
+
+// appendJSONString appends s as a JSON string. Invalid UTF-8 becomes U+FFFD,
+// as encoding/json does; U+2028 and U+2029 are escaped for JavaScript.
+func appendJSONString(dst []byte, s string) []byte {
+	dst = append(dst, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' {
+				i++
+				continue
+			}
+			dst = append(dst, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				dst = append(dst, '\\', c)
+			case '\n':
+				dst = append(dst, '\\', 'n')
+			case '\r':
+				dst = append(dst, '\\', 'r')
+			case '\t':
+				dst = append(dst, '\\', 't')
+			default:
+				dst = append(dst, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		if r == '\u2028' || r == '\u2029' {
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, '\\', 'u', '2', '0', '2', hexDigits[r&0xf])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	dst = append(dst, s[start:]...)
+	return append(dst, '"')
+}
