@@ -1,0 +1,236 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+
+	"github.com/cachewire/invalidator/cdc"
+	"github.com/cachewire/invalidator/config"
+	"github.com/cachewire/invalidator/ops"
+	"github.com/cachewire/invalidator/publisher"
+	"github.com/cachewire/invalidator/router"
+)
+
+const runHelp = `invalidator run
+
+Runs the daemon: streams committed changes from the replication slot,
+deletes the keys the rules render, publishes one message per entity, and
+confirms each position to PostgreSQL once Redis has acknowledged it.
+SIGTERM or SIGINT drains what is in flight, confirms it and exits 0.`
+
+// queueLen bounds the committed transactions waiting for Redis; the stream
+// blocks when it is full (backpressure reaches PostgreSQL, not memory).
+const queueLen = 256
+
+func runCommand(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	s, code, done := load("run", runHelp, args, stdout, stderr, (*config.Config).BindRunFlags, (*config.Config).Validate)
+	if done {
+		return code
+	}
+	log, err := newLogger(s.cfg, stderr)
+	if err != nil {
+		_, _ = fmt.Fprintf(stderr, "invalidator run: %v\n", err)
+		return exitUsage
+	}
+	defer func() { _ = log.Sync() }()
+	log.Info("starting", zap.String("version", version()), zap.Any("config", s.cfg.Redacted()),
+		zap.Int("rules", len(s.rules.Rules)), zap.Strings("tables", s.rules.Tables()))
+
+	err = runDaemon(ctx, s.cfg, s.rules, log)
+	var rerr *router.Error
+	switch {
+	case err == nil:
+		log.Info("stopped")
+		return exitOK
+	case errors.As(err, &rerr):
+		log.Error("rules do not match the database", zap.Error(err))
+		_, _ = fmt.Fprintf(stderr, "invalidator run: %v\n", err)
+		return exitUsage
+	default:
+		log.Error("stopped on error", zap.Error(err))
+		return exitProblems
+	}
+}
+
+// newRedis returns a client for the configured Redis or Redis Cluster.
+func newRedis(cfg *config.Config) (redis.UniversalClient, error) {
+	if len(cfg.RedisClusterAddrs) > 0 {
+		opts := &redis.ClusterOptions{Addrs: cfg.RedisClusterAddrs}
+		if cfg.RedisURL != "" {
+			u, err := redis.ParseURL(cfg.RedisURL)
+			if err != nil {
+				return nil, &config.Error{Var: config.Var("REDIS_URL"), Msg: "invalid URL"}
+			}
+			opts.Username, opts.Password, opts.TLSConfig = u.Username, u.Password, u.TLSConfig
+		}
+		return redis.NewClusterClient(opts), nil
+	}
+	opts, err := redis.ParseURL(cfg.RedisURL)
+	if err != nil {
+		return nil, &config.Error{Var: config.Var("REDIS_URL"), Msg: "invalid URL: " + err.Error()}
+	}
+	return redis.NewClient(opts), nil
+}
+
+// checkColumns waits for PostgreSQL and checks that every column the rules
+// use exists. A mismatch is a *router.Error.
+func checkColumns(ctx context.Context, cfg *config.Config, rules *router.Rules, log *zap.Logger) error {
+	backoff := 250 * time.Millisecond
+	for {
+		err := func() error {
+			conn, err := pgconn.Connect(ctx, cfg.PostgresURL)
+			if err != nil {
+				return err
+			}
+			defer func() { _ = conn.Close(context.WithoutCancel(ctx)) }()
+			for _, t := range rules.Tables() {
+				cols, err := cdc.TableColumns(ctx, conn, t)
+				if errors.Is(err, cdc.ErrNoSuchTable) {
+					r := firstRule(rules, t)
+					return &router.Error{File: r.File, Line: r.Line, Msg: fmt.Sprintf("rule %q: table %s does not exist", r.Name, t)}
+				}
+				if err != nil {
+					return err
+				}
+				if err := rules.CheckColumns(t, cols); err != nil {
+					return err
+				}
+			}
+			return nil
+		}()
+		var rerr *router.Error
+		if err == nil || errors.As(err, &rerr) {
+			return err
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		log.Warn("cannot reach PostgreSQL to check the rules' columns; retrying", zap.Error(err), zap.Duration("backoff", backoff))
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 15*time.Second)
+	}
+}
+
+func firstRule(rules *router.Rules, table string) *router.Rule {
+	for _, r := range rules.Rules {
+		if r.Table == table {
+			return r
+		}
+	}
+	return rules.Rules[0]
+}
+
+// runDaemon runs every component until ctx ends or one fails, then stops
+// them in order: the stream drains and confirms, the queue closes, the
+// applier finishes, the HTTP server stops.
+func runDaemon(ctx context.Context, cfg *config.Config, rules *router.Rules, log *zap.Logger) error {
+	if err := checkColumns(ctx, cfg, rules, log); err != nil {
+		return err
+	}
+	if ctx.Err() != nil {
+		return nil
+	}
+	rdb, err := newRedis(cfg)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = rdb.Close() }()
+
+	metrics := ops.NewMetrics(log.Named("router"))
+	rt := router.New(rules, cfg.MaxKeysPerTxn, metrics)
+	queue := make(chan publisher.Applied, queueLen)
+	stream := cdc.NewStream(cdc.StreamConfig{
+		URL:          cfg.PostgresURL,
+		Slot:         cfg.Slot,
+		Publication:  cfg.Publication,
+		Create:       cfg.CreateSlot,
+		Tables:       rules.Tables(),
+		DrainTimeout: cfg.ShutdownTimeout,
+	}, log.Named("cdc"), metrics, rt.NewTxn, queue)
+	pub := publisher.New(rdb, publisher.Config{
+		ChannelPrefix: rules.ChannelPrefix,
+		Journal:       cfg.Journal,
+		JournalMaxLen: cfg.JournalMaxLen,
+	})
+	applier := publisher.NewApplier(pub, queue, stream, metrics, log.Named("publisher"), publisher.ApplierConfig{
+		MaxBatchTxns: cfg.BatchMaxTxns,
+		MaxBatchKeys: cfg.BatchMaxKeys,
+		Linger:       cfg.BatchLinger,
+	})
+
+	// The applier outlives ctx: it must finish what the stream handed on.
+	applierCtx, stopApplier := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopApplier()
+	applierDone := make(chan error, 1)
+	go func() { applierDone <- applier.Run(applierCtx) }()
+
+	httpCtx, stopHTTP := context.WithCancel(ctx)
+	defer stopHTTP()
+	httpDone := make(chan error, 1)
+	if cfg.HTTPAddr != "" {
+		srv := ops.NewServer(cfg.HTTPAddr, cfg.Slot, metrics, redisPinger{rdb}, log.Named("http"))
+		go func() { httpDone <- srv.Run(httpCtx) }()
+	} else {
+		close(httpDone)
+	}
+
+	stopLog := context.AfterFunc(ctx, func() {
+		log.Info("stopping: draining in-flight transactions", zap.Duration("bound", cfg.ShutdownTimeout))
+	})
+	defer stopLog()
+	streamCtx, stopStream := context.WithCancel(ctx)
+	defer stopStream()
+	streamDone := make(chan error, 1)
+	go func() { streamDone <- stream.Run(streamCtx) }()
+
+	var result error
+	select {
+	case result = <-streamDone:
+		streamDone = nil
+	case err := <-httpDone:
+		result = err
+		httpDone = nil
+	case err := <-applierDone:
+		result = fmt.Errorf("applier stopped: %w", err)
+		applierDone = nil
+	}
+	stopStream()
+	if streamDone != nil {
+		if err := <-streamDone; result == nil {
+			result = err
+		}
+	}
+	close(queue)
+	if applierDone != nil {
+		select {
+		case <-applierDone:
+		case <-time.After(cfg.ShutdownTimeout):
+			log.Warn("applier did not finish in time; unapplied transactions will be re-sent on restart")
+			stopApplier()
+			<-applierDone
+		}
+	}
+	stopHTTP()
+	if httpDone != nil {
+		if err := <-httpDone; result == nil && err != nil {
+			result = err
+		}
+	}
+	return result
+}
+
+// redisPinger adapts a go-redis client to ops.Pinger.
+type redisPinger struct{ c redis.UniversalClient }
+
+func (p redisPinger) Ping(ctx context.Context) error { return p.c.Ping(ctx).Err() }
