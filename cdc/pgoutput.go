@@ -15,8 +15,8 @@ type LSN = pglogrepl.LSN
 // ErrMalformed reports a pgoutput message that cannot be decoded.
 var ErrMalformed = errors.New("malformed pgoutput message")
 
-// pgEpochUnix is 2000-01-01, the origin of PostgreSQL timestamps.
-var pgEpochUnix = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC).Unix()
+// pgEpochUnix is 2000-01-01T00:00:00Z, the origin of PostgreSQL timestamps.
+const pgEpochUnix = 946684800
 
 // reader walks one pgoutput message. The first failure sticks in err and
 // every later read returns zero values, so callers check err once.
