@@ -14,6 +14,9 @@ const DefaultMaxKeysPerTxn = 100_000
 // the first time for that rule, so that callers can log once per rule.
 type Observer interface {
 	RenderSkipped(rule, table, column string, first bool)
+	// NoRule reports changes on a published table that no rule names (a
+	// renamed table, say); first is true once per table description.
+	NoRule(table string, first bool)
 }
 
 // Router renders the rules for row changes. Bindings of rules to relation
@@ -31,6 +34,7 @@ type Router struct {
 	mu       sync.Mutex
 	bindings map[*cdc.Relation][]*boundRule
 	warned   map[*Rule]bool
+	noRule   map[*cdc.Relation]bool
 }
 
 // New returns a Router for rules. maxKeys <= 0 means DefaultMaxKeysPerTxn;
@@ -48,6 +52,7 @@ func New(rules *Rules, maxKeys int, obs Observer) *Router {
 		patternPrefix: string(AppendGlobEscaped(nil, rules.KeyPrefix)),
 		bindings:      map[*cdc.Relation][]*boundRule{},
 		warned:        map[*Rule]bool{},
+		noRule:        map[*cdc.Relation]bool{},
 	}
 	for _, r := range rules.Rules {
 		rt.byTable[r.Table] = append(rt.byTable[r.Table], r)
@@ -89,53 +94,111 @@ func (rt *Router) bind(rel *cdc.Relation) []*boundRule {
 	for old := range rt.bindings {
 		if old.ID == rel.ID {
 			delete(rt.bindings, old)
+			delete(rt.noRule, old)
 		}
 	}
 	var out []*boundRule
 	for _, r := range rt.byTable[rel.QualifiedName()] {
-		br := &boundRule{r: r, changedKeysOnly: true}
-		bt := func(t *Template) boundTemplate {
-			b := boundTemplate{t: t, cols: make([]int, len(t.segs)), inScope: make([]bool, len(t.segs))}
-			for i, s := range t.segs {
-				switch {
-				case s.col == "":
-					b.cols[i] = -1
-				default:
-					b.cols[i] = rel.ColumnIndex(s.col)
-					if b.cols[i] < 0 {
-						b.cols[i] = -2
-					}
-					for _, sc := range r.Scope {
-						b.inScope[i] = b.inScope[i] || sc == s.col
-					}
-				}
-			}
-			return b
-		}
-		for _, t := range r.Keys {
-			br.keys = append(br.keys, bt(t))
-		}
-		for _, t := range r.Patterns {
-			br.patterns = append(br.patterns, bt(t))
-		}
-		if r.Channel != nil {
-			b := bt(r.Channel)
-			br.channel = &b
-		}
-		for _, c := range r.Changed {
-			i := rel.ColumnIndex(c)
-			br.changed = append(br.changed, i)
-			if i < 0 || !rel.Columns[i].Key {
-				br.changedKeysOnly = false
-			}
-		}
-		for _, c := range r.Scope {
-			br.scopeCols = append(br.scopeCols, rel.ColumnIndex(c))
-		}
-		out = append(out, br)
+		out = append(out, bindRule(r, rel.ColumnIndex, func(c int) bool { return c >= 0 && rel.Columns[c].Key }, r.Scope))
 	}
 	rt.bindings[rel] = out
 	return out
+}
+
+// bindRule resolves a rule's templates with colIndex (-1: no such column).
+// isKey tells whether a column index is part of the replica identity; scope
+// lists the placeholders kept in the wide form.
+func bindRule(r *Rule, colIndex func(string) int, isKey func(int) bool, scope []string) *boundRule {
+	br := &boundRule{r: r, changedKeysOnly: true}
+	bt := func(t *Template) boundTemplate {
+		b := boundTemplate{t: t, cols: make([]int, len(t.segs)), inScope: make([]bool, len(t.segs))}
+		for i, s := range t.segs {
+			if s.col == "" {
+				b.cols[i] = -1
+				continue
+			}
+			b.cols[i] = colIndex(s.col)
+			if b.cols[i] < 0 {
+				b.cols[i] = -2
+			}
+			for _, sc := range scope {
+				b.inScope[i] = b.inScope[i] || sc == s.col
+			}
+		}
+		return b
+	}
+	for _, t := range r.Keys {
+		br.keys = append(br.keys, bt(t))
+	}
+	for _, t := range r.Patterns {
+		br.patterns = append(br.patterns, bt(t))
+	}
+	if r.Channel != nil {
+		b := bt(r.Channel)
+		br.channel = &b
+	}
+	for _, c := range r.Changed {
+		i := colIndex(c)
+		br.changed = append(br.changed, i)
+		if !isKey(i) {
+			br.changedKeysOnly = false
+		}
+	}
+	for _, c := range scope {
+		br.scopeCols = append(br.scopeCols, colIndex(c))
+	}
+	return br
+}
+
+// Wide returns the wide invalidation of every rule for the given column
+// values: placeholders of those columns keep the value (glob-escaped in
+// patterns), every other placeholder becomes '*'. Rules that use none of
+// the columns are left out; with no values at all, every rule's all-'*'
+// form is returned. Messages carry op.
+func (rt *Router) Wide(values map[string]string, op cdc.Op) *Result {
+	names := make([]string, 0, len(values))
+	row := make(cdc.Tuple, 0, len(values))
+	for name, v := range values {
+		names = append(names, name)
+		row = append(row, cdc.Datum{Kind: cdc.DatumText, Data: []byte(v)})
+	}
+	colIndex := func(c string) int {
+		for i, n := range names {
+			if n == c {
+				return i
+			}
+		}
+		return -1
+	}
+	t := rt.NewTxn(0)
+	for _, r := range rt.rules.Rules {
+		uses := len(values) == 0
+		for _, c := range r.Columns() {
+			uses = uses || colIndex(c) >= 0
+		}
+		if !uses {
+			continue
+		}
+		br := bindRule(r, colIndex, func(int) bool { return false }, names)
+		t.wideMessage(&t.main, br, row, op, len(values) == 0)
+	}
+	return t.Result()
+}
+
+// Finished wraps a ready Result as a finished Txn, for applying work that
+// did not come from the stream (replay, resync).
+func (rt *Router) Finished(res *Result) *Txn { return &Txn{rt: rt, result: res} }
+
+// unmatched reports a change on a relation no rule names.
+func (rt *Router) unmatched(rel *cdc.Relation) {
+	if rt.obs == nil {
+		return
+	}
+	rt.mu.Lock()
+	first := !rt.noRule[rel]
+	rt.noRule[rel] = true
+	rt.mu.Unlock()
+	rt.obs.NoRule(rel.QualifiedName(), first)
 }
 
 // skipped reports a value a template needed but the row image lacked.
@@ -145,7 +208,7 @@ func (rt *Router) skipped(r *Rule, bt *boundTemplate, row cdc.Tuple) {
 	}
 	col := ""
 	for i, c := range bt.cols {
-		if c == -2 || (c >= 0 && (c >= len(row) || !row[c].Present())) {
+		if c != -1 && valueStatus(row, c) != rendered {
 			col = bt.t.segs[i].col
 			break
 		}
@@ -157,9 +220,39 @@ func (rt *Router) skipped(r *Rule, bt *boundTemplate, row cdc.Tuple) {
 	rt.obs.RenderSkipped(r.Name, r.Table, col, first)
 }
 
-// renderRow renders bt from row into dst. With wide set, placeholders out
-// of scope become '*'; with all set too, every placeholder does.
-func (bt *boundTemplate) renderRow(dst []byte, m mode, row cdc.Tuple, all bool) ([]byte, bool) {
+// MaxValueLen bounds a value placed into a key, pattern or channel. A longer
+// value is treated like an unavailable one: the rule takes its wide form for
+// that row instead of building an enormous key.
+const MaxValueLen = 64 << 10
+
+// renderStatus says why a template could not be rendered from a row.
+type renderStatus uint8
+
+const (
+	rendered    renderStatus = iota
+	missingNull              // a NULL value or a column the table no longer has: no such key exists
+	missingWide              // a value that exists but was not sent (unchanged TOAST) or is enormous
+)
+
+// valueStatus classifies column c of row.
+func valueStatus(row cdc.Tuple, c int) renderStatus {
+	if c < 0 || c >= len(row) {
+		return missingNull
+	}
+	switch d := row[c]; {
+	case d.Kind == cdc.DatumUnchanged:
+		return missingWide
+	case !d.Present():
+		return missingNull
+	case len(d.Data) > MaxValueLen:
+		return missingWide
+	}
+	return rendered
+}
+
+// renderRow renders bt from row into dst. In the wide modes, placeholders
+// out of scope become '*'; with all set, every placeholder does.
+func (bt *boundTemplate) renderRow(dst []byte, m mode, row cdc.Tuple, all bool) ([]byte, renderStatus) {
 	for i, s := range bt.t.segs {
 		if s.col == "" {
 			if m == modeWideKey {
@@ -175,8 +268,8 @@ func (bt *boundTemplate) renderRow(dst []byte, m mode, row cdc.Tuple, all bool) 
 			continue
 		}
 		c := bt.cols[i]
-		if c < 0 || c >= len(row) || !row[c].Present() {
-			return dst, false
+		if st := valueStatus(row, c); st != rendered {
+			return dst, st
 		}
 		switch m {
 		case modeExact, modeWideCh:
@@ -185,5 +278,5 @@ func (bt *boundTemplate) renderRow(dst []byte, m mode, row cdc.Tuple, all bool) 
 			dst = appendGlobEscapedBytes(dst, row[c].Data)
 		}
 	}
-	return dst, true
+	return dst, rendered
 }

@@ -142,8 +142,13 @@ func ParseRules(name string, data []byte) (*Rules, error) {
 	}
 	rs := &Rules{ChannelPrefix: DefaultChannelPrefix}
 	var rulesNode, versionNode *yaml.Node
+	seen := map[string]int{}
 	for i := 0; i+1 < len(top.Content); i += 2 {
 		k, v := top.Content[i], top.Content[i+1]
+		if first, dup := seen[k.Value]; dup {
+			return nil, fail(k, "duplicate field %q (first at line %d)", k.Value, first)
+		}
+		seen[k.Value] = k.Line
 		switch k.Value {
 		case "version":
 			versionNode = v
@@ -225,21 +230,30 @@ func parseRule(file string, n *yaml.Node, fail func(*yaml.Node, string, ...any) 
 		return nil, fail(n, "each rule must be a mapping with name, table and keys")
 	}
 	r := &Rule{File: file, Line: n.Line}
+	// the name first, so that every later message can name the rule
+	label := "rule"
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if k, v := n.Content[i], n.Content[i+1]; k.Value == "name" {
+			if err := decodeString(v, &r.Name); err != nil || r.Name == "" {
+				return nil, fail(v, "rule name: must be a non-empty string")
+			}
+			label = fmt.Sprintf("rule %q", r.Name)
+			break
+		}
+	}
 	fields := map[string]*yaml.Node{}
+	keyLines := map[string]int{}
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := n.Content[i], n.Content[i+1]
 		if !slices.Contains(ruleFields, k.Value) {
-			return nil, fail(k, "unknown rule field %q (expected one of %s)", k.Value, strings.Join(ruleFields, ", "))
+			return nil, fail(k, "%s: unknown field %q (expected one of %s)", label, k.Value, strings.Join(ruleFields, ", "))
 		}
-		fields[k.Value] = v
+		if first, dup := keyLines[k.Value]; dup {
+			return nil, fail(k, "%s: duplicate field %q (first at line %d)", label, k.Value, first)
+		}
+		fields[k.Value], keyLines[k.Value] = v, k.Line
 	}
-	label := "rule"
-	if v := fields["name"]; v != nil {
-		if err := decodeString(v, &r.Name); err != nil || r.Name == "" {
-			return nil, fail(v, "rule name: must be a non-empty string")
-		}
-		label = fmt.Sprintf("rule %q", r.Name)
-	} else {
+	if r.Name == "" {
 		return nil, fail(n, "rule: missing name")
 	}
 	v := fields["table"]

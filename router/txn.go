@@ -129,6 +129,7 @@ func (t *Txn) Add(c *cdc.Change) {
 	p.count(c.Rel.QualifiedName(), c.Op)
 	rules := t.rt.bind(c.Rel)
 	if len(rules) == 0 {
+		t.rt.unmatched(c.Rel)
 		return
 	}
 	newImg, oldImg := t.images(c)
@@ -217,9 +218,13 @@ func (t *Txn) addRow(p *part, br *boundRule, row cdc.Tuple, op cdc.Op) {
 	}
 	msg := int32(-1)
 	if br.channel != nil {
-		var ok bool
-		t.buf, ok = br.channel.renderRow(t.buf[:0], modeExact, row, false)
-		if !ok {
+		var st renderStatus
+		t.buf, st = br.channel.renderRow(t.buf[:0], modeExact, row, false)
+		if st == missingWide {
+			t.unavailable(p, br, br.channel, row, op)
+			return
+		}
+		if st == missingNull {
 			t.rt.skipped(br.r, br.channel, row)
 		} else {
 			if _, exists := p.msgIdx[string(t.buf)]; !exists && t.overBudget() {
@@ -231,14 +236,20 @@ func (t *Txn) addRow(p *part, br *boundRule, row cdc.Tuple, op cdc.Op) {
 	}
 	for i := range br.keys {
 		bt := &br.keys[i]
-		var ok bool
-		t.buf, ok = bt.renderRow(append(t.buf[:0], t.rt.keyPrefix...), modeExact, row, false)
-		if !ok {
+		var st renderStatus
+		t.buf, st = bt.renderRow(append(t.buf[:0], t.rt.keyPrefix...), modeExact, row, false)
+		if st == missingWide {
+			t.unavailable(p, br, bt, row, op)
+			return
+		}
+		if st == missingNull {
 			t.rt.skipped(br.r, bt, row)
 			continue
 		}
 		if ki, exists := p.keys[string(t.buf)]; exists {
-			if msg >= 0 && p.keyMsg[ki] != msg {
+			// a key listed by another message in between: list it here too,
+			// unless this message has it already (rare: keys shared by entities)
+			if msg >= 0 && p.keyMsg[ki] != msg && !slices.Contains(p.msgs[msg].Keys, p.keyList[ki]) {
 				p.msgs[msg].Keys = append(p.msgs[msg].Keys, p.keyList[ki])
 				p.keyMsg[ki] = msg
 			}
@@ -262,14 +273,41 @@ func (t *Txn) addRow(p *part, br *boundRule, row cdc.Tuple, op cdc.Op) {
 	}
 	for i := range br.patterns {
 		bt := &br.patterns[i]
-		var ok bool
-		t.buf, ok = bt.renderRow(append(t.buf[:0], t.rt.patternPrefix...), modePattern, row, false)
-		if !ok {
+		var st renderStatus
+		t.buf, st = bt.renderRow(append(t.buf[:0], t.rt.patternPrefix...), modePattern, row, false)
+		if st == missingWide {
+			t.unavailable(p, br, bt, row, op)
+			return
+		}
+		if st == missingNull {
 			t.rt.skipped(br.r, bt, row)
 			continue
 		}
+		if _, exists := p.patterns[string(t.buf)]; !exists && t.overBudget() {
+			t.addWide(p, br, row, op, false)
+			return
+		}
 		t.addPattern(p, msg)
 	}
+}
+
+// unavailable handles a row whose value exists but cannot be used (an
+// unchanged TOASTed value PostgreSQL did not send, or an enormous one): the
+// key it feeds still exists in the cache, so the rule's wide form covers the
+// row instead. It is counted like a skipped key.
+func (t *Txn) unavailable(p *part, br *boundRule, bt *boundTemplate, row cdc.Tuple, op cdc.Op) {
+	t.rt.skipped(br.r, bt, row)
+	t.addWideRow(p, br, row, op)
+}
+
+// addWideRow adds the wide form for one row without switching the rule to
+// its wide form for the rest of the transaction.
+func (t *Txn) addWideRow(p *part, br *boundRule, row cdc.Tuple, op cdc.Op) {
+	all := len(br.r.Scope) == 0
+	for _, c := range br.scopeCols {
+		all = all || valueStatus(row, c) != rendered
+	}
+	t.wideMessage(p, br, row, op, all)
 }
 
 // addPattern adds the pattern in t.buf, listing it in message msg (if >= 0).
@@ -330,7 +368,7 @@ func (t *Txn) addWide(p *part, br *boundRule, row cdc.Tuple, op cdc.Op, all bool
 		// the scope tuple, NUL-separated, identifies the wide flush
 		t.buf = t.buf[:0]
 		for _, c := range br.scopeCols {
-			if c < 0 || c >= len(row) || !row[c].Present() {
+			if valueStatus(row, c) != rendered {
 				all = true // cannot bound it: flush every value
 				break
 			}
@@ -361,26 +399,30 @@ func (t *Txn) addWide(p *part, br *boundRule, row cdc.Tuple, op cdc.Op, all bool
 func (t *Txn) wideMessage(p *part, br *boundRule, row cdc.Tuple, op cdc.Op, all bool) {
 	msg := int32(-1)
 	if br.channel != nil {
-		var ok bool
-		t.buf, ok = br.channel.renderRow(t.buf[:0], modeWideCh, row, all)
-		if ok {
-			msg = p.message(t, string(t.buf), op, br.r)
+		var st renderStatus
+		t.buf, st = br.channel.renderRow(t.buf[:0], modeWideCh, row, all)
+		if st != rendered { // a scope value is missing: publish on the all-'*' channel
+			t.buf, _ = br.channel.renderRow(t.buf[:0], modeWideCh, row, true)
 		}
+		msg = p.message(t, string(t.buf), op, br.r)
 	}
 	for i := range br.keys {
-		var ok bool
-		t.buf, ok = br.keys[i].renderRow(append(t.buf[:0], t.rt.patternPrefix...), modeWideKey, row, all)
-		if ok {
-			t.addPattern(p, msg)
-		}
+		t.widePattern(p, &br.keys[i], modeWideKey, row, all, msg)
 	}
 	for i := range br.patterns {
-		var ok bool
-		t.buf, ok = br.patterns[i].renderRow(append(t.buf[:0], t.rt.patternPrefix...), modeWidePat, row, all)
-		if ok {
-			t.addPattern(p, msg)
-		}
+		t.widePattern(p, &br.patterns[i], modeWidePat, row, all, msg)
 	}
+}
+
+// widePattern adds one wide pattern; if a scope value is missing it falls
+// back to every placeholder '*', never to nothing.
+func (t *Txn) widePattern(p *part, bt *boundTemplate, m mode, row cdc.Tuple, all bool, msg int32) {
+	var st renderStatus
+	t.buf, st = bt.renderRow(append(t.buf[:0], t.rt.patternPrefix...), m, row, all)
+	if st != rendered {
+		t.buf, _ = bt.renderRow(append(t.buf[:0], t.rt.patternPrefix...), m, row, true)
+	}
+	t.addPattern(p, msg)
 }
 
 // Result returns what the transaction invalidates. Call it once the
