@@ -20,28 +20,29 @@ const Prefix = "INVALIDATOR"
 
 // Config holds every setting. Field tags name the environment variables.
 type Config struct {
-	PostgresURL       string        `envconfig:"POSTGRES_URL"`
-	RedisURL          string        `envconfig:"REDIS_URL"`
-	RedisClusterAddrs []string      `envconfig:"REDIS_CLUSTER_ADDRS"`
-	Rules             string        `envconfig:"RULES" default:"/etc/invalidator/rules.yaml"`
-	Slot              string        `envconfig:"SLOT" default:"invalidator"`
-	Publication       string        `envconfig:"PUBLICATION" default:"invalidator"`
-	CreateSlot        bool          `envconfig:"CREATE_SLOT" default:"true"`
-	HTTPAddr          string        `envconfig:"HTTP_ADDR" default:":9187"`
-	LogLevel          string        `envconfig:"LOG_LEVEL" default:"info"`
-	LogFormat         string        `envconfig:"LOG_FORMAT" default:"json"`
-	NATSURL           string        `envconfig:"NATS_URL"`
-	NATSJetStream     bool          `envconfig:"NATS_JETSTREAM" default:"false"`
-	Journal           bool          `envconfig:"JOURNAL" default:"true"`
-	HeartbeatInterval time.Duration `envconfig:"HEARTBEAT_INTERVAL" default:"10s"`
+	PostgresURL       string        `envconfig:"INVALIDATOR_POSTGRES_URL"`
+	RedisURL          string        `envconfig:"INVALIDATOR_REDIS_URL"`
+	RedisClusterAddrs []string      `envconfig:"INVALIDATOR_REDIS_CLUSTER_ADDRS"`
+	Rules             string        `envconfig:"INVALIDATOR_RULES" default:"/etc/invalidator/rules.yaml"`
+	Slot              string        `envconfig:"INVALIDATOR_SLOT" default:"invalidator"`
+	Publication       string        `envconfig:"INVALIDATOR_PUBLICATION" default:"invalidator"`
+	CreateSlot        bool          `envconfig:"INVALIDATOR_CREATE_SLOT" default:"true"`
+	HTTPAddr          string        `envconfig:"INVALIDATOR_HTTP_ADDR" default:":9187"`
+	LogLevel          string        `envconfig:"INVALIDATOR_LOG_LEVEL" default:"info"`
+	LogFormat         string        `envconfig:"INVALIDATOR_LOG_FORMAT" default:"json"`
+	NATSURL           string        `envconfig:"INVALIDATOR_NATS_URL"`
+	NATSJetStream     bool          `envconfig:"INVALIDATOR_NATS_JETSTREAM" default:"false"`
+	Journal           bool          `envconfig:"INVALIDATOR_JOURNAL" default:"true"`
+	HeartbeatInterval time.Duration `envconfig:"INVALIDATOR_HEARTBEAT_INTERVAL" default:"10s"`
 
 	// Beyond the SPEC's table: bounds and timings an operator may tune.
-	JournalMaxLen   int64         `envconfig:"JOURNAL_MAXLEN" default:"100000"`
-	MaxKeysPerTxn   int           `envconfig:"MAX_KEYS_PER_TXN" default:"100000"`
-	BatchMaxKeys    int           `envconfig:"BATCH_MAX_KEYS" default:"10000"`
-	BatchMaxTxns    int           `envconfig:"BATCH_MAX_TXNS" default:"1000"`
-	BatchLinger     time.Duration `envconfig:"BATCH_LINGER" default:"0s"`
-	ShutdownTimeout time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"10s"`
+	JournalMaxLen   int64         `envconfig:"INVALIDATOR_JOURNAL_MAXLEN" default:"100000"`
+	MaxKeysPerTxn   int           `envconfig:"INVALIDATOR_MAX_KEYS_PER_TXN" default:"100000"`
+	BatchMaxKeys    int           `envconfig:"INVALIDATOR_BATCH_MAX_KEYS" default:"10000"`
+	BatchMaxTxns    int           `envconfig:"INVALIDATOR_BATCH_MAX_TXNS" default:"1000"`
+	BatchLinger     time.Duration `envconfig:"INVALIDATOR_BATCH_LINGER" default:"0s"`
+	ShutdownTimeout time.Duration `envconfig:"INVALIDATOR_SHUTDOWN_TIMEOUT" default:"10s"`
+	OnSlotLost      string        `envconfig:"INVALIDATOR_ON_SLOT_LOST" default:"fail"`
 }
 
 // Error is a bad setting, named by its environment variable.
@@ -55,7 +56,9 @@ func (e *Error) Error() string { return e.Var + ": " + e.Msg }
 // FromEnv returns the defaults overridden by the environment.
 func FromEnv() (*Config, error) {
 	var c Config
-	if err := envconfig.Process(Prefix, &c); err != nil {
+	// Full names in the tags and no prefix here: envconfig would otherwise
+	// fall back to unprefixed names (LOG_LEVEL, REDIS_URL) meant for others.
+	if err := envconfig.Process("", &c); err != nil {
 		var pe *envconfig.ParseError
 		if errors.As(err, &pe) {
 			return nil, &Error{Var: pe.KeyName, Msg: fmt.Sprintf("invalid %s %q", typeName(pe.TypeName), pe.Value)}
@@ -67,7 +70,7 @@ func FromEnv() (*Config, error) {
 
 func typeName(t string) string {
 	switch t {
-	case "Duration":
+	case "Duration", "time.Duration":
 		return "duration (e.g. 10s, 1m)"
 	case "bool":
 		return "boolean (true or false)"
@@ -133,6 +136,7 @@ func (c *Config) BindRunFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.BatchMaxTxns, "batch-max-txns", c.BatchMaxTxns, "transactions per coalesced batch (env "+Var("BATCH_MAX_TXNS")+")")
 	fs.DurationVar(&c.BatchLinger, "batch-linger", c.BatchLinger, "wait this long for more transactions to join a batch (env "+Var("BATCH_LINGER")+")")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "bound on draining at SIGTERM (env "+Var("SHUTDOWN_TIMEOUT")+")")
+	fs.StringVar(&c.OnSlotLost, "on-slot-lost", c.OnSlotLost, "fail or resync when the slot was lost (env "+Var("ON_SLOT_LOST")+")")
 }
 
 var slotName = regexp.MustCompile(`^[a-z0-9_]{1,63}$`)
@@ -193,6 +197,11 @@ func (c *Config) Validate() error {
 			return &Error{Var: Var(v.name), Msg: "must not be negative"}
 		}
 	}
+	switch c.OnSlotLost {
+	case "fail", "resync":
+	default:
+		return &Error{Var: Var("ON_SLOT_LOST"), Msg: fmt.Sprintf("%q: use fail or resync", c.OnSlotLost)}
+	}
 	if c.ShutdownTimeout <= 0 {
 		return &Error{Var: Var("SHUTDOWN_TIMEOUT"), Msg: "must be positive"}
 	}
@@ -216,6 +225,12 @@ func RedactURL(raw string) string {
 	u, err := url.Parse(raw)
 	if err != nil {
 		return "(unparsable URL redacted)"
+	}
+	if u.User != nil {
+		if _, hasPassword := u.User.Password(); !hasPassword && u.User.Username() != "" && u.Scheme != "postgres" && u.Scheme != "postgresql" {
+			// nats://TOKEN@host: a lone user is the auth token
+			u.User = url.User("xxxxx")
+		}
 	}
 	q := u.Query()
 	changed := false
@@ -254,5 +269,6 @@ func (c *Config) Redacted() map[string]any {
 		"batch_max_txns":      c.BatchMaxTxns,
 		"batch_linger":        c.BatchLinger.String(),
 		"shutdown_timeout":    c.ShutdownTimeout.String(),
+		"on_slot_lost":        c.OnSlotLost,
 	}
 }
