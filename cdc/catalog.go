@@ -172,6 +172,15 @@ func PublicationMissing(ctx context.Context, conn *pgconn.PgConn, pub string, ta
 	return missing, nil
 }
 
+// DropSlot drops a replication slot if it exists.
+func DropSlot(ctx context.Context, conn *pgconn.PgConn, slot string) error {
+	_, err := query(ctx, conn, "SELECT pg_catalog.pg_drop_replication_slot(slot_name) FROM pg_catalog.pg_replication_slots WHERE slot_name = "+QuoteLiteral(slot))
+	if err != nil {
+		return fmt.Errorf("drop slot %q: %w", slot, err)
+	}
+	return nil
+}
+
 // EnsureSlot creates the logical replication slot (pgoutput) when missing.
 func EnsureSlot(ctx context.Context, conn *pgconn.PgConn, slot string) (created bool, err error) {
 	st, err := Slot(ctx, conn, slot)

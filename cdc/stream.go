@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"net/url"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -41,6 +42,11 @@ func (r Role) String() string {
 // daemon may not create it, a slot of another plugin...).
 var ErrFatal = errors.New("fatal")
 
+// ErrSlotLost reports a slot that can no longer deliver every change since
+// it was last read: invalidated (wal_status lost, WAL removed) or dropped
+// after the daemon had used it. Changes may have been missed.
+var ErrSlotLost = errors.New("replication slot lost")
+
 // StreamConfig says where and how to stream.
 type StreamConfig struct {
 	// URL is the PostgreSQL URL; replication=database is added.
@@ -62,6 +68,10 @@ type StreamConfig struct {
 	// DrainTimeout bounds how long a stopping stream waits for what it
 	// handed on to be applied before its last confirmation (default 10s).
 	DrainTimeout time.Duration
+	// ExpectSlot says the slot existed before (the daemon has streamed from
+	// it): finding it missing then means it was lost, not that this is a
+	// first start.
+	ExpectSlot bool
 }
 
 // Observer is told about the stream's progress; every method must be cheap
@@ -172,7 +182,7 @@ func (s *Stream[T]) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		if errors.Is(err, ErrFatal) {
+		if errors.Is(err, ErrFatal) || errors.Is(err, ErrSlotLost) {
 			return err
 		}
 		wait := backoff
@@ -260,8 +270,9 @@ func (s *Stream[T]) session(ctx context.Context) (err error) {
 	}
 	// Start at 0: the server resumes from the slot's confirmed position.
 	if err := pglogrepl.StartReplication(ctx, conn, s.cfg.Slot, 0, pglogrepl.StartReplicationOptions{PluginArgs: args}); err != nil {
-		return fmt.Errorf("start replication on slot %q: %w", s.cfg.Slot, err)
+		return s.classify(fmt.Errorf("start replication on slot %q: %w", s.cfg.Slot, err))
 	}
+	s.cfg.ExpectSlot = true // from now on, a missing slot is a lost one
 	s.setRole(RoleActive)
 	s.log.Info("streaming", zap.String("slot", s.cfg.Slot), zap.String("publication", s.cfg.Publication),
 		zap.Stringer("resume_after", s.submittedCommit))
@@ -281,6 +292,22 @@ func (s *Stream[T]) session(ctx context.Context) (err error) {
 	if ctx.Err() != nil {
 		s.drain(conn, dec)
 		return ctx.Err()
+	}
+	return s.classify(err)
+}
+
+// classify turns the server's ways of saying the slot is gone or unusable
+// into ErrSlotLost.
+func (s *Stream[T]) classify(err error) error {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) {
+		return err
+	}
+	switch {
+	case pgErr.Code == "42704" && s.cfg.ExpectSlot: // undefined_object: the slot was dropped
+		return fmt.Errorf("%w: %q was dropped: %w", ErrSlotLost, s.cfg.Slot, err)
+	case pgErr.Code == "55000" && strings.Contains(pgErr.Message, "can no longer get changes"):
+		return fmt.Errorf("%w: %q was invalidated: %w", ErrSlotLost, s.cfg.Slot, err)
 	}
 	return err
 }
@@ -394,6 +421,16 @@ func beUint64(b []byte) uint64 {
 
 // prepare creates what is missing (when allowed) and checks the slot.
 func (s *Stream[T]) prepare(ctx context.Context, conn *pgconn.PgConn) error {
+	st, err := Slot(ctx, conn, s.cfg.Slot)
+	if err != nil {
+		return err
+	}
+	if st.Exists && st.WALStatus == "lost" {
+		return fmt.Errorf("%w: %q has wal_status lost (its WAL was removed, see max_slot_wal_keep_size)", ErrSlotLost, s.cfg.Slot)
+	}
+	if !st.Exists && s.cfg.ExpectSlot {
+		return fmt.Errorf("%w: %q no longer exists", ErrSlotLost, s.cfg.Slot)
+	}
 	if s.cfg.Create {
 		created, added, err := EnsurePublication(ctx, conn, s.cfg.Publication, s.cfg.Tables)
 		if err != nil {
@@ -413,10 +450,6 @@ func (s *Stream[T]) prepare(ctx context.Context, conn *pgconn.PgConn) error {
 			s.log.Info("created replication slot", zap.String("slot", s.cfg.Slot))
 		}
 		return nil
-	}
-	st, err := Slot(ctx, conn, s.cfg.Slot)
-	if err != nil {
-		return err
 	}
 	if !st.Exists {
 		return fmt.Errorf("%w: replication slot %q does not exist and INVALIDATOR_CREATE_SLOT is false: run `invalidator setup`", ErrFatal, s.cfg.Slot)

@@ -36,6 +36,8 @@ type Metrics struct {
 	wide           *prometheus.CounterVec
 	role           *prometheus.GaugeVec
 	lastCommit     prometheus.Gauge
+	probeRTT       prometheus.Gauge
+	heartbeats     prometheus.Counter
 
 	state State
 }
@@ -71,7 +73,9 @@ func NewMetrics(log *zap.Logger) *Metrics {
 	m.wide = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "invalidator_wide_form_total", Help: "Transactions in which a rule switched to its wide form, by rule."}, []string{"rule"})
 	m.role = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "invalidator_role", Help: "1 for the daemon's current role (starting, standby, active)."}, []string{"role"})
 	m.lastCommit = prometheus.NewGauge(prometheus.GaugeOpts{Name: "invalidator_last_commit_timestamp_seconds", Help: "Commit time of the last applied transaction."})
-	for _, c := range []prometheus.Collector{m.transactions, m.changes, m.keysDeleted, m.messages, m.errors, m.lagBytes, m.confirmedLSN,
+	m.probeRTT = prometheus.NewGauge(prometheus.GaugeOpts{Name: "invalidator_heartbeat_roundtrip_seconds", Help: "Time from writing the heartbeat probe into the WAL to decoding it from the slot."})
+	m.heartbeats = prometheus.NewCounter(prometheus.CounterOpts{Name: "invalidator_heartbeats_total", Help: "Heartbeat messages published."})
+	for _, c := range []prometheus.Collector{m.probeRTT, m.heartbeats, m.transactions, m.changes, m.keysDeleted, m.messages, m.errors, m.lagBytes, m.confirmedLSN,
 		m.latency, m.batchTxns, m.batchKeys, m.applySeconds, m.renderFailures, m.wide, m.role, m.lastCommit} {
 		f(c)
 	}
@@ -119,6 +123,15 @@ func (m *Metrics) RenderSkipped(rule, table, column string, first bool) {
 	}
 }
 
+// NoRule implements router.Observer: counted always, logged once per table description.
+func (m *Metrics) NoRule(table string, first bool) {
+	m.errors.WithLabelValues("no_rule").Inc()
+	if first && m.log != nil {
+		m.log.Warn("changes on a published table that no rule names are ignored (was a rule's table renamed? see invalidator_errors_total{kind=\"no_rule\"})",
+			zap.String("table", table))
+	}
+}
+
 // Applied implements publisher.Observer.
 func (m *Metrics) Applied(batch []publisher.Applied, st publisher.Stats, took time.Duration) {
 	m.state.redisFailing.Store(false)
@@ -150,6 +163,15 @@ func (m *Metrics) Applied(batch []publisher.Applied, st publisher.Stats, took ti
 func (m *Metrics) ApplyFailed(error) {
 	m.state.redisFailing.Store(true)
 	m.errors.WithLabelValues("redis").Inc()
+}
+
+// ProbeRoundTrip records how long a heartbeat probe took through the WAL.
+func (m *Metrics) ProbeRoundTrip(d time.Duration) { m.probeRTT.Set(d.Seconds()) }
+
+// Heartbeat counts a published heartbeat.
+func (m *Metrics) Heartbeat() {
+	m.heartbeats.Inc()
+	m.messages.WithLabelValues("redis").Inc()
 }
 
 // Role returns the current role.

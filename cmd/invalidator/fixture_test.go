@@ -399,3 +399,5 @@ func (d *daemon) wait(t testing.TB, timeout time.Duration) int {
 	}
 	return d.cmd.ProcessState.ExitCode()
 }
+
+func testsrvFreePort() (int, error) { return testsrv.FreePort() }

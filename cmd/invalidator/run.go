@@ -147,6 +147,12 @@ func runDaemon(ctx context.Context, cfg *config.Config, rules *router.Rules, log
 	}
 	defer func() { _ = rdb.Close() }()
 
+	markerKey := slotMarkerKey(rules.ChannelPrefix, cfg.Slot)
+	expectSlot, err := slotWasUsed(ctx, rdb, markerKey, log)
+	if err != nil || ctx.Err() != nil {
+		return err
+	}
+
 	metrics := ops.NewMetrics(log.Named("router"))
 	rt := router.New(rules, cfg.MaxKeysPerTxn, metrics)
 	queue := make(chan publisher.Applied, queueLen)
@@ -157,7 +163,9 @@ func runDaemon(ctx context.Context, cfg *config.Config, rules *router.Rules, log
 		Create:       cfg.CreateSlot,
 		Tables:       rules.Tables(),
 		DrainTimeout: cfg.ShutdownTimeout,
+		ExpectSlot:   expectSlot,
 	}, log.Named("cdc"), metrics, rt.NewTxn, queue)
+	stream.OnMessage = onProbe(cfg.Slot, metrics)
 	pub := publisher.New(rdb, publisher.Config{
 		ChannelPrefix: rules.ChannelPrefix,
 		Journal:       cfg.Journal,
@@ -184,6 +192,15 @@ func runDaemon(ctx context.Context, cfg *config.Config, rules *router.Rules, log
 	} else {
 		close(httpDone)
 	}
+	hb := &heartbeat{
+		interval: cfg.HeartbeatInterval, pgURL: cfg.PostgresURL, slot: cfg.Slot, markerKey: markerKey,
+		stream: stream, pub: pub, rdb: rdb, metrics: metrics, log: log.Named("heartbeat"),
+	}
+	heartbeatDone := make(chan struct{})
+	go func() {
+		defer close(heartbeatDone)
+		_ = hb.Run(httpCtx)
+	}()
 
 	stopLog := context.AfterFunc(ctx, func() {
 		log.Info("stopping: draining in-flight transactions", zap.Duration("bound", cfg.ShutdownTimeout))
@@ -192,7 +209,9 @@ func runDaemon(ctx context.Context, cfg *config.Config, rules *router.Rules, log
 	streamCtx, stopStream := context.WithCancel(ctx)
 	defer stopStream()
 	streamDone := make(chan error, 1)
-	go func() { streamDone <- stream.Run(streamCtx) }()
+	go func() {
+		streamDone <- streamWithResync(streamCtx, stream, cfg, rt, pub, log)
+	}()
 
 	var result error
 	select {
@@ -222,12 +241,93 @@ func runDaemon(ctx context.Context, cfg *config.Config, rules *router.Rules, log
 		}
 	}
 	stopHTTP()
+	<-heartbeatDone
 	if httpDone != nil {
 		if err := <-httpDone; result == nil && err != nil {
 			result = err
 		}
 	}
 	return result
+}
+
+// slotWasUsed reads the slot marker, waiting for Redis if it is down: the
+// answer decides whether a missing slot is new or lost.
+func slotWasUsed(ctx context.Context, rdb redis.UniversalClient, key string, log *zap.Logger) (bool, error) {
+	backoff := 250 * time.Millisecond
+	for {
+		n, err := rdb.Exists(ctx, key).Result()
+		if err == nil {
+			return n == 1, nil
+		}
+		if ctx.Err() != nil {
+			return false, nil
+		}
+		log.Warn("cannot reach Redis; waiting before streaming", zap.Error(err), zap.Duration("backoff", backoff))
+		select {
+		case <-ctx.Done():
+			return false, nil
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 15*time.Second)
+	}
+}
+
+// streamWithResync runs the stream; when the slot was lost it either stops
+// with instructions (fail) or recreates the slot, flushes every rule's wide
+// form and streams again (resync).
+func streamWithResync(ctx context.Context, stream *cdc.Stream[*router.Txn], cfg *config.Config, rt *router.Router, pub *publisher.Publisher, log *zap.Logger) error {
+	for {
+		err := stream.Run(ctx)
+		if !errors.Is(err, cdc.ErrSlotLost) {
+			return err
+		}
+		if cfg.OnSlotLost != "resync" {
+			log.Error("the replication slot was lost: invalidations since it was last read may have been missed. "+
+				"Restart with INVALIDATOR_ON_SLOT_LOST=resync to recreate it and flush every rule's wide form, "+
+				"or recreate it with `invalidator setup` and flush what matters with `invalidator replay --tenant`.",
+				zap.Error(err), zap.String("slot", cfg.Slot))
+			return err
+		}
+		log.Warn("the replication slot was lost: recreating it and flushing every rule's wide form", zap.Error(err), zap.String("slot", cfg.Slot))
+		if err := resync(ctx, cfg, rt, pub, log); err != nil {
+			return err
+		}
+	}
+}
+
+// resync recreates the slot first (so every change from now on is kept),
+// then deletes everything any rule could have cached before it.
+func resync(ctx context.Context, cfg *config.Config, rt *router.Router, pub *publisher.Publisher, log *zap.Logger) error {
+	conn, err := pgconn.Connect(ctx, cfg.PostgresURL)
+	if err != nil {
+		return fmt.Errorf("resync: connect: %w", err)
+	}
+	defer func() { _ = conn.Close(context.WithoutCancel(ctx)) }()
+	if err := cdc.DropSlot(ctx, conn, cfg.Slot); err != nil {
+		return fmt.Errorf("resync: %w", err)
+	}
+	if _, err := cdc.EnsureSlot(ctx, conn, cfg.Slot); err != nil {
+		return fmt.Errorf("resync: %w", err)
+	}
+	flush := rt.Wide(nil, cdc.OpTruncate)
+	batch := []publisher.Applied{{Txn: rt.Finished(flush), CommitTime: time.Now()}}
+	backoff := 250 * time.Millisecond
+	for {
+		st, err := pub.Apply(ctx, batch)
+		if err == nil {
+			log.Info("resync flushed every rule's wide form", zap.Int("patterns", len(flush.Patterns)), zap.Int64("keys_deleted", st.KeysDeleted))
+			return nil
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("resync: %w", ctx.Err())
+		}
+		log.Warn("resync flush failed; retrying", zap.Error(err))
+		select {
+		case <-ctx.Done():
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 5*time.Second)
+	}
 }
 
 // redisPinger adapts a go-redis client to ops.Pinger.

@@ -1,0 +1,149 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+
+	"github.com/cachewire/invalidator/cdc"
+	"github.com/cachewire/invalidator/ops"
+	"github.com/cachewire/invalidator/publisher"
+)
+
+// probePrefix is the logical decoding message prefix of heartbeat probes.
+const probePrefix = "invalidator"
+
+// slotMarkerKey names the Redis key that records that the daemon has streamed
+// from a slot, so that a missing slot can be told from a first start.
+func slotMarkerKey(channelPrefix, slot string) string { return channelPrefix + "_slot:" + slot }
+
+// streamState is what the heartbeat needs to know of the stream.
+type streamState interface {
+	Role() cdc.Role
+	Applied() cdc.LSN
+}
+
+// heartbeat runs while the daemon runs. As the active consumer it marks the
+// slot as used in Redis (once), and every interval writes a probe into the
+// WAL with pg_logical_emit_message (so that even a quiet database moves the
+// slot, and the probe's round trip measures lag) and publishes the heartbeat
+// message so subscribers can tell a quiet system from a dead one.
+type heartbeat struct {
+	interval  time.Duration
+	pgURL     string
+	slot      string
+	markerKey string
+	stream    streamState
+	pub       *publisher.Publisher
+	rdb       redis.UniversalClient
+	metrics   *ops.Metrics
+	log       *zap.Logger
+
+	conn   *pgconn.PgConn
+	marked bool
+	buf    []byte
+}
+
+// Run ticks until ctx ends.
+func (h *heartbeat) Run(ctx context.Context) error {
+	tick := h.interval
+	if tick <= 0 {
+		tick = time.Second // only to mark the slot
+	}
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	defer h.closeConn(ctx)
+	var lastWarn time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		if h.stream.Role() != cdc.RoleActive {
+			continue
+		}
+		if err := h.beat(ctx); err != nil && ctx.Err() == nil {
+			h.metrics.Error("heartbeat")
+			if time.Since(lastWarn) > time.Minute {
+				h.log.Warn("heartbeat failed", zap.Error(err))
+				lastWarn = time.Now()
+			}
+		}
+		if h.interval <= 0 && h.marked {
+			return nil
+		}
+	}
+}
+
+func (h *heartbeat) beat(ctx context.Context) error {
+	if !h.marked {
+		if err := h.rdb.Set(ctx, h.markerKey, h.slot, 0).Err(); err != nil {
+			return fmt.Errorf("mark slot in redis: %w", err)
+		}
+		h.marked = true
+	}
+	if h.interval <= 0 {
+		return nil
+	}
+	if err := h.probe(ctx); err != nil {
+		h.closeConn(ctx)
+		return err
+	}
+	h.buf = publisher.AppendHeartbeat(h.buf[:0], h.stream.Applied(), time.Now())
+	if err := h.pub.Heartbeat(ctx, h.buf); err != nil {
+		return err
+	}
+	h.metrics.Heartbeat()
+	return nil
+}
+
+// probe writes "<slot> <unix nanos>" as a non-transactional logical decoding
+// message; the stream sees it come back (see onProbe).
+func (h *heartbeat) probe(ctx context.Context) error {
+	if h.conn == nil {
+		c, err := pgconn.Connect(ctx, h.pgURL)
+		if err != nil {
+			return fmt.Errorf("heartbeat probe: connect: %w", err)
+		}
+		h.conn = c
+	}
+	content := h.slot + " " + strconv.FormatInt(time.Now().UnixNano(), 10)
+	_, err := h.conn.Exec(ctx, "SELECT pg_catalog.pg_logical_emit_message(false, "+cdc.QuoteLiteral(probePrefix)+", "+cdc.QuoteLiteral(content)+")").ReadAll()
+	if err != nil {
+		return fmt.Errorf("heartbeat probe: %w", err)
+	}
+	return nil
+}
+
+func (h *heartbeat) closeConn(ctx context.Context) {
+	if h.conn != nil {
+		closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+		defer cancel()
+		_ = h.conn.Close(closeCtx)
+		h.conn = nil
+	}
+}
+
+// onProbe returns the stream's handler for logical decoding messages: our
+// own probes give the WAL round trip.
+func onProbe(slot string, m *ops.Metrics) func(bool, cdc.LSN, string, []byte) {
+	return func(_ bool, _ cdc.LSN, prefix string, content []byte) {
+		if prefix != probePrefix {
+			return
+		}
+		s, ts, ok := strings.Cut(string(content), " ")
+		if !ok || s != slot {
+			return
+		}
+		if n, err := strconv.ParseInt(ts, 10, 64); err == nil {
+			m.ProbeRoundTrip(time.Since(time.Unix(0, n)))
+		}
+	}
+}
