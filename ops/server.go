@@ -27,6 +27,7 @@ type Server struct {
 	metrics *Metrics
 	redis   Pinger
 	log     *zap.Logger
+	ln      net.Listener
 }
 
 // NewServer returns a Server for addr.
@@ -66,12 +67,25 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	_, _ = fmt.Fprintln(w, "ready: role active")
 }
 
-// Run serves until ctx ends, then shuts down gracefully.
-func (s *Server) Run(ctx context.Context) error {
+// Listen binds the address, so that a taken port fails at start.
+func (s *Server) Listen() error {
 	ln, err := net.Listen("tcp", s.addr)
 	if err != nil {
 		return fmt.Errorf("http listen %s: %w", s.addr, err)
 	}
+	s.ln = ln
+	return nil
+}
+
+// Run serves until ctx ends, then shuts down gracefully. It listens first
+// unless Listen was called.
+func (s *Server) Run(ctx context.Context) error {
+	if s.ln == nil {
+		if err := s.Listen(); err != nil {
+			return err
+		}
+	}
+	ln := s.ln
 	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 5 * time.Second}
 	s.log.Info("http listening", zap.String("addr", ln.Addr().String()))
 	errc := make(chan error, 1)

@@ -135,25 +135,50 @@ func firstRule(rules *router.Rules, table string) *router.Rule {
 // them in order: the stream drains and confirms, the queue closes, the
 // applier finishes, the HTTP server stops.
 func runDaemon(ctx context.Context, cfg *config.Config, rules *router.Rules, log *zap.Logger) error {
+	rdb, err := newRedis(cfg)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = rdb.Close() }()
+	metrics := ops.NewMetrics(log.Named("router"))
+
+	// HTTP first: /healthz answers while PostgreSQL or Redis are still out
+	// of reach, so an orchestrator does not restart a waiting daemon.
+	httpCtx, stopHTTP := context.WithCancel(ctx)
+	defer stopHTTP()
+	httpDone := make(chan error, 1)
+	if cfg.HTTPAddr != "" {
+		srv := ops.NewServer(cfg.HTTPAddr, cfg.Slot, metrics, redisPinger{rdb}, log.Named("http"))
+		if err := srv.Listen(); err != nil {
+			return err
+		}
+		go func() { httpDone <- srv.Run(httpCtx) }()
+	} else {
+		close(httpDone)
+	}
+	err = startStreaming(ctx, cfg, rules, rdb, metrics, log)
+	stopHTTP()
+	if httpErr := <-httpDone; err == nil && httpErr != nil {
+		err = httpErr
+	}
+	return err
+}
+
+// startStreaming checks the rules against the database, then runs the
+// stream, the applier and the heartbeat until ctx ends or one fails.
+func startStreaming(ctx context.Context, cfg *config.Config, rules *router.Rules, rdb redis.UniversalClient, metrics *ops.Metrics, log *zap.Logger) error {
 	if err := checkColumns(ctx, cfg, rules, log); err != nil {
 		return err
 	}
 	if ctx.Err() != nil {
 		return nil
 	}
-	rdb, err := newRedis(cfg)
-	if err != nil {
-		return err
-	}
-	defer func() { _ = rdb.Close() }()
-
 	markerKey := slotMarkerKey(rules.ChannelPrefix, cfg.Slot)
 	expectSlot, err := slotWasUsed(ctx, rdb, markerKey, log)
 	if err != nil || ctx.Err() != nil {
 		return err
 	}
 
-	metrics := ops.NewMetrics(log.Named("router"))
 	rt := router.New(rules, cfg.MaxKeysPerTxn, metrics)
 	queue := make(chan publisher.Applied, queueLen)
 	stream := cdc.NewStream(cdc.StreamConfig{
@@ -183,15 +208,8 @@ func runDaemon(ctx context.Context, cfg *config.Config, rules *router.Rules, log
 	applierDone := make(chan error, 1)
 	go func() { applierDone <- applier.Run(applierCtx) }()
 
-	httpCtx, stopHTTP := context.WithCancel(ctx)
-	defer stopHTTP()
-	httpDone := make(chan error, 1)
-	if cfg.HTTPAddr != "" {
-		srv := ops.NewServer(cfg.HTTPAddr, cfg.Slot, metrics, redisPinger{rdb}, log.Named("http"))
-		go func() { httpDone <- srv.Run(httpCtx) }()
-	} else {
-		close(httpDone)
-	}
+	hbCtx, stopHeartbeat := context.WithCancel(ctx)
+	defer stopHeartbeat()
 	hb := &heartbeat{
 		interval: cfg.HeartbeatInterval, pgURL: cfg.PostgresURL, slot: cfg.Slot, markerKey: markerKey,
 		stream: stream, pub: pub, rdb: rdb, metrics: metrics, log: log.Named("heartbeat"),
@@ -199,7 +217,7 @@ func runDaemon(ctx context.Context, cfg *config.Config, rules *router.Rules, log
 	heartbeatDone := make(chan struct{})
 	go func() {
 		defer close(heartbeatDone)
-		_ = hb.Run(httpCtx)
+		_ = hb.Run(hbCtx)
 	}()
 
 	stopLog := context.AfterFunc(ctx, func() {
@@ -217,9 +235,6 @@ func runDaemon(ctx context.Context, cfg *config.Config, rules *router.Rules, log
 	select {
 	case result = <-streamDone:
 		streamDone = nil
-	case err := <-httpDone:
-		result = err
-		httpDone = nil
 	case err := <-applierDone:
 		result = fmt.Errorf("applier stopped: %w", err)
 		applierDone = nil
@@ -240,13 +255,8 @@ func runDaemon(ctx context.Context, cfg *config.Config, rules *router.Rules, log
 			<-applierDone
 		}
 	}
-	stopHTTP()
+	stopHeartbeat()
 	<-heartbeatDone
-	if httpDone != nil {
-		if err := <-httpDone; result == nil && err != nil {
-			result = err
-		}
-	}
 	return result
 }
 

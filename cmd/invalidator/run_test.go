@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"net/http"
 	"regexp"
 	"slices"
 	"strings"
@@ -318,5 +319,31 @@ func TestRun_WideFormPastKeyBound(t *testing.T) {
 	wide := f.sub.on("cache:invalidate:shard:w1:*")
 	if len(wide) == 0 {
 		t.Errorf("no wide message on shard:w1:*; got %d messages", len(f.sub.all()))
+	}
+}
+
+// TestRun_HealthzBeforePostgres checks that a daemon waiting for an
+// unreachable PostgreSQL is alive (/healthz 200) but not ready (503).
+func TestRun_HealthzBeforePostgres(t *testing.T) {
+	f := newFixture(t)
+	port, err := freePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.env = append(f.env, fmt.Sprintf("INVALIDATOR_POSTGRES_URL=postgres://postgres@127.0.0.1:%d/x?sslmode=disable", port))
+	d := f.start()
+	eventually(t, waitLong, "/healthz 200 while PostgreSQL is unreachable", func() bool {
+		resp, err := http.Get("http://" + d.addr + "/healthz")
+		if err != nil {
+			return false
+		}
+		_ = resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+	if code, body := d.readyz(); code != http.StatusServiceUnavailable || !strings.Contains(body, "starting") {
+		t.Errorf("/readyz = %d %q, want 503 with role starting", code, body)
+	}
+	if code := d.stop(t); code != 0 {
+		t.Errorf("SIGTERM while waiting for PostgreSQL: exit %d, want 0", code)
 	}
 }
