@@ -68,7 +68,11 @@ func knownEnv(t *testing.T) map[string]string {
 	tag := regexp.MustCompile("envconfig:\"([A-Z0-9_]+)\"(?:\\s+default:\"([^\"]*)\")?")
 	fromCode := map[string]string{}
 	for _, m := range tag.FindAllStringSubmatch(string(src), -1) {
-		fromCode["INVALIDATOR_"+m[1]] = m[2]
+		name := m[1]
+		if !strings.HasPrefix(name, "INVALIDATOR_") {
+			name = "INVALIDATOR_" + name
+		}
+		fromCode[name] = m[2]
 	}
 	if len(fromCode) == 0 {
 		t.Fatalf("config/config.go: found no envconfig tags")
