@@ -202,3 +202,73 @@ func EnsureSlot(ctx context.Context, conn *pgconn.PgConn, slot string) (created 
 	}
 	return true, nil
 }
+
+// Identity is a table's REPLICA IDENTITY: what an UPDATE or DELETE carries
+// of the old row.
+type Identity struct {
+	Kind    byte     // 'd' default (primary key), 'i' index, 'f' full, 'n' nothing
+	Columns []string // the columns the old row carries (all of them for 'f')
+}
+
+// Describe returns the setting as SQL says it.
+func (id Identity) Describe() string {
+	switch id.Kind {
+	case 'f':
+		return "FULL"
+	case 'n':
+		return "NOTHING"
+	case 'i':
+		return "USING INDEX"
+	}
+	return "DEFAULT"
+}
+
+// TableIdentity reads a table's replica identity and its columns.
+func TableIdentity(ctx context.Context, conn *pgconn.PgConn, table string) (Identity, error) {
+	schema, name, _ := strings.Cut(table, ".")
+	rows, err := query(ctx, conn, `SELECT c.relreplident::text, coalesce((
+			SELECT string_agg(a.attname, ',' ORDER BY a.attnum)
+			FROM pg_catalog.pg_index i
+			JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
+			WHERE i.indrelid = c.oid AND (
+				(c.relreplident = 'd' AND i.indisprimary) OR (c.relreplident = 'i' AND i.indisreplident))
+		), '')
+		FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+		WHERE n.nspname = `+QuoteLiteral(schema)+` AND c.relname = `+QuoteLiteral(name))
+	if err != nil {
+		return Identity{}, fmt.Errorf("replica identity of %s: %w", table, err)
+	}
+	if len(rows) == 0 {
+		return Identity{}, fmt.Errorf("%s: %w", table, ErrNoSuchTable)
+	}
+	id := Identity{Kind: rows[0][0][0]}
+	if id.Kind == 'f' {
+		id.Columns, err = TableColumns(ctx, conn, table)
+		return id, err
+	}
+	if s := string(rows[0][1]); s != "" {
+		id.Columns = strings.Split(s, ",")
+	}
+	return id, nil
+}
+
+// Setting returns a server setting (SHOW name).
+func Setting(ctx context.Context, conn *pgconn.PgConn, name string) (string, error) {
+	rows, err := query(ctx, conn, "SELECT pg_catalog.current_setting("+QuoteLiteral(name)+")")
+	if err != nil {
+		return "", fmt.Errorf("setting %s: %w", name, err)
+	}
+	if len(rows) == 0 {
+		return "", fmt.Errorf("setting %s: no value", name)
+	}
+	return string(rows[0][0]), nil
+}
+
+// PublicationExists reports whether the publication exists.
+func PublicationExists(ctx context.Context, conn *pgconn.PgConn, pub string) (bool, error) {
+	rows, err := query(ctx, conn, `SELECT 1 FROM pg_catalog.pg_publication WHERE pubname = `+QuoteLiteral(pub))
+	if err != nil {
+		return false, fmt.Errorf("read publication %q: %w", pub, err)
+	}
+	return len(rows) > 0, nil
+}

@@ -1,5 +1,7 @@
 package cdc
 
+import "strings"
+
 // Relation describes a table as pgoutput last described it. A schema change
 // produces a new *Relation; consumers may cache per pointer.
 type Relation struct {
@@ -29,6 +31,18 @@ func (r *Relation) ColumnIndex(name string) int {
 		}
 	}
 	return -1
+}
+
+// NewRelation describes a table outside the stream (replay reads rows with
+// SQL, explain takes them from the command line).
+func NewRelation(qualified string, cols []Column) *Relation {
+	schema, name, ok := strings.Cut(qualified, ".")
+	if !ok {
+		schema, name = "public", qualified
+	}
+	r := &Relation{Namespace: schema, Name: name, ReplicaIdentity: 'd', Columns: cols}
+	r.qualified = r.Namespace + "." + r.Name
+	return r
 }
 
 // relationCache maps relation ids to their latest description.

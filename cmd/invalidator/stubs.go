@@ -6,16 +6,7 @@ import (
 	"io"
 )
 
-func notYet(name string) command {
-	return func(_ context.Context, _ []string, _, stderr io.Writer) int {
-		_, _ = fmt.Fprintf(stderr, "invalidator %s: not implemented yet\n", name)
-		return exitProblems
-	}
+func replayCommand(_ context.Context, _ []string, _, stderr io.Writer) int {
+	_, _ = fmt.Fprintln(stderr, "invalidator replay: not implemented yet")
+	return exitProblems
 }
-
-var (
-	checkCommand  = notYet("check")
-	setupCommand  = notYet("setup")
-	statusCommand = notYet("status")
-	replayCommand = notYet("replay")
-)
