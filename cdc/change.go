@@ -30,6 +30,16 @@ func (o Op) String() string {
 	return "unknown"
 }
 
+// ParseOp is the inverse of Op.String.
+func ParseOp(s string) (Op, bool) {
+	for o := OpInsert; o <= OpTruncate; o++ {
+		if o.String() == s {
+			return o, true
+		}
+	}
+	return 0, false
+}
+
 // Kinds of Datum, as pgoutput encodes them.
 const (
 	DatumNull      byte = 'n' // SQL NULL

@@ -54,6 +54,9 @@ type Txn struct {
 	newImg cdc.Tuple
 	oldImg cdc.Tuple
 	result *Result
+	// everyRule makes every rule of a table fire, whatever its on and
+	// changed say (replay re-reads current rows).
+	everyRule bool
 }
 
 type part struct {
@@ -91,6 +94,12 @@ func (rt *Router) maxWideScopes() int { return max(rt.maxKeys/10, 16) }
 // NewTxn starts accumulating a transaction.
 func (rt *Router) NewTxn(xid uint32) *Txn {
 	return &Txn{rt: rt, xid: xid}
+}
+
+// NewReplayTxn starts accumulating rows read back from a table: every rule
+// on the table fires for every row, whatever its on and changed say.
+func (rt *Router) NewReplayTxn() *Txn {
+	return &Txn{rt: rt, everyRule: true}
 }
 
 // DiscardSub forgets an aborted subtransaction's changes.
@@ -134,10 +143,10 @@ func (t *Txn) Add(c *cdc.Change) {
 	}
 	newImg, oldImg := t.images(c)
 	for _, br := range rules {
-		if !br.r.ops[c.Op] {
+		if !t.everyRule && !br.r.ops[c.Op] {
 			continue
 		}
-		if c.Op == cdc.OpUpdate && len(br.changed) > 0 && !changed(br, c) {
+		if !t.everyRule && c.Op == cdc.OpUpdate && len(br.changed) > 0 && !changed(br, c) {
 			continue
 		}
 		if newImg != nil {

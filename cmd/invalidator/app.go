@@ -35,6 +35,7 @@ Commands:
   setup     create the publication and slot; print the GRANTs a non-superuser role needs
   status    slot, active pid, confirmed LSN, lag, journal range (--json)
   replay    re-invalidate after an incident (journal, table rows, or a tenant)
+  explain   print the keys, patterns and messages one row change produces
   version   print the version
 
 Every command takes --help. Configuration comes from INVALIDATOR_* environment
@@ -52,6 +53,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		"setup":   setupCommand,
 		"status":  statusCommand,
 		"replay":  replayCommand,
+		"explain": explainCommand,
 		"version": versionCommand,
 	}
 	if len(args) == 0 {

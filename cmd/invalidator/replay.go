@@ -1,0 +1,508 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/cachewire/invalidator/cdc"
+	"github.com/cachewire/invalidator/config"
+	"github.com/cachewire/invalidator/publisher"
+	"github.com/cachewire/invalidator/router"
+)
+
+const replayHelp = `invalidator replay (--since D | --from-lsn X [--to-lsn Y] | --table T [--where SQL] | --tenant ID) [--dry-run]
+
+Re-invalidates after an incident:
+  --since 15m, --from-lsn/--to-lsn   re-apply journal entries (deletes and messages, verbatim)
+  --table T [--where "SQL"]          read T's current rows (one consistent snapshot, in batches)
+                                     and invalidate every key they render; --where is a plain
+                                     predicate on T, run in a read-only transaction
+  --tenant ID                        flush the wide form of every rule that uses --tenant-column
+  --dry-run                          print what would be deleted and published; change nothing
+Progress goes to stderr (a line on a terminal, periodic lines otherwise);
+a summary is printed at the end. Replayed work is not written to the journal.`
+
+type replayFlags struct {
+	since          time.Duration
+	fromLSN, toLSN string
+	table, where   string
+	tenant, column string
+	batch          int
+	dryRun         bool
+}
+
+func replayCommand(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	var f replayFlags
+	s, code, done := load("replay", replayHelp, args, stdout, stderr, func(_ *config.Config, fs *flag.FlagSet) {
+		fs.DurationVar(&f.since, "since", 0, "re-apply journal entries committed within this duration")
+		fs.StringVar(&f.fromLSN, "from-lsn", "", "re-apply journal entries from this commit LSN")
+		fs.StringVar(&f.toLSN, "to-lsn", "", "… up to this commit LSN (inclusive)")
+		fs.StringVar(&f.table, "table", "", "invalidate every key the table's current rows render")
+		fs.StringVar(&f.where, "where", "", "with --table: a plain SQL predicate on the table")
+		fs.StringVar(&f.tenant, "tenant", "", "flush every rule's wide form for this tenant")
+		fs.StringVar(&f.column, "tenant-column", "tenant_id", "with --tenant: the column that holds the tenant")
+		fs.IntVar(&f.batch, "batch", 1000, "rows or entries per batch")
+		fs.BoolVar(&f.dryRun, "dry-run", false, "print what would be done; change nothing")
+	}, (*config.Config).ValidateConnections)
+	if done {
+		return code
+	}
+	if err := f.validate(); err != nil {
+		_, _ = fmt.Fprintf(stderr, "invalidator replay: %v\n", err)
+		return exitUsage
+	}
+	rdb, err := newRedis(s.cfg)
+	if err != nil {
+		_, _ = fmt.Fprintf(stderr, "invalidator replay: %v\n", err)
+		return exitUsage
+	}
+	defer func() { _ = rdb.Close() }()
+	r := &replayer{
+		cfg: s.cfg, rules: s.rules, rt: router.New(s.rules, 0, nil), rdb: rdb,
+		pub:    publisher.New(rdb, publisher.Config{ChannelPrefix: s.rules.ChannelPrefix}),
+		dryRun: f.dryRun, out: stdout, progress: newProgress(stderr),
+	}
+	switch {
+	case f.table != "":
+		err = r.table(ctx, f.table, f.where, f.batch)
+	case f.tenant != "":
+		err = r.tenant(ctx, f.column, f.tenant)
+	default:
+		err = r.journal(ctx, f)
+	}
+	r.progress.done()
+	verb := "replayed"
+	if f.dryRun {
+		verb = "dry run:"
+	}
+	_, _ = fmt.Fprintf(stdout, "%s %d %s: %d keys deleted, %d messages published\n", verb, r.units, r.unitName, r.deleted, r.published)
+	if err != nil {
+		_, _ = fmt.Fprintf(stderr, "invalidator replay: %s\n", redactErr(err, s.cfg))
+		var usage *usageError
+		if errors.As(err, &usage) {
+			return exitUsage
+		}
+		return exitProblems
+	}
+	return exitOK
+}
+
+// usageError is a replay argument found wrong only after looking at the data.
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+
+func (f *replayFlags) validate() error {
+	modes := 0
+	for _, set := range []bool{f.since > 0 || f.fromLSN != "" || f.toLSN != "", f.table != "", f.tenant != ""} {
+		if set {
+			modes++
+		}
+	}
+	switch {
+	case modes != 1:
+		return errors.New("choose one of --since, --from-lsn, --table or --tenant")
+	case f.since > 0 && (f.fromLSN != "" || f.toLSN != ""):
+		return errors.New("--since and --from-lsn/--to-lsn exclude each other")
+	case f.toLSN != "" && f.fromLSN == "":
+		return errors.New("--to-lsn needs --from-lsn")
+	case f.where != "" && f.table == "":
+		return errors.New("--where needs --table")
+	case f.batch <= 0:
+		return errors.New("--batch must be positive")
+	}
+	for _, l := range []string{f.fromLSN, f.toLSN} {
+		if l != "" {
+			if _, err := parseLSNText(l); err != nil {
+				return err
+			}
+		}
+	}
+	if f.where != "" {
+		return plainPredicate(f.where)
+	}
+	return nil
+}
+
+func parseLSNText(s string) (cdc.LSN, error) {
+	var hi, lo uint32
+	if _, err := fmt.Sscanf(s, "%X/%X", &hi, &lo); err != nil || strings.Count(s, "/") != 1 {
+		return 0, fmt.Errorf("LSN %q: expected the form 0/1A2B3C4", s)
+	}
+	return cdc.LSN(uint64(hi)<<32 | uint64(lo)), nil
+}
+
+// plainPredicate accepts a WHERE predicate only: no statement separator, no
+// comment that could hide the rest, no dollar quoting, and balanced
+// parentheses and quotes, so it cannot close the subquery it is placed in.
+// It is also run in a read-only transaction as a single statement.
+func plainPredicate(where string) error {
+	depth := 0
+	for i := 0; i < len(where); i++ {
+		switch c := where[i]; c {
+		case '\'', '"':
+			j := i + 1
+			for ; j < len(where); j++ {
+				if where[j] == c {
+					if j+1 < len(where) && where[j+1] == c { // doubled quote
+						j++
+						continue
+					}
+					break
+				}
+			}
+			if j >= len(where) {
+				return errors.New("--where: unterminated quote")
+			}
+			i = j
+		case ';':
+			return errors.New("--where: a predicate cannot contain ';'")
+		case '$':
+			return errors.New("--where: dollar quoting and parameters are not allowed")
+		case '-':
+			if i+1 < len(where) && where[i+1] == '-' {
+				return errors.New("--where: comments are not allowed")
+			}
+		case '/':
+			if i+1 < len(where) && where[i+1] == '*' {
+				return errors.New("--where: comments are not allowed")
+			}
+		case '(':
+			depth++
+		case ')':
+			depth--
+			if depth < 0 {
+				return errors.New("--where: unbalanced parentheses")
+			}
+		}
+	}
+	if depth != 0 {
+		return errors.New("--where: unbalanced parentheses")
+	}
+	if strings.TrimSpace(where) == "" {
+		return errors.New("--where: empty predicate")
+	}
+	return nil
+}
+
+// replayer applies (or, dry, prints) replayed invalidations.
+type replayer struct {
+	cfg      *config.Config
+	rules    *router.Rules
+	rt       *router.Router
+	rdb      redis.UniversalClient
+	pub      *publisher.Publisher
+	dryRun   bool
+	out      io.Writer
+	progress *progress
+
+	units              int
+	unitName           string
+	deleted, published int64
+}
+
+// apply applies one batch, retrying a few times on Redis errors.
+func (r *replayer) apply(ctx context.Context, batch []publisher.Applied) error {
+	if r.dryRun {
+		return r.print(ctx, batch)
+	}
+	var err error
+	for attempt := 0; attempt < 5; attempt++ {
+		var st publisher.Stats
+		st, err = r.pub.Apply(ctx, batch)
+		if err == nil {
+			r.deleted += st.KeysDeleted
+			r.published += int64(st.Messages)
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Duration(attempt+1) * 200 * time.Millisecond):
+		}
+	}
+	return err
+}
+
+// print says what apply would do; patterns report how many keys match now.
+func (r *replayer) print(ctx context.Context, batch []publisher.Applied) error {
+	var buf []byte
+	for _, c := range batch {
+		res := c.Txn.Result()
+		for _, k := range res.Keys {
+			n, err := r.rdb.Exists(ctx, k).Result()
+			if err != nil {
+				return fmt.Errorf("redis: %w", err)
+			}
+			r.deleted += n
+			_, _ = fmt.Fprintf(r.out, "would delete  %s\n", k)
+		}
+		for _, p := range res.Patterns {
+			n, err := countMatching(ctx, r.rdb, p)
+			if err != nil {
+				return err
+			}
+			r.deleted += n
+			_, _ = fmt.Fprintf(r.out, "would delete  keys matching %s (%d now)\n", p, n)
+		}
+		for i := range res.Messages {
+			m := &res.Messages[i]
+			buf = publisher.AppendMessage(buf[:0], m, c.CommitLSN, c.Xid, c.CommitTime)
+			_, _ = fmt.Fprintf(r.out, "would publish %s%s %s\n", r.rules.ChannelPrefix, m.Channel, buf)
+			r.published++
+		}
+	}
+	return nil
+}
+
+func countMatching(ctx context.Context, rdb redis.UniversalClient, pattern string) (int64, error) {
+	var n int64
+	var cursor uint64
+	for {
+		keys, next, err := rdb.Scan(ctx, cursor, pattern, 1000).Result()
+		if err != nil {
+			return n, fmt.Errorf("redis scan: %w", err)
+		}
+		n += int64(len(keys))
+		if next == 0 {
+			return n, nil
+		}
+		cursor = next
+	}
+}
+
+// journal re-applies journal entries selected by time or LSN.
+func (r *replayer) journal(ctx context.Context, f replayFlags) error {
+	r.unitName = "journal entries"
+	key := publisher.JournalKey(r.rules.ChannelPrefix)
+	start := "-"
+	if f.since > 0 {
+		start = strconv.FormatInt(time.Now().Add(-f.since).UnixMilli(), 10)
+	}
+	var from, to cdc.LSN
+	if f.fromLSN != "" {
+		from, _ = parseLSNText(f.fromLSN)
+	}
+	to = ^cdc.LSN(0)
+	if f.toLSN != "" {
+		to, _ = parseLSNText(f.toLSN)
+	}
+	for {
+		entries, err := r.rdb.XRangeN(ctx, key, start, "+", int64(f.batch)).Result()
+		if err != nil {
+			return fmt.Errorf("read journal %s: %w", key, err)
+		}
+		if len(entries) == 0 {
+			return nil
+		}
+		var batch []publisher.Applied
+		for _, e := range entries {
+			c, err := r.fromJournal(e)
+			if err != nil {
+				return fmt.Errorf("journal entry %s: %w", e.ID, err)
+			}
+			if c.CommitLSN < from {
+				continue
+			}
+			if c.CommitLSN > to {
+				if err := r.apply(ctx, batch); err != nil {
+					return err
+				}
+				r.units += len(batch)
+				return nil
+			}
+			batch = append(batch, c)
+		}
+		if len(batch) > 0 {
+			if err := r.apply(ctx, batch); err != nil {
+				return err
+			}
+			r.units += len(batch)
+			r.progress.report(r.units, r.unitName, r.deleted)
+		}
+		start = "(" + entries[len(entries)-1].ID
+	}
+}
+
+// fromJournal rebuilds a transaction's invalidations from its journal entry.
+func (r *replayer) fromJournal(e redis.XMessage) (publisher.Applied, error) {
+	var c publisher.Applied
+	var err error
+	if c.CommitLSN, err = parseLSNText(field(e, "lsn")); err != nil {
+		return c, err
+	}
+	xid, _ := strconv.ParseUint(field(e, "xid"), 10, 32)
+	c.Xid = uint32(xid)
+	if c.CommitTime, err = time.Parse(publisher.TimeLayout, field(e, "commit_time")); err != nil {
+		return c, fmt.Errorf("commit_time: %w", err)
+	}
+	res := &router.Result{}
+	if err := json.Unmarshal([]byte(field(e, "keys")), &res.Keys); err != nil {
+		return c, fmt.Errorf("keys: %w", err)
+	}
+	if err := json.Unmarshal([]byte(field(e, "patterns")), &res.Patterns); err != nil {
+		return c, fmt.Errorf("patterns: %w", err)
+	}
+	var msgs []struct {
+		Op       string   `json:"op"`
+		Table    string   `json:"table"`
+		Rule     string   `json:"rule"`
+		Keys     []string `json:"keys"`
+		Patterns []string `json:"patterns"`
+	}
+	if m := field(e, "messages"); m != "" {
+		if err := json.Unmarshal([]byte(m), &msgs); err != nil {
+			return c, fmt.Errorf("messages: %w", err)
+		}
+	}
+	var channels []string
+	_ = json.Unmarshal([]byte(field(e, "channels")), &channels)
+	for i, m := range msgs {
+		op, _ := cdc.ParseOp(m.Op)
+		ch := ""
+		if i < len(channels) {
+			ch = channels[i]
+		}
+		res.Messages = append(res.Messages, router.Message{Channel: ch, Op: op, Table: m.Table, Rule: m.Rule, Keys: m.Keys, Patterns: m.Patterns})
+	}
+	c.Txn = r.rt.Finished(res)
+	return c, nil
+}
+
+// table reads the table's current rows in one snapshot and invalidates
+// every key they render.
+func (r *replayer) table(ctx context.Context, table, where string, batchSize int) error {
+	r.unitName = "rows"
+	if !strings.Contains(table, ".") {
+		table = "public." + table
+	}
+	known := false
+	for _, t := range r.rules.Tables() {
+		known = known || t == table
+	}
+	if !known {
+		return &usageError{fmt.Sprintf("--table %s: no rule names this table", table)}
+	}
+	conn, err := pgconn.Connect(ctx, r.cfg.PostgresURL)
+	if err != nil {
+		return fmt.Errorf("connect to PostgreSQL: %w", err)
+	}
+	defer func() { _ = conn.Close(context.WithoutCancel(ctx)) }()
+	cols, err := cdc.TableColumns(ctx, conn, table)
+	if err != nil {
+		return err
+	}
+	relCols := make([]cdc.Column, len(cols))
+	quoted := make([]string, len(cols))
+	for i, c := range cols {
+		relCols[i] = cdc.Column{Name: c}
+		quoted[i] = cdc.QuoteIdent(c)
+	}
+	rel := cdc.NewRelation(table, relCols)
+	if _, err := conn.Exec(ctx, "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY").ReadAll(); err != nil {
+		return fmt.Errorf("begin snapshot: %w", err)
+	}
+	sql := "DECLARE invalidator_replay NO SCROLL CURSOR FOR SELECT " + strings.Join(quoted, ", ") + " FROM " + cdc.QuoteTable(table)
+	if where != "" {
+		sql += " WHERE (" + where + ")"
+	}
+	// the extended protocol takes exactly one statement
+	if _, err := conn.ExecParams(ctx, sql, nil, nil, nil, nil).Close(); err != nil {
+		return fmt.Errorf("--where: %w", err)
+	}
+	fetch := "FETCH FORWARD " + strconv.Itoa(batchSize) + " FROM invalidator_replay"
+	row := make(cdc.Tuple, len(cols))
+	now := time.Now()
+	for {
+		results, err := conn.Exec(ctx, fetch).ReadAll()
+		if err != nil {
+			return fmt.Errorf("read %s: %w", table, err)
+		}
+		rows := results[0].Rows
+		if len(rows) == 0 {
+			break
+		}
+		txn := r.rt.NewReplayTxn()
+		for _, vals := range rows {
+			for i, v := range vals {
+				if v == nil {
+					row[i] = cdc.Datum{Kind: cdc.DatumNull}
+				} else {
+					row[i] = cdc.Datum{Kind: cdc.DatumText, Data: v}
+				}
+			}
+			txn.Add(&cdc.Change{Op: cdc.OpUpdate, Rel: rel, New: row})
+		}
+		if err := r.apply(ctx, []publisher.Applied{{Txn: txn, CommitTime: now}}); err != nil {
+			return err
+		}
+		r.units += len(rows)
+		r.progress.report(r.units, r.unitName, r.deleted)
+	}
+	_, err = conn.Exec(ctx, "COMMIT").ReadAll()
+	return err
+}
+
+// tenant flushes the wide form of every rule that uses the tenant column.
+func (r *replayer) tenant(ctx context.Context, column, id string) error {
+	r.unitName = "tenant flushes"
+	res := r.rt.Wide(map[string]string{column: id}, cdc.OpTruncate)
+	if res.Empty() {
+		return &usageError{fmt.Sprintf("--tenant: no rule uses the column %q (see --tenant-column)", column)}
+	}
+	r.units = 1
+	return r.apply(ctx, []publisher.Applied{{Txn: r.rt.Finished(res), CommitTime: time.Now()}})
+}
+
+// progress reports a long replay: a line rewritten in place on a terminal,
+// a line every few seconds otherwise.
+type progress struct {
+	w        io.Writer
+	terminal bool
+	last     time.Time
+	drawn    bool
+}
+
+func newProgress(w io.Writer) *progress {
+	p := &progress{w: w}
+	if f, ok := w.(*os.File); ok {
+		if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
+			p.terminal = true
+		}
+	}
+	return p
+}
+
+func (p *progress) report(n int, unit string, deleted int64) {
+	every := 5 * time.Second
+	if p.terminal {
+		every = 200 * time.Millisecond
+	}
+	if time.Since(p.last) < every {
+		return
+	}
+	p.last = time.Now()
+	if p.terminal {
+		_, _ = fmt.Fprintf(p.w, "\r%d %s, %d keys deleted…", n, unit, deleted)
+		p.drawn = true
+		return
+	}
+	_, _ = fmt.Fprintf(p.w, "%s progress: %d %s, %d keys deleted\n", time.Now().UTC().Format(time.RFC3339), n, unit, deleted)
+}
+
+func (p *progress) done() {
+	if p.drawn {
+		_, _ = fmt.Fprintln(p.w)
+	}
+}

@@ -1,0 +1,152 @@
+package main
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/cachewire/invalidator/router"
+)
+
+func TestPlainPredicate(t *testing.T) {
+	for _, ok := range []string{
+		"tenant_id = 't1'",
+		"id > 5 AND (title IS NULL OR title <> 'a;b')",
+		`"odd;col" = 'it''s'`,
+		"payload LIKE '%--%'",
+	} {
+		if err := plainPredicate(ok); err != nil {
+			t.Errorf("plainPredicate(%q) = %v, want accepted", ok, err)
+		}
+	}
+	for _, bad := range []string{
+		"true; DROP TABLE users",
+		"true) UNION SELECT 1, 2, 3, 4 FROM pg_authid --",
+		"tenant_id = 't1') OR (true",
+		"true /* hide */",
+		"id = $1",
+		"$$; DROP TABLE x; $$",
+		"name = 'unterminated",
+		"(",
+		"   ",
+	} {
+		if err := plainPredicate(bad); err == nil {
+			t.Errorf("plainPredicate(%q) accepted, want rejected", bad)
+		}
+	}
+}
+
+func TestExplain(t *testing.T) {
+	rules, err := router.LoadRules("../../demo/rules.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := explain(rules, "shards", `{"tenant_id":"t2","id":42,"title":"b","payload":"p"}`, `{"tenant_id":"t1","id":42,"title":"a","payload":"p"}`, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"update on public.shards", "tenant:t1:shard:42:structured", "tenant:t2:shard:42:structured",
+		"tenant:t1:vsearch:*", "cache:invalidate:shard:t2:42  {\"v\":1,\"op\":\"update\""} {
+		if !strings.Contains(out, want) {
+			t.Errorf("explain output lacks %q:\n%s", want, out)
+		}
+	}
+	out, err = explain(rules, "users", `{"tenant_id":null,"id":7}`, "", "")
+	if err != nil || !strings.Contains(out, `column "tenant_id" is NULL or missing`) {
+		t.Errorf("NULL note missing (%v):\n%s", err, out)
+	}
+	if _, err := explain(rules, "users", `[1]`, "", ""); err == nil {
+		t.Error("a non-object row was accepted")
+	}
+}
+
+func TestReplay(t *testing.T) {
+	f := newFixture(t)
+	f.exec(`INSERT INTO shards VALUES ('t1', 1, 'p', 'a'), ('t1', 2, 'p', 'b'), ('t2', 1, 'p', 'c');
+		INSERT INTO users VALUES ('t1', 10, 'ann'), ('t2', 20, 'bob')`)
+	d := f.startReady()
+	f.exec(`UPDATE users SET name = 'x' WHERE id = 10`)
+	f.exec(`UPDATE users SET name = 'y' WHERE id = 20`)
+	f.sync()
+	first := f.sub.on("cache:invalidate:user:t1:10")[0].Msg["lsn"].(string)
+	if code := d.stop(t); code != 0 {
+		t.Fatalf("stop: %d", code)
+	}
+
+	t.Run("journal dry run changes nothing", func(t *testing.T) {
+		f.set("tenant:t1:user:10:profile", "tenant:t2:user:20:profile")
+		code, out, errOut := f.cli("replay", "--since", "1h", "--dry-run")
+		if code != 0 || !strings.Contains(out, "would delete  tenant:t1:user:10:profile") || !strings.Contains(out, "would publish cache:invalidate:user:t1:10") {
+			t.Fatalf("dry run: exit %d\n%s%s", code, out, errOut)
+		}
+		if !f.exists("tenant:t1:user:10:profile") {
+			t.Error("dry run deleted a key")
+		}
+	})
+	t.Run("journal by LSN", func(t *testing.T) {
+		before := len(f.sub.on("cache:invalidate:user:t1:10"))
+		code, out, errOut := f.cli("replay", "--from-lsn", first, "--to-lsn", first)
+		if code != 0 || !strings.Contains(out, "replayed 1 journal entries") {
+			t.Fatalf("exit %d\n%s%s", code, out, errOut)
+		}
+		if f.exists("tenant:t1:user:10:profile") || !f.exists("tenant:t2:user:20:profile") {
+			t.Error("--from-lsn/--to-lsn did not replay exactly the one transaction")
+		}
+		f.sub.waitFor(t, waitLong, "the re-sent message", func(received) bool { return len(f.sub.on("cache:invalidate:user:t1:10")) > before })
+	})
+	t.Run("journal since", func(t *testing.T) {
+		code, out, _ := f.cli("replay", "--since", "1h")
+		if code != 0 || f.exists("tenant:t2:user:20:profile") || !strings.Contains(out, "messages published") {
+			t.Errorf("--since 1h: exit %d, key left = %v\n%s", code, f.exists("tenant:t2:user:20:profile"), out)
+		}
+	})
+	t.Run("table with where", func(t *testing.T) {
+		f.set("tenant:t1:shard:1:structured", "tenant:t1:shard:2:structured", "tenant:t2:shard:1:structured", "tenant:t1:vsearch:q")
+		code, out, errOut := f.cli("replay", "--table", "shards", "--where", "tenant_id = 't1'", "--batch", "1")
+		if code != 0 || !strings.Contains(out, "replayed 2 rows") {
+			t.Fatalf("exit %d\n%s%s", code, out, errOut)
+		}
+		if f.exists("tenant:t1:shard:1:structured") || f.exists("tenant:t1:shard:2:structured") || f.exists("tenant:t1:vsearch:q") {
+			t.Error("t1's shard keys survived replay --table")
+		}
+		if !f.exists("tenant:t2:shard:1:structured") {
+			t.Error("replay --where deleted a row it did not select")
+		}
+	})
+	t.Run("where cannot inject", func(t *testing.T) {
+		for _, where := range []string{"true; DROP TABLE users", "true) UNION SELECT 1,2,3,4 --"} {
+			if code, _, errOut := f.cli("replay", "--table", "shards", "--where", where); code != exitUsage {
+				t.Errorf("--where %q: exit %d, want 2 (%s)", where, code, errOut)
+			}
+		}
+		f.exec(`CREATE SEQUENCE replay_probe`)
+		if code, _, errOut := f.cli("replay", "--table", "shards", "--where", "nextval('replay_probe') > 0"); code == 0 || !strings.Contains(errOut, "read-only") {
+			t.Errorf("a writing predicate ran: exit %d %s", code, errOut)
+		}
+		if n := f.query(`SELECT count(*) FROM users`)[0][0]; n != "2" {
+			t.Errorf("users has %s rows after injection attempts", n)
+		}
+	})
+	t.Run("tenant", func(t *testing.T) {
+		f.set("tenant:t1:shard:9:structured", "tenant:t1:user:99:profile", "tenant:t1:acl:1:2", "tenant:t2:user:20:profile", "session:abc")
+		code, out, errOut := f.cli("replay", "--tenant", "t1")
+		if code != 0 {
+			t.Fatalf("exit %d\n%s%s", code, out, errOut)
+		}
+		for k, want := range map[string]bool{"tenant:t1:shard:9:structured": false, "tenant:t1:user:99:profile": false,
+			"tenant:t1:acl:1:2": false, "tenant:t2:user:20:profile": true, "session:abc": true} {
+			if f.exists(k) != want {
+				t.Errorf("after replay --tenant t1: %s exists = %v, want %v", k, !want, want)
+			}
+		}
+		if code, _, _ := f.cli("replay", "--tenant", "t1", "--tenant-column", "nope"); code != exitUsage {
+			t.Errorf("an unknown tenant column: exit %d, want 2", code)
+		}
+	})
+	t.Run("usage", func(t *testing.T) {
+		for _, args := range [][]string{{"replay"}, {"replay", "--since", "1h", "--tenant", "x"}, {"replay", "--from-lsn", "zz"}, {"replay", "--table", "nosuch"}} {
+			if code, _, _ := f.cli(args...); code != exitUsage {
+				t.Errorf("%v: exit %d, want 2", args, code)
+			}
+		}
+	})
+}
