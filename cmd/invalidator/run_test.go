@@ -1,7 +1,9 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"regexp"
 	"slices"
@@ -345,5 +347,61 @@ func TestRun_HealthzBeforePostgres(t *testing.T) {
 	}
 	if code := d.stop(t); code != 0 {
 		t.Errorf("SIGTERM while waiting for PostgreSQL: exit %d, want 0", code)
+	}
+}
+
+// TestRun_Endpoints checks /healthz, /readyz, /status and that /metrics
+// carries the SPEC's metrics with the invalidator_ prefix.
+func TestRun_Endpoints(t *testing.T) {
+	f := newFixture(t)
+	d := f.startReady()
+	f.exec(`INSERT INTO users VALUES ('t1', 1, 'a')`)
+	f.sync()
+	get := func(path string) (int, string) {
+		resp, err := http.Get("http://" + d.addr + path)
+		if err != nil {
+			t.Fatalf("GET %s: %v", path, err)
+		}
+		defer func() { _ = resp.Body.Close() }()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, _ := get("/healthz"); code != http.StatusOK {
+		t.Errorf("/healthz %d", code)
+	}
+	if code, body := get("/readyz"); code != http.StatusOK || !strings.Contains(body, "active") {
+		t.Errorf("/readyz %d %q", code, body)
+	}
+	code, body := get("/status")
+	var st map[string]any
+	if err := json.Unmarshal([]byte(body), &st); err != nil || code != http.StatusOK {
+		t.Fatalf("/status %d %q: %v", code, body, err)
+	}
+	for _, k := range []string{"role", "slot", "confirmed_lsn", "lag_bytes", "last_commit_time"} {
+		if _, ok := st[k]; !ok {
+			t.Errorf("/status lacks %q: %s", k, body)
+		}
+	}
+	if st["role"] != "active" || st["slot"] != f.db || !lsnFormat.MatchString(fmt.Sprint(st["confirmed_lsn"])) {
+		t.Errorf("/status = %s", body)
+	}
+	if code, _ := get("/debug/pprof/"); code != http.StatusNotFound {
+		t.Errorf("/debug/pprof/ answers %d: pprof must not be served", code)
+	}
+	_, metrics := get("/metrics")
+	for _, name := range []string{
+		"invalidator_transactions_total", "invalidator_changes_total{op=\"insert\",table=\"public.users\"}",
+		"invalidator_keys_deleted_total", "invalidator_messages_published_total{sink=\"redis\"}",
+		"invalidator_replication_lag_bytes", "invalidator_commit_to_publish_seconds_bucket",
+		"invalidator_batch_size_transactions_bucket", "invalidator_role{role=\"active\"} 1",
+	} {
+		if !strings.Contains(metrics, name) {
+			t.Errorf("/metrics lacks %s", name)
+		}
+	}
+	for _, line := range strings.Split(metrics, "\n") {
+		if line != "" && !strings.HasPrefix(line, "#") && !strings.HasPrefix(line, "invalidator_") && !strings.HasPrefix(line, "go_") && !strings.HasPrefix(line, "process_") {
+			t.Errorf("metric without the invalidator_ prefix: %s", line)
+		}
 	}
 }
