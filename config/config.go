@@ -43,6 +43,19 @@ type Config struct {
 	BatchLinger     time.Duration `envconfig:"INVALIDATOR_BATCH_LINGER" default:"0s"`
 	ShutdownTimeout time.Duration `envconfig:"INVALIDATOR_SHUTDOWN_TIMEOUT" default:"10s"`
 	OnSlotLost      string        `envconfig:"INVALIDATOR_ON_SLOT_LOST" default:"fail"`
+
+	// Redis TLS (rediss:// or a cluster) and sharded pub/sub.
+	RedisTLSCAFile     string        `envconfig:"INVALIDATOR_REDIS_TLS_CA_FILE"`
+	RedisTLSCertFile   string        `envconfig:"INVALIDATOR_REDIS_TLS_CERT_FILE"`
+	RedisTLSKeyFile    string        `envconfig:"INVALIDATOR_REDIS_TLS_KEY_FILE"`
+	RedisShardedPubSub bool          `envconfig:"INVALIDATOR_REDIS_SHARDED_PUBSUB" default:"false"`
+	RedisClusterTLS    bool          `envconfig:"INVALIDATOR_REDIS_CLUSTER_TLS" default:"false"`
+	NATSCAFile         string        `envconfig:"INVALIDATOR_NATS_CA_FILE"`
+	NATSCertFile       string        `envconfig:"INVALIDATOR_NATS_CERT_FILE"`
+	NATSKeyFile        string        `envconfig:"INVALIDATOR_NATS_KEY_FILE"`
+	NATSCredsFile      string        `envconfig:"INVALIDATOR_NATS_CREDS_FILE"`
+	NATSStream         string        `envconfig:"INVALIDATOR_NATS_STREAM"`
+	NATSTimeout        time.Duration `envconfig:"INVALIDATOR_NATS_TIMEOUT" default:"5s"`
 }
 
 // Error is a bad setting, named by its environment variable.
@@ -120,6 +133,10 @@ func (c *Config) BindConnectionFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Publication, "publication", c.Publication, "publication (env "+Var("PUBLICATION")+")")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error (env "+Var("LOG_LEVEL")+")")
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "json or console (env "+Var("LOG_FORMAT")+")")
+	fs.StringVar(&c.RedisTLSCAFile, "redis-tls-ca-file", c.RedisTLSCAFile, "CA bundle that signs the Redis server certificate (env "+Var("REDIS_TLS_CA_FILE")+")")
+	fs.StringVar(&c.RedisTLSCertFile, "redis-tls-cert-file", c.RedisTLSCertFile, "client certificate for Redis (env "+Var("REDIS_TLS_CERT_FILE")+")")
+	fs.StringVar(&c.RedisTLSKeyFile, "redis-tls-key-file", c.RedisTLSKeyFile, "client key for Redis (env "+Var("REDIS_TLS_KEY_FILE")+")")
+	fs.BoolVar(&c.RedisClusterTLS, "redis-cluster-tls", c.RedisClusterTLS, "use TLS to the cluster nodes (env "+Var("REDIS_CLUSTER_TLS")+")")
 }
 
 // BindRunFlags registers the daemon's own flags.
@@ -136,6 +153,8 @@ func (c *Config) BindRunFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.BatchMaxTxns, "batch-max-txns", c.BatchMaxTxns, "transactions per coalesced batch (env "+Var("BATCH_MAX_TXNS")+")")
 	fs.DurationVar(&c.BatchLinger, "batch-linger", c.BatchLinger, "wait this long for more transactions to join a batch (env "+Var("BATCH_LINGER")+")")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "bound on draining at SIGTERM (env "+Var("SHUTDOWN_TIMEOUT")+")")
+	fs.BoolVar(&c.RedisShardedPubSub, "redis-sharded-pubsub", c.RedisShardedPubSub, "publish with SPUBLISH (Redis 7 sharded pub/sub) (env "+Var("REDIS_SHARDED_PUBSUB")+")")
+	fs.StringVar(&c.NATSStream, "nats-stream", c.NATSStream, "create this JetStream stream for the subjects when missing (env "+Var("NATS_STREAM")+")")
 	fs.StringVar(&c.OnSlotLost, "on-slot-lost", c.OnSlotLost, "fail or resync when the slot was lost (env "+Var("ON_SLOT_LOST")+")")
 }
 
@@ -185,9 +204,23 @@ func (c *Config) Validate() error {
 		return err
 	}
 	if c.NATSURL != "" {
-		if u, err := url.Parse(c.NATSURL); err != nil || u.Scheme == "" {
-			return &Error{Var: Var("NATS_URL"), Msg: "must be a URL such as nats://host:4222"}
+		for _, one := range strings.Split(c.NATSURL, ",") {
+			if u, err := url.Parse(strings.TrimSpace(one)); err != nil || u.Scheme == "" || u.Host == "" {
+				return &Error{Var: Var("NATS_URL"), Msg: "must be URLs such as nats://host:4222 (comma-separated)"}
+			}
 		}
+		if c.NATSTimeout <= 0 {
+			return &Error{Var: Var("NATS_TIMEOUT"), Msg: "must be positive"}
+		}
+	}
+	if c.NATSStream != "" && !c.NATSJetStream {
+		return &Error{Var: Var("NATS_STREAM"), Msg: "needs " + Var("NATS_JETSTREAM") + "=true"}
+	}
+	if (c.RedisTLSCertFile == "") != (c.RedisTLSKeyFile == "") {
+		return &Error{Var: Var("REDIS_TLS_KEY_FILE"), Msg: "the client certificate and key go together"}
+	}
+	if (c.NATSCertFile == "") != (c.NATSKeyFile == "") {
+		return &Error{Var: Var("NATS_KEY_FILE"), Msg: "the client certificate and key go together"}
 	}
 	for _, v := range []struct {
 		name string
@@ -249,26 +282,35 @@ func RedactURL(raw string) string {
 // Redacted returns the settings for logging, secrets hidden.
 func (c *Config) Redacted() map[string]any {
 	return map[string]any{
-		"postgres_url":        RedactURL(c.PostgresURL),
-		"redis_url":           RedactURL(c.RedisURL),
-		"redis_cluster_addrs": c.RedisClusterAddrs,
-		"rules":               c.Rules,
-		"slot":                c.Slot,
-		"publication":         c.Publication,
-		"create_slot":         c.CreateSlot,
-		"http_addr":           c.HTTPAddr,
-		"log_level":           c.LogLevel,
-		"log_format":          c.LogFormat,
-		"nats_url":            RedactURL(c.NATSURL),
-		"nats_jetstream":      c.NATSJetStream,
-		"journal":             c.Journal,
-		"journal_maxlen":      c.JournalMaxLen,
-		"heartbeat_interval":  c.HeartbeatInterval.String(),
-		"max_keys_per_txn":    c.MaxKeysPerTxn,
-		"batch_max_keys":      c.BatchMaxKeys,
-		"batch_max_txns":      c.BatchMaxTxns,
-		"batch_linger":        c.BatchLinger.String(),
-		"shutdown_timeout":    c.ShutdownTimeout.String(),
-		"on_slot_lost":        c.OnSlotLost,
+		"postgres_url":         RedactURL(c.PostgresURL),
+		"redis_url":            RedactURL(c.RedisURL),
+		"redis_cluster_addrs":  c.RedisClusterAddrs,
+		"rules":                c.Rules,
+		"slot":                 c.Slot,
+		"publication":          c.Publication,
+		"create_slot":          c.CreateSlot,
+		"http_addr":            c.HTTPAddr,
+		"log_level":            c.LogLevel,
+		"log_format":           c.LogFormat,
+		"nats_url":             RedactURL(c.NATSURL),
+		"nats_jetstream":       c.NATSJetStream,
+		"journal":              c.Journal,
+		"journal_maxlen":       c.JournalMaxLen,
+		"heartbeat_interval":   c.HeartbeatInterval.String(),
+		"max_keys_per_txn":     c.MaxKeysPerTxn,
+		"batch_max_keys":       c.BatchMaxKeys,
+		"batch_max_txns":       c.BatchMaxTxns,
+		"batch_linger":         c.BatchLinger.String(),
+		"shutdown_timeout":     c.ShutdownTimeout.String(),
+		"on_slot_lost":         c.OnSlotLost,
+		"redis_tls_ca_file":    c.RedisTLSCAFile,
+		"redis_tls_cert_file":  c.RedisTLSCertFile,
+		"redis_sharded_pubsub": c.RedisShardedPubSub,
+		"redis_cluster_tls":    c.RedisClusterTLS,
+		"nats_ca_file":         c.NATSCAFile,
+		"nats_cert_file":       c.NATSCertFile,
+		"nats_creds_file":      c.NATSCredsFile,
+		"nats_stream":          c.NATSStream,
+		"nats_timeout":         c.NATSTimeout.String(),
 	}
 }

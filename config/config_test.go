@@ -72,6 +72,7 @@ func defaults() config.Config {
 		BatchLinger:       0,
 		ShutdownTimeout:   10 * time.Second,
 		OnSlotLost:        "fail",
+		NATSTimeout:       5 * time.Second,
 	}
 }
 
@@ -149,7 +150,7 @@ func TestFromEnv_Overrides(t *testing.T) {
 		Publication: "pub", CreateSlot: false, HTTPAddr: "", LogLevel: "debug", LogFormat: "console",
 		NATSURL: "nats://nats:4222", NATSJetStream: true, Journal: false, HeartbeatInterval: 0,
 		JournalMaxLen: 500, MaxKeysPerTxn: 7, BatchMaxKeys: 8, BatchMaxTxns: 9,
-		BatchLinger: 5 * time.Millisecond, ShutdownTimeout: time.Minute, OnSlotLost: "resync",
+		BatchLinger: 5 * time.Millisecond, ShutdownTimeout: time.Minute, OnSlotLost: "resync", NATSTimeout: 5 * time.Second,
 	}
 	if !reflect.DeepEqual(*c, want) {
 		t.Errorf("FromEnv() = %+v\nwant %+v", *c, want)
@@ -370,7 +371,7 @@ func TestConfig_BindFlags(t *testing.T) {
 					CreateSlot: false, HTTPAddr: "", LogLevel: "warn", LogFormat: "json",
 					NATSURL: "nats://n:4222", NATSJetStream: true, Journal: false, HeartbeatInterval: 0,
 					JournalMaxLen: 42, MaxKeysPerTxn: 5, BatchMaxKeys: 6, BatchMaxTxns: 7,
-					BatchLinger: 3 * time.Millisecond, ShutdownTimeout: 2 * time.Second, OnSlotLost: "resync",
+					BatchLinger: 3 * time.Millisecond, ShutdownTimeout: 2 * time.Second, OnSlotLost: "resync", NATSTimeout: 5 * time.Second,
 				}
 				if !reflect.DeepEqual(*c, want) {
 					t.Errorf("config = %+v\nwant %+v", *c, want)

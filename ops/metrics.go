@@ -159,6 +159,12 @@ func (m *Metrics) Applied(batch []publisher.Applied, st publisher.Stats, took ti
 	m.applySeconds.Observe(took.Seconds())
 }
 
+// Bridged implements publisher.Observer.
+func (m *Metrics) Bridged(n int) { m.messages.WithLabelValues("nats").Add(float64(n)) }
+
+// BridgeFailed implements publisher.Observer.
+func (m *Metrics) BridgeFailed(error) { m.errors.WithLabelValues("nats").Inc() }
+
 // ApplyFailed implements publisher.Observer.
 func (m *Metrics) ApplyFailed(error) {
 	m.state.redisFailing.Store(true)

@@ -20,6 +20,14 @@ type Confirmer interface {
 type Observer interface {
 	Applied(batch []Applied, st Stats, took time.Duration)
 	ApplyFailed(err error)
+	Bridged(messages int)
+	BridgeFailed(err error)
+}
+
+// Bridge carries a batch's messages to a second system once Redis has
+// applied it (NATS). Publish returns how many messages it sent.
+type Bridge interface {
+	Publish(ctx context.Context, batch []Applied) (int, error)
 }
 
 // ApplierConfig bounds batches and retries.
@@ -45,6 +53,10 @@ type Applier struct {
 	obs  Observer
 	log  *zap.Logger
 	cfg  ApplierConfig
+
+	// Bridge, when set, gets every batch after Redis; the batch is
+	// confirmed only when both have it.
+	Bridge Bridge
 
 	batch []Applied
 }
@@ -81,8 +93,13 @@ func (a *Applier) Run(ctx context.Context) error {
 			return ctx.Err()
 		}
 		a.collect(ctx, first)
-		if err := a.applyWithRetry(ctx); err != nil {
+		if err := a.retry(ctx, "redis", a.applyRedis); err != nil {
 			return err
+		}
+		if a.Bridge != nil {
+			if err := a.retry(ctx, "nats", a.applyBridge); err != nil {
+				return err
+			}
 		}
 		a.conf.Confirm(a.batch[len(a.batch)-1].EndLSN)
 		clear(a.batch)
@@ -129,19 +146,46 @@ func (a *Applier) collect(ctx context.Context, first Applied) {
 	}
 }
 
-func (a *Applier) applyWithRetry(ctx context.Context) error {
+func (a *Applier) applyRedis(ctx context.Context) error {
+	start := time.Now()
+	st, err := a.pub.Apply(ctx, a.batch)
+	if err != nil {
+		if a.obs != nil {
+			a.obs.ApplyFailed(err)
+		}
+		return err
+	}
+	if a.obs != nil {
+		a.obs.Applied(a.batch, st, time.Since(start))
+	}
+	return nil
+}
+
+func (a *Applier) applyBridge(ctx context.Context) error {
+	n, err := a.Bridge.Publish(ctx, a.batch)
+	if err != nil {
+		if a.obs != nil {
+			a.obs.BridgeFailed(err)
+		}
+		return err
+	}
+	if a.obs != nil {
+		a.obs.Bridged(n)
+	}
+	return nil
+}
+
+// retry runs one stage of the batch until it succeeds or ctx ends, backing
+// off exponentially with jitter and logging at most every 10 seconds.
+func (a *Applier) retry(ctx context.Context, sink string, stage func(context.Context) error) error {
 	backoff := a.cfg.MinBackoff
 	var lastLog time.Time
 	failures := 0
 	for {
-		start := time.Now()
-		st, err := a.pub.Apply(ctx, a.batch)
+		err := stage(ctx)
 		if err == nil {
 			if failures > 0 {
-				a.log.Info("redis is back: batch applied", zap.Int("failed_attempts", failures))
-			}
-			if a.obs != nil {
-				a.obs.Applied(a.batch, st, time.Since(start))
+				a.log.Info(sink+" is back: batch applied", zap.Int("failed_attempts", failures))
 			}
 			return nil
 		}
@@ -149,11 +193,8 @@ func (a *Applier) applyWithRetry(ctx context.Context) error {
 			return ctx.Err()
 		}
 		failures++
-		if a.obs != nil {
-			a.obs.ApplyFailed(err)
-		}
 		if time.Since(lastLog) >= 10*time.Second {
-			a.log.Warn("applying batch failed; retrying (nothing is confirmed until it succeeds)",
+			a.log.Warn("applying batch to "+sink+" failed; retrying (nothing is confirmed until it succeeds)",
 				zap.Error(err), zap.Int("attempt", failures), zap.Duration("backoff", backoff),
 				zap.Stringer("lsn", a.batch[0].CommitLSN))
 			lastLog = time.Now()

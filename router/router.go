@@ -1,6 +1,7 @@
 package router
 
 import (
+	"strings"
 	"sync"
 
 	"github.com/cachewire/invalidator/cdc"
@@ -30,6 +31,8 @@ type Router struct {
 
 	keyPrefix     string
 	patternPrefix string // key prefix, glob-escaped
+	subjects      bool   // render NATS subjects
+	subjectPrefix string // the channel prefix as NATS subject tokens
 
 	mu       sync.Mutex
 	bindings map[*cdc.Relation][]*boundRule
@@ -59,6 +62,24 @@ func New(rules *Rules, maxKeys int, obs Observer) *Router {
 	}
 	return rt
 }
+
+// RenderSubjects makes every message carry its NATS subject: the channel
+// prefix and channel with ':' separators as '.', each token escaped. Call
+// it before any transaction is started.
+func (rt *Router) RenderSubjects() {
+	var b []byte
+	if prefix := strings.TrimSuffix(rt.rules.ChannelPrefix, ":"); prefix != "" {
+		for _, tok := range strings.Split(prefix, ":") {
+			b = appendSubjectToken(b, []byte(tok))
+			b = append(b, '.')
+		}
+	}
+	rt.subjects, rt.subjectPrefix = true, string(b)
+}
+
+// SubjectPrefix returns the subject every message subject starts with, as
+// RenderSubjects made it (empty before).
+func (rt *Router) SubjectPrefix() string { return rt.subjectPrefix }
 
 // Rules returns the rules the router renders.
 func (rt *Router) Rules() *Rules { return rt.rules }
@@ -279,4 +300,34 @@ func (bt *boundTemplate) renderRow(dst []byte, m mode, row cdc.Tuple, all bool) 
 		}
 	}
 	return dst, rendered
+}
+
+// renderSubject appends the template as NATS subject tokens: literal ':'
+// separates tokens; everything else, values included (':' too), is escaped
+// within its token. In the wide form placeholders out of scope (all of
+// them with all) become the token "%2A". A missing value becomes "%".
+func (bt *boundTemplate) renderSubject(dst []byte, row cdc.Tuple, wide, all bool) []byte {
+	var tok []byte
+	for i, s := range bt.t.segs {
+		if s.col == "" {
+			for j := 0; j < len(s.lit); j++ {
+				if s.lit[j] == ':' {
+					dst = appendSubjectToken(dst, tok)
+					dst = append(dst, '.')
+					tok = tok[:0]
+					continue
+				}
+				tok = append(tok, s.lit[j])
+			}
+			continue
+		}
+		if wide && (all || !bt.inScope[i]) {
+			tok = append(tok, '*')
+			continue
+		}
+		if c := bt.cols[i]; valueStatus(row, c) == rendered {
+			tok = append(tok, row[c].Data...)
+		}
+	}
+	return appendSubjectToken(dst, tok)
 }

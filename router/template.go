@@ -100,3 +100,26 @@ const (
 	modeWidePat             // pattern template in wide form: literals kept, values escaped, others '*'
 	modeWideCh              // channel in wide form: literals and values verbatim, others '*'
 )
+
+// subjectMeta are the bytes escaped in a NATS subject token: separators,
+// wildcards, white space, the escape character itself and control bytes.
+func subjectMeta(c byte) bool {
+	return c <= ' ' || c == '.' || c == '*' || c == '>' || c == '%' || c == 0x7f
+}
+
+// appendSubjectToken appends s as one NATS subject token: the bytes above
+// are percent-encoded (%2E for '.'), and an empty token is written "%" so
+// that the subject never has an empty token.
+func appendSubjectToken(dst, s []byte) []byte {
+	if len(s) == 0 {
+		return append(dst, '%')
+	}
+	for _, c := range s {
+		if subjectMeta(c) {
+			dst = append(dst, '%', "0123456789ABCDEF"[c>>4], "0123456789ABCDEF"[c&0xf])
+			continue
+		}
+		dst = append(dst, c)
+	}
+	return dst
+}

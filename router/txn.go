@@ -9,7 +9,9 @@ import (
 // Message is one invalidation message: what a transaction did to the
 // entity behind one channel.
 type Message struct {
-	Channel  string // without the channel prefix
+	Channel string // without the channel prefix
+	// Subject is the NATS subject (prefix included), when the router renders them.
+	Subject  string
 	Op       cdc.Op // the last operation on this channel in the transaction
 	Table    string
 	Rule     string
@@ -51,6 +53,7 @@ type Txn struct {
 	subs   map[uint32]*part // streamed subtransactions, dropped on abort
 	budget int
 	buf    []byte
+	subj   []byte
 	newImg cdc.Tuple
 	oldImg cdc.Tuple
 	result *Result
@@ -240,7 +243,7 @@ func (t *Txn) addRow(p *part, br *boundRule, row cdc.Tuple, op cdc.Op) {
 				t.addWide(p, br, row, op, false)
 				return
 			}
-			msg = p.message(t, string(t.buf), op, br.r)
+			msg = p.message(t, op, br, row, false, false)
 		}
 	}
 	for i := range br.keys {
@@ -340,8 +343,11 @@ func (t *Txn) addPattern(p *part, msg int32) {
 }
 
 // message returns the index of the message for channel, creating it.
-func (p *part) message(t *Txn, channel string, op cdc.Op, r *Rule) int32 {
-	if i, ok := p.msgIdx[channel]; ok {
+// The channel is in t.buf; when the router renders NATS subjects, the new
+// message's subject is rendered from bt and row in the same (wide) form.
+func (p *part) message(t *Txn, op cdc.Op, br *boundRule, row cdc.Tuple, wide, all bool) int32 {
+	r := br.r
+	if i, ok := p.msgIdx[string(t.buf)]; ok {
 		m := &p.msgs[i]
 		m.Op, m.Rule, m.Table = op, r.Name, r.Table
 		return i
@@ -349,9 +355,15 @@ func (p *part) message(t *Txn, channel string, op cdc.Op, r *Rule) int32 {
 	if p.msgIdx == nil {
 		p.msgIdx = map[string]int32{}
 	}
+	channel := string(t.buf)
+	m := Message{Channel: channel, Op: op, Table: r.Table, Rule: r.Name}
+	if t.rt.subjects {
+		t.subj = br.channel.renderSubject(append(t.subj[:0], t.rt.subjectPrefix...), row, wide, all)
+		m.Subject = string(t.subj)
+	}
 	i := int32(len(p.msgs))
 	p.msgIdx[channel] = i
-	p.msgs = append(p.msgs, Message{Channel: channel, Op: op, Table: r.Table, Rule: r.Name})
+	p.msgs = append(p.msgs, m)
 	t.budget++
 	return i
 }
@@ -411,9 +423,10 @@ func (t *Txn) wideMessage(p *part, br *boundRule, row cdc.Tuple, op cdc.Op, all 
 		var st renderStatus
 		t.buf, st = br.channel.renderRow(t.buf[:0], modeWideCh, row, all)
 		if st != rendered { // a scope value is missing: publish on the all-'*' channel
+			all = true
 			t.buf, _ = br.channel.renderRow(t.buf[:0], modeWideCh, row, true)
 		}
-		msg = p.message(t, string(t.buf), op, br.r)
+		msg = p.message(t, op, br, row, true, all)
 	}
 	for i := range br.keys {
 		t.widePattern(p, &br.keys[i], modeWideKey, row, all, msg)
@@ -498,7 +511,7 @@ func (t *Txn) Result() *Result {
 	}
 	t.result = res
 	// the accumulation maps are no longer needed
-	t.main, t.subs, t.buf, t.newImg, t.oldImg = part{}, nil, nil, nil, nil
+	t.main, t.subs, t.buf, t.subj, t.newImg, t.oldImg = part{}, nil, nil, nil, nil, nil
 	return res
 }
 

@@ -41,6 +41,7 @@ type heartbeat struct {
 	markerKey string
 	stream    streamState
 	pub       *publisher.Publisher
+	nats      *publisher.NATSSink // nil without NATS
 	rdb       redis.UniversalClient
 	metrics   *ops.Metrics
 	log       *zap.Logger
@@ -101,6 +102,11 @@ func (h *heartbeat) beat(ctx context.Context) error {
 		return err
 	}
 	h.metrics.Heartbeat()
+	if h.nats != nil {
+		if err := h.nats.Heartbeat(h.buf); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 

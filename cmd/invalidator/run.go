@@ -180,6 +180,18 @@ func startStreaming(ctx context.Context, cfg *config.Config, rules *router.Rules
 	}
 
 	rt := router.New(rules, cfg.MaxKeysPerTxn, metrics)
+	var bridge *publisher.NATSSink
+	if cfg.NATSURL != "" {
+		rt.RenderSubjects()
+		nc, err := newNATS(cfg, log.Named("nats"))
+		if err != nil {
+			return err
+		}
+		defer nc.Close()
+		if bridge, err = newBridge(ctx, cfg, nc, rt.SubjectPrefix(), log.Named("nats")); err != nil || ctx.Err() != nil {
+			return err
+		}
+	}
 	queue := make(chan publisher.Applied, queueLen)
 	stream := cdc.NewStream(cdc.StreamConfig{
 		URL:          cfg.PostgresURL,
@@ -201,6 +213,9 @@ func startStreaming(ctx context.Context, cfg *config.Config, rules *router.Rules
 		MaxBatchKeys: cfg.BatchMaxKeys,
 		Linger:       cfg.BatchLinger,
 	})
+	if bridge != nil {
+		applier.Bridge = bridge
+	}
 
 	// The applier outlives ctx: it must finish what the stream handed on.
 	applierCtx, stopApplier := context.WithCancel(context.WithoutCancel(ctx))
@@ -212,7 +227,7 @@ func startStreaming(ctx context.Context, cfg *config.Config, rules *router.Rules
 	defer stopHeartbeat()
 	hb := &heartbeat{
 		interval: cfg.HeartbeatInterval, pgURL: cfg.PostgresURL, slot: cfg.Slot, markerKey: markerKey,
-		stream: stream, pub: pub, rdb: rdb, metrics: metrics, log: log.Named("heartbeat"),
+		stream: stream, pub: pub, nats: bridge, rdb: rdb, metrics: metrics, log: log.Named("heartbeat"),
 	}
 	heartbeatDone := make(chan struct{})
 	go func() {

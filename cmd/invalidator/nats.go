@@ -1,0 +1,82 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
+	"github.com/cachewire/invalidator/config"
+	"github.com/cachewire/invalidator/publisher"
+)
+
+// newNATS connects to NATS, reconnecting for ever. Publishing while
+// disconnected fails at once instead of filling a client-side buffer, so
+// the applier retries and confirms nothing meanwhile.
+func newNATS(cfg *config.Config, log *zap.Logger) (*nats.Conn, error) {
+	opts := []nats.Option{
+		nats.Name("invalidator"),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250 * time.Millisecond),
+		nats.RetryOnFailedConnect(true),
+		nats.ReconnectBufSize(-1),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			log.Warn("nats disconnected", zap.Error(err))
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			log.Info("nats reconnected", zap.String("server", nc.ConnectedUrlRedacted()))
+		}),
+	}
+	if cfg.NATSCAFile != "" {
+		opts = append(opts, nats.RootCAs(cfg.NATSCAFile))
+	}
+	if cfg.NATSCertFile != "" {
+		opts = append(opts, nats.ClientCert(cfg.NATSCertFile, cfg.NATSKeyFile))
+	}
+	if cfg.NATSCredsFile != "" {
+		opts = append(opts, nats.UserCredentials(cfg.NATSCredsFile))
+	}
+	nc, err := nats.Connect(cfg.NATSURL, opts...)
+	if err != nil {
+		return nil, &config.Error{Var: config.Var("NATS_URL"), Msg: "cannot use: " + redactErr(err, cfg)}
+	}
+	return nc, nil
+}
+
+// newBridge returns the NATS sink; for JetStream it creates the stream
+// when asked to, waiting for NATS if it is down.
+func newBridge(ctx context.Context, cfg *config.Config, nc *nats.Conn, subjectPrefix string, log *zap.Logger) (*publisher.NATSSink, error) {
+	if !cfg.NATSJetStream {
+		return publisher.NewNATSSink(nc, nil, cfg.Slot, subjectPrefix, cfg.NATSTimeout), nil
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	backoff := 250 * time.Millisecond
+	for cfg.NATSStream != "" {
+		sctx, cancel := context.WithTimeout(ctx, cfg.NATSTimeout)
+		created, err := publisher.EnsureStream(sctx, js, cfg.NATSStream, subjectPrefix)
+		cancel()
+		if err == nil {
+			if created {
+				log.Info("created jetstream stream", zap.String("stream", cfg.NATSStream), zap.String("subjects", subjectPrefix+">"))
+			}
+			break
+		}
+		if ctx.Err() != nil {
+			return nil, nil
+		}
+		log.Warn("cannot ensure the jetstream stream; retrying", zap.Error(err), zap.Duration("backoff", backoff))
+		select {
+		case <-ctx.Done():
+			return nil, nil
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 15*time.Second)
+	}
+	return publisher.NewNATSSink(nc, js, cfg.Slot, subjectPrefix, cfg.NATSTimeout), nil
+}
