@@ -1,0 +1,229 @@
+package subscriber
+
+import "sync"
+
+// Cache is an in-process least-recently-used cache of values by Redis key
+// name, safe for concurrent use, that follows the daemon's invalidations:
+//
+//	c := subscriber.NewCache(10_000)
+//	s, err := subscriber.New(subscriber.Config{
+//		Client:    rdb,
+//		OnMessage: c.Apply,
+//		OnResync:  c.Resync,
+//	})
+//
+// It holds at most its capacity of entries; adding one more evicts the least
+// recently used (Get and Set count as use). Keys are the names of the Redis
+// keys the values were read from, since those are what messages name.
+//
+// Filling the cache races with invalidation: a value read from the source of
+// truth just before a change commits can be stored just after the change's
+// message was applied, and would then be stale until evicted. Take a
+// Generation before reading and store with SetIfGeneration to close that
+// window.
+type Cache struct {
+	mu         sync.Mutex
+	capacity   int
+	items      map[string]*entry
+	root       entry // sentinel of a circular list; root.next is the most recent
+	generation uint64
+}
+
+// entry is a node of Cache's recency list.
+type entry struct {
+	key        string
+	value      any
+	prev, next *entry
+}
+
+// NewCache returns an empty Cache holding at most capacity entries. It
+// panics if capacity is less than 1.
+func NewCache(capacity int) *Cache {
+	if capacity < 1 {
+		panic("subscriber: NewCache: capacity must be at least 1")
+	}
+	c := &Cache{capacity: capacity, items: make(map[string]*entry)}
+	c.root.next, c.root.prev = &c.root, &c.root
+	return c
+}
+
+// Get returns the value stored under key and whether there was one, and
+// marks the entry most recently used.
+func (c *Cache) Get(key string) (any, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.items[key]
+	if !ok {
+		return nil, false
+	}
+	c.moveToFront(e)
+	return e.value, true
+}
+
+// Set stores value under key as the most recently used entry, evicting the
+// least recently used entry if the cache is full.
+func (c *Cache) Set(key string, value any) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.set(key, value)
+}
+
+// Generation returns a number that changes whenever entries are invalidated
+// (Apply, Invalidate, Resync, Clear, Delete). See SetIfGeneration.
+func (c *Cache) Generation() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.generation
+}
+
+// SetIfGeneration stores value under key, as Set does, only if no
+// invalidation has been applied since Generation returned gen, and reports
+// whether it stored. Use it to fill the cache:
+//
+//	gen := c.Generation()
+//	v := load(key) // from the source of truth
+//	c.SetIfGeneration(gen, key, v)
+//
+// A value read before an invalidation that concerned it is then never
+// stored after that invalidation. The check is coarse (any invalidation
+// counts), so under a high rate of invalidations some fills are skipped;
+// the next Get misses and loads again.
+func (c *Cache) SetIfGeneration(gen uint64, key string, value any) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.generation != gen {
+		return false
+	}
+	c.set(key, value)
+	return true
+}
+
+// Delete removes key and reports whether it was present.
+func (c *Cache) Delete(key string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.generation++
+	e, ok := c.items[key]
+	if ok {
+		c.remove(e)
+	}
+	return ok
+}
+
+// Len returns the number of entries.
+func (c *Cache) Len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.items)
+}
+
+// Keys returns the keys from the most to the least recently used, without
+// changing their order.
+func (c *Cache) Keys() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	keys := make([]string, 0, len(c.items))
+	for e := c.root.next; e != &c.root; e = e.next {
+		keys = append(keys, e.key)
+	}
+	return keys
+}
+
+// Clear removes every entry.
+func (c *Cache) Clear() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.generation++
+	clear(c.items)
+	c.root.next, c.root.prev = &c.root, &c.root
+}
+
+// Resync clears the cache whatever the reason; it has the signature of
+// Config.OnResync.
+func (c *Cache) Resync(reason string) {
+	c.Clear()
+}
+
+// Apply evicts what m invalidates; it has the signature of Config.OnMessage.
+// See Invalidate.
+func (c *Cache) Apply(m Message) {
+	c.Invalidate(m)
+}
+
+// Invalidate evicts every entry named in m.Keys and every entry whose key
+// matches one of m.Patterns (MatchPattern), and returns how many entries it
+// evicted. A message whose V is not MessageVersion (a newer format this
+// package cannot interpret) clears the whole cache. A heartbeat evicts
+// nothing.
+//
+// Patterns are matched against every entry, so a message with patterns
+// costs time proportional to the number of entries.
+func (c *Cache) Invalidate(m Message) int {
+	if m.Op == OpHeartbeat && m.V == MessageVersion {
+		return 0
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.generation++
+	if m.V != MessageVersion {
+		n := len(c.items)
+		clear(c.items)
+		c.root.next, c.root.prev = &c.root, &c.root
+		return n
+	}
+	n := 0
+	for _, k := range m.Keys {
+		if e, ok := c.items[k]; ok {
+			c.remove(e)
+			n++
+		}
+	}
+	if len(m.Patterns) == 0 {
+		return n
+	}
+	for k, e := range c.items {
+		for _, p := range m.Patterns {
+			if MatchPattern(p, k) {
+				c.remove(e) // deleting during range is allowed
+				n++
+				break
+			}
+		}
+	}
+	return n
+}
+
+// set stores value under key; c.mu is held.
+func (c *Cache) set(key string, value any) {
+	if e, ok := c.items[key]; ok {
+		e.value = value
+		c.moveToFront(e)
+		return
+	}
+	if len(c.items) >= c.capacity {
+		c.remove(c.root.prev)
+	}
+	e := &entry{key: key, value: value}
+	c.items[key] = e
+	c.insertFront(e)
+}
+
+func (c *Cache) remove(e *entry) {
+	e.prev.next, e.next.prev = e.next, e.prev
+	e.prev, e.next = nil, nil
+	delete(c.items, e.key)
+}
+
+func (c *Cache) insertFront(e *entry) {
+	e.prev, e.next = &c.root, c.root.next
+	c.root.next.prev = e
+	c.root.next = e
+}
+
+func (c *Cache) moveToFront(e *entry) {
+	if c.root.next == e {
+		return
+	}
+	e.prev.next, e.next.prev = e.next, e.prev
+	c.insertFront(e)
+}
