@@ -20,6 +20,8 @@ type Config struct {
 	ScanCount int64
 	// UnlinkChunk bounds the keys of one UNLINK command (default 512).
 	UnlinkChunk int
+	// Sharded publishes with SPUBLISH (Redis 7 sharded pub/sub) instead of PUBLISH.
+	Sharded bool
 }
 
 // DefaultJournalMaxLen is the default approximate length of the journal.
@@ -84,39 +86,17 @@ func (p *Publisher) Apply(ctx context.Context, batch []Applied) (Stats, error) {
 	}
 
 	pipe := p.rdb.Pipeline()
-	var unlinks []*redis.IntCmd
-	chunk := make([]string, 0, p.cfg.UnlinkChunk)
-	flush := func() {
-		if len(chunk) > 0 {
-			unlinks = append(unlinks, pipe.Unlink(ctx, chunk...))
-		}
-		chunk = chunk[:0]
-	}
-	var seen map[string]struct{}
-	if len(batch) > 1 {
-		seen = map[string]struct{}{}
-	}
-	for _, c := range batch {
-		for _, k := range c.Txn.Result().Keys {
-			if seen != nil {
-				if _, dup := seen[k]; dup {
-					continue
-				}
-				seen[k] = struct{}{}
-			}
-			chunk = append(chunk, k)
-			if len(chunk) == p.cfg.UnlinkChunk {
-				flush()
-			}
-		}
-	}
-	flush()
+	unlinks := p.queueUnlinks(ctx, pipe, batch)
 	for _, c := range batch {
 		res := c.Txn.Result()
 		for i := range res.Messages {
 			m := &res.Messages[i]
 			p.buf = AppendMessage(p.buf[:0], m, c.CommitLSN, c.Xid, c.CommitTime)
-			pipe.Publish(ctx, p.cfg.ChannelPrefix+m.Channel, string(p.buf))
+			if p.cfg.Sharded {
+				pipe.SPublish(ctx, p.cfg.ChannelPrefix+m.Channel, string(p.buf))
+			} else {
+				pipe.Publish(ctx, p.cfg.ChannelPrefix+m.Channel, string(p.buf))
+			}
 			st.Messages++
 		}
 		if p.cfg.Journal && !res.Empty() {
@@ -144,6 +124,60 @@ func (p *Publisher) Apply(ctx context.Context, batch []Applied) (Stats, error) {
 		st.KeysDeleted += u.Val()
 	}
 	return st, nil
+}
+
+// queueUnlinks queues UNLINK commands for the batch's exact keys, de-duplicated
+// across its transactions, in chunks. On a cluster, a chunk holds keys of one
+// hash slot only (a multi-key command may not cross slots); the pipeline
+// sends each to the node that owns the slot.
+func (p *Publisher) queueUnlinks(ctx context.Context, pipe redis.Pipeliner, batch []Applied) []*redis.IntCmd {
+	var unlinks []*redis.IntCmd
+	var seen map[string]struct{}
+	if len(batch) > 1 {
+		seen = map[string]struct{}{}
+	}
+	each := func(fn func(string)) {
+		for _, c := range batch {
+			for _, k := range c.Txn.Result().Keys {
+				if seen != nil {
+					if _, dup := seen[k]; dup {
+						continue
+					}
+					seen[k] = struct{}{}
+				}
+				fn(k)
+			}
+		}
+	}
+	if _, cluster := p.rdb.(*redis.ClusterClient); cluster {
+		bySlot := map[int][]string{}
+		each(func(k string) {
+			s := HashSlot(k)
+			bySlot[s] = append(bySlot[s], k)
+			if len(bySlot[s]) == p.cfg.UnlinkChunk {
+				unlinks = append(unlinks, pipe.Unlink(ctx, bySlot[s]...))
+				bySlot[s] = nil
+			}
+		})
+		for _, keys := range bySlot {
+			if len(keys) > 0 {
+				unlinks = append(unlinks, pipe.Unlink(ctx, keys...))
+			}
+		}
+		return unlinks
+	}
+	chunk := make([]string, 0, p.cfg.UnlinkChunk)
+	each(func(k string) {
+		chunk = append(chunk, k)
+		if len(chunk) == p.cfg.UnlinkChunk {
+			unlinks = append(unlinks, pipe.Unlink(ctx, chunk...))
+			chunk = make([]string, 0, p.cfg.UnlinkChunk)
+		}
+	})
+	if len(chunk) > 0 {
+		unlinks = append(unlinks, pipe.Unlink(ctx, chunk...))
+	}
+	return unlinks
 }
 
 // deleteMatching unlinks every key matching pattern, in bounded batches.
@@ -210,7 +244,11 @@ func (p *Publisher) journalValues(c Applied) []any {
 
 // Heartbeat publishes the heartbeat message.
 func (p *Publisher) Heartbeat(ctx context.Context, payload []byte) error {
-	if err := p.rdb.Publish(ctx, HeartbeatChannel(p.cfg.ChannelPrefix), payload).Err(); err != nil {
+	publish := p.rdb.Publish
+	if p.cfg.Sharded {
+		publish = p.rdb.SPublish
+	}
+	if err := publish(ctx, HeartbeatChannel(p.cfg.ChannelPrefix), payload).Err(); err != nil {
 		return fmt.Errorf("publish heartbeat: %w", err)
 	}
 	return nil

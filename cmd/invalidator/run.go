@@ -2,9 +2,12 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -61,6 +64,10 @@ func runCommand(ctx context.Context, args []string, stdout, stderr io.Writer) in
 
 // newRedis returns a client for the configured Redis or Redis Cluster.
 func newRedis(cfg *config.Config) (redis.UniversalClient, error) {
+	tlsConf, err := redisTLS(cfg)
+	if err != nil {
+		return nil, err
+	}
 	if len(cfg.RedisClusterAddrs) > 0 {
 		opts := &redis.ClusterOptions{Addrs: cfg.RedisClusterAddrs}
 		if cfg.RedisURL != "" {
@@ -68,7 +75,16 @@ func newRedis(cfg *config.Config) (redis.UniversalClient, error) {
 			if err != nil {
 				return nil, &config.Error{Var: config.Var("REDIS_URL"), Msg: "invalid URL"}
 			}
-			opts.Username, opts.Password, opts.TLSConfig = u.Username, u.Password, u.TLSConfig
+			opts.Username, opts.Password = u.Username, u.Password
+			if u.TLSConfig != nil && tlsConf == nil {
+				tlsConf = u.TLSConfig
+			}
+		}
+		if tlsConf != nil || cfg.RedisClusterTLS {
+			if tlsConf == nil {
+				tlsConf = &tls.Config{MinVersion: tls.VersionTLS12}
+			}
+			opts.TLSConfig = tlsConf
 		}
 		return redis.NewClusterClient(opts), nil
 	}
@@ -76,7 +92,41 @@ func newRedis(cfg *config.Config) (redis.UniversalClient, error) {
 	if err != nil {
 		return nil, &config.Error{Var: config.Var("REDIS_URL"), Msg: "invalid URL: " + err.Error()}
 	}
+	if tlsConf != nil {
+		if opts.TLSConfig == nil {
+			return nil, &config.Error{Var: config.Var("REDIS_TLS_CA_FILE"), Msg: "TLS files need a rediss:// URL"}
+		}
+		tlsConf.ServerName = opts.TLSConfig.ServerName
+		opts.TLSConfig = tlsConf
+	}
 	return redis.NewClient(opts), nil
+}
+
+// redisTLS builds the TLS configuration from the CA and client certificate
+// files, or returns nil when none is set.
+func redisTLS(cfg *config.Config) (*tls.Config, error) {
+	if cfg.RedisTLSCAFile == "" && cfg.RedisTLSCertFile == "" {
+		return nil, nil
+	}
+	conf := &tls.Config{MinVersion: tls.VersionTLS12}
+	if cfg.RedisTLSCAFile != "" {
+		pem, err := os.ReadFile(cfg.RedisTLSCAFile)
+		if err != nil {
+			return nil, &config.Error{Var: config.Var("REDIS_TLS_CA_FILE"), Msg: err.Error()}
+		}
+		conf.RootCAs = x509.NewCertPool()
+		if !conf.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, &config.Error{Var: config.Var("REDIS_TLS_CA_FILE"), Msg: "no PEM certificate in " + cfg.RedisTLSCAFile}
+		}
+	}
+	if cfg.RedisTLSCertFile != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.RedisTLSCertFile, cfg.RedisTLSKeyFile)
+		if err != nil {
+			return nil, &config.Error{Var: config.Var("REDIS_TLS_CERT_FILE"), Msg: err.Error()}
+		}
+		conf.Certificates = []tls.Certificate{cert}
+	}
+	return conf, nil
 }
 
 // checkColumns waits for PostgreSQL and checks that every column the rules
@@ -207,6 +257,7 @@ func startStreaming(ctx context.Context, cfg *config.Config, rules *router.Rules
 		ChannelPrefix: rules.ChannelPrefix,
 		Journal:       cfg.Journal,
 		JournalMaxLen: cfg.JournalMaxLen,
+		Sharded:       cfg.RedisShardedPubSub,
 	})
 	applier := publisher.NewApplier(pub, queue, stream, metrics, log.Named("publisher"), publisher.ApplierConfig{
 		MaxBatchTxns: cfg.BatchMaxTxns,
