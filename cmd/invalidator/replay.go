@@ -82,11 +82,11 @@ func replayCommand(ctx context.Context, args []string, stdout, stderr io.Writer)
 		err = r.journal(ctx, f)
 	}
 	r.progress.done()
-	verb := "replayed"
 	if f.dryRun {
-		verb = "dry run:"
+		_, _ = fmt.Fprintf(stdout, "dry run: %d %s: would delete %d keys (existing now), would publish %d messages\n", r.units, r.unitName, r.deleted, r.published)
+	} else {
+		_, _ = fmt.Fprintf(stdout, "replayed %d %s: %d keys deleted, %d messages published\n", r.units, r.unitName, r.deleted, r.published)
 	}
-	_, _ = fmt.Fprintf(stdout, "%s %d %s: %d keys deleted, %d messages published\n", verb, r.units, r.unitName, r.deleted, r.published)
 	if err != nil {
 		_, _ = fmt.Fprintf(stderr, "invalidator replay: %s\n", redactErr(err, s.cfg))
 		var usage *usageError
