@@ -85,22 +85,27 @@ func (p *Publisher) Apply(ctx context.Context, batch []Applied) (Stats, error) {
 		}
 	}
 
-	pipe := p.rdb.Pipeline()
-	unlinks := p.queueUnlinks(ctx, pipe, batch)
+	pl := &pipeline{pipe: p.rdb.Pipeline(), max: maxPipeline}
+	if err := p.queueUnlinks(ctx, pl, batch); err != nil {
+		return st, err
+	}
 	for _, c := range batch {
 		res := c.Txn.Result()
 		for i := range res.Messages {
 			m := &res.Messages[i]
 			p.buf = AppendMessage(p.buf[:0], m, c.CommitLSN, c.Xid, c.CommitTime)
 			if p.cfg.Sharded {
-				pipe.SPublish(ctx, p.cfg.ChannelPrefix+m.Channel, string(p.buf))
+				pl.pipe.SPublish(ctx, p.cfg.ChannelPrefix+m.Channel, string(p.buf))
 			} else {
-				pipe.Publish(ctx, p.cfg.ChannelPrefix+m.Channel, string(p.buf))
+				pl.pipe.Publish(ctx, p.cfg.ChannelPrefix+m.Channel, string(p.buf))
 			}
 			st.Messages++
+			if err := pl.maybeExec(ctx); err != nil {
+				return st, err
+			}
 		}
 		if p.cfg.Journal && !res.Empty() {
-			pipe.XAdd(ctx, &redis.XAddArgs{
+			pl.pipe.XAdd(ctx, &redis.XAddArgs{
 				Stream: JournalKey(p.cfg.ChannelPrefix),
 				MaxLen: p.cfg.JournalMaxLen,
 				Approx: true,
@@ -108,37 +113,73 @@ func (p *Publisher) Apply(ctx context.Context, batch []Applied) (Stats, error) {
 			})
 		}
 	}
-	if pipe.Len() == 0 {
-		return st, nil
+	err := pl.exec(ctx)
+	st.KeysDeleted += pl.deleted
+	return st, err
+}
+
+// maxPipeline bounds the commands sent in one round trip, so that a huge
+// transaction's pipeline does not hold every command in memory at once.
+// Commands still reach Redis in order: every key is unlinked before any
+// message of the batch is published.
+const maxPipeline = 4096
+
+// pipeline executes queued commands in round trips of at most max commands.
+type pipeline struct {
+	pipe    redis.Pipeliner
+	max     int
+	unlinks []*redis.IntCmd
+	deleted int64
+}
+
+func (pl *pipeline) maybeExec(ctx context.Context) error {
+	if pl.pipe.Len() < pl.max {
+		return nil
 	}
-	cmds, err := pipe.Exec(ctx)
+	return pl.exec(ctx)
+}
+
+func (pl *pipeline) exec(ctx context.Context) error {
+	if pl.pipe.Len() == 0 {
+		return nil
+	}
+	cmds, err := pl.pipe.Exec(ctx)
 	if err != nil {
-		return st, fmt.Errorf("redis pipeline: %w", err)
+		return fmt.Errorf("redis pipeline: %w", err)
 	}
 	for _, cmd := range cmds {
 		if err := cmd.Err(); err != nil {
-			return st, fmt.Errorf("redis %s: %w", cmd.Name(), err)
+			return fmt.Errorf("redis %s: %w", cmd.Name(), err)
 		}
 	}
-	for _, u := range unlinks {
-		st.KeysDeleted += u.Val()
+	for _, u := range pl.unlinks {
+		pl.deleted += u.Val()
 	}
-	return st, nil
+	pl.unlinks = pl.unlinks[:0]
+	return nil
+}
+
+func (pl *pipeline) unlink(ctx context.Context, keys []string) error {
+	pl.unlinks = append(pl.unlinks, pl.pipe.Unlink(ctx, keys...))
+	return pl.maybeExec(ctx)
 }
 
 // queueUnlinks queues UNLINK commands for the batch's exact keys, de-duplicated
 // across its transactions, in chunks. On a cluster, a chunk holds keys of one
 // hash slot only (a multi-key command may not cross slots); the pipeline
 // sends each to the node that owns the slot.
-func (p *Publisher) queueUnlinks(ctx context.Context, pipe redis.Pipeliner, batch []Applied) []*redis.IntCmd {
-	var unlinks []*redis.IntCmd
+func (p *Publisher) queueUnlinks(ctx context.Context, pl *pipeline, batch []Applied) error {
 	var seen map[string]struct{}
 	if len(batch) > 1 {
 		seen = map[string]struct{}{}
 	}
+	var err error
 	each := func(fn func(string)) {
 		for _, c := range batch {
 			for _, k := range c.Txn.Result().Keys {
+				if err != nil {
+					return
+				}
 				if seen != nil {
 					if _, dup := seen[k]; dup {
 						continue
@@ -155,29 +196,29 @@ func (p *Publisher) queueUnlinks(ctx context.Context, pipe redis.Pipeliner, batc
 			s := HashSlot(k)
 			bySlot[s] = append(bySlot[s], k)
 			if len(bySlot[s]) == p.cfg.UnlinkChunk {
-				unlinks = append(unlinks, pipe.Unlink(ctx, bySlot[s]...))
+				err = pl.unlink(ctx, bySlot[s])
 				bySlot[s] = nil
 			}
 		})
 		for _, keys := range bySlot {
-			if len(keys) > 0 {
-				unlinks = append(unlinks, pipe.Unlink(ctx, keys...))
+			if len(keys) > 0 && err == nil {
+				err = pl.unlink(ctx, keys)
 			}
 		}
-		return unlinks
+		return err
 	}
 	chunk := make([]string, 0, p.cfg.UnlinkChunk)
 	each(func(k string) {
 		chunk = append(chunk, k)
 		if len(chunk) == p.cfg.UnlinkChunk {
-			unlinks = append(unlinks, pipe.Unlink(ctx, chunk...))
-			chunk = make([]string, 0, p.cfg.UnlinkChunk)
+			err = pl.unlink(ctx, chunk)
+			chunk = chunk[:0] // UNLINK copied the keys into its arguments
 		}
 	})
-	if len(chunk) > 0 {
-		unlinks = append(unlinks, pipe.Unlink(ctx, chunk...))
+	if len(chunk) > 0 && err == nil {
+		err = pl.unlink(ctx, chunk)
 	}
-	return unlinks
+	return err
 }
 
 // deleteMatching unlinks every key matching pattern, in bounded batches.
@@ -214,20 +255,29 @@ func (p *Publisher) deleteMatching(ctx context.Context, pattern string) (int64, 
 	}
 }
 
+// journalMaxMessages bounds the messages a journal entry repeats verbatim.
+const journalMaxMessages = 1000
+
 // journalValues is the journal entry of one transaction: positions, what
 // was deleted, and the messages as published (so that replay can re-send
 // them verbatim).
 func (p *Publisher) journalValues(c Applied) []any {
 	res := c.Txn.Result()
 	channels := make([]string, len(res.Messages))
-	msgs := []byte{'['}
 	for i := range res.Messages {
-		m := &res.Messages[i]
-		channels[i] = m.Channel
-		if i > 0 {
-			msgs = append(msgs, ',')
+		channels[i] = res.Messages[i].Channel
+	}
+	// The messages as published, so that replay re-sends them verbatim;
+	// left out of huge transactions (replay then re-applies the deletes and
+	// sends one message per channel rebuilt from the channel list).
+	msgs := []byte{'['}
+	if len(res.Messages) <= journalMaxMessages {
+		for i := range res.Messages {
+			if i > 0 {
+				msgs = append(msgs, ',')
+			}
+			msgs = AppendMessage(msgs, &res.Messages[i], c.CommitLSN, c.Xid, c.CommitTime)
 		}
-		msgs = AppendMessage(msgs, m, c.CommitLSN, c.Xid, c.CommitTime)
 	}
 	msgs = append(msgs, ']')
 	return []any{

@@ -57,6 +57,10 @@ type Txn struct {
 	newImg cdc.Tuple
 	oldImg cdc.Tuple
 	result *Result
+	// the last relation's rules, so that a run of changes on one table
+	// binds once
+	lastRel   *cdc.Relation
+	lastRules []*boundRule
 	// everyRule makes every rule of a table fire, whatever its on and
 	// changed say (replay re-reads current rows).
 	everyRule bool
@@ -139,7 +143,10 @@ func (t *Txn) Add(c *cdc.Change) {
 		return
 	}
 	p.count(c.Rel.QualifiedName(), c.Op)
-	rules := t.rt.bind(c.Rel)
+	if c.Rel != t.lastRel {
+		t.lastRel, t.lastRules = c.Rel, t.rt.bind(c.Rel)
+	}
+	rules := t.lastRules
 	if len(rules) == 0 {
 		t.rt.unmatched(c.Rel)
 		return
@@ -512,6 +519,7 @@ func (t *Txn) Result() *Result {
 	t.result = res
 	// the accumulation maps are no longer needed
 	t.main, t.subs, t.buf, t.subj, t.newImg, t.oldImg = part{}, nil, nil, nil, nil, nil
+	t.lastRel, t.lastRules = nil, nil
 	return res
 }
 

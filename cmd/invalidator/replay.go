@@ -368,6 +368,12 @@ func (r *replayer) fromJournal(e redis.XMessage) (publisher.Applied, error) {
 	}
 	var channels []string
 	_ = json.Unmarshal([]byte(field(e, "channels")), &channels)
+	if len(msgs) == 0 && len(channels) > 0 {
+		// a huge transaction's entry lists its channels only
+		for _, ch := range channels {
+			res.Messages = append(res.Messages, router.Message{Channel: ch, Op: cdc.OpUpdate})
+		}
+	}
 	for i, m := range msgs {
 		op, _ := cdc.ParseOp(m.Op)
 		ch := ""
