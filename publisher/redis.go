@@ -3,6 +3,7 @@ package publisher
 import (
 	"context"
 	"fmt"
+	"sync/atomic"
 
 	"github.com/redis/go-redis/v9"
 
@@ -223,36 +224,66 @@ func (p *Publisher) queueUnlinks(ctx context.Context, pl *pipeline, batch []Appl
 
 // deleteMatching unlinks every key matching pattern, in bounded batches.
 func (p *Publisher) deleteMatching(ctx context.Context, pattern string) (int64, error) {
-	var deleted int64
-	scan := func(ctx context.Context, c *redis.Client) error {
-		var cursor uint64
-		for {
-			keys, next, err := c.Scan(ctx, cursor, pattern, p.cfg.ScanCount).Result()
-			if err != nil {
-				return fmt.Errorf("redis scan %q: %w", pattern, err)
-			}
-			if len(keys) > 0 {
-				n, err := c.Unlink(ctx, keys...).Result()
+	var deleted atomic.Int64 // ForEachMaster scans the masters concurrently
+	scan := func(cluster bool) func(ctx context.Context, c *redis.Client) error {
+		return func(ctx context.Context, c *redis.Client) error {
+			var cursor uint64
+			for {
+				keys, next, err := c.Scan(ctx, cursor, pattern, p.cfg.ScanCount).Result()
 				if err != nil {
-					return fmt.Errorf("redis unlink (pattern %q): %w", pattern, err)
+					return fmt.Errorf("redis scan %q: %w", pattern, err)
 				}
-				deleted += n
+				if len(keys) > 0 {
+					n, err := unlinkScanned(ctx, c, keys, cluster)
+					if err != nil {
+						return fmt.Errorf("redis unlink (pattern %q): %w", pattern, err)
+					}
+					deleted.Add(n)
+				}
+				if next == 0 {
+					return nil
+				}
+				cursor = next
 			}
-			if next == 0 {
-				return nil
-			}
-			cursor = next
 		}
 	}
 	switch c := p.rdb.(type) {
 	case *redis.Client:
-		return deleted, scan(ctx, c)
+		err := scan(false)(ctx, c)
+		return deleted.Load(), err
 	case *redis.ClusterClient:
-		err := c.ForEachMaster(ctx, scan)
-		return deleted, err
+		err := c.ForEachMaster(ctx, scan(true))
+		return deleted.Load(), err
 	default:
 		return 0, fmt.Errorf("pattern delete: unsupported redis client %T", p.rdb)
 	}
+}
+
+// unlinkScanned unlinks keys one SCAN returned from node c. On a cluster
+// node the keys span hash slots, and a multi-key command may not: one
+// UNLINK per slot, pipelined on that node.
+func unlinkScanned(ctx context.Context, c *redis.Client, keys []string, cluster bool) (int64, error) {
+	if !cluster {
+		return c.Unlink(ctx, keys...).Result()
+	}
+	bySlot := map[int][]string{}
+	for _, k := range keys {
+		s := HashSlot(k)
+		bySlot[s] = append(bySlot[s], k)
+	}
+	pipe := c.Pipeline()
+	cmds := make([]*redis.IntCmd, 0, len(bySlot))
+	for _, ks := range bySlot {
+		cmds = append(cmds, pipe.Unlink(ctx, ks...))
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return 0, err
+	}
+	var n int64
+	for _, cmd := range cmds {
+		n += cmd.Val()
+	}
+	return n, nil
 }
 
 // journalMaxMessages bounds the messages a journal entry repeats verbatim.

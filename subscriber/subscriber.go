@@ -82,9 +82,9 @@ type Config struct {
 	// as "shard:t1:*" included (they are literal channel names), and on
 	// Redis Cluster all of them must hash to the same slot (use a hash tag
 	// in the prefix), because one connection to that slot's node serves
-	// them. Sharded receives only what is published with SPUBLISH: the
-	// invalidator daemon publishes with PUBLISH, so use the default pattern
-	// mode with it.
+	// them. Sharded receives only what is published with SPUBLISH: run the
+	// daemon with INVALIDATOR_REDIS_SHARDED_PUBSUB=true (otherwise it
+	// publishes with PUBLISH, which the default pattern mode receives).
 	Sharded bool
 
 	// Channels are the channel names, relative to ChannelPrefix as in the

@@ -43,6 +43,9 @@ func runCommand(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		return exitUsage
 	}
 	defer func() { _ = log.Sync() }()
+	// go-redis logs through a process-wide logger: route it into ours
+	// (main owns the process, so this is the place to set it).
+	redis.SetLogger(redisLogger{log.Named("redis")})
 	log.Info("starting", zap.String("version", version()), zap.Any("config", s.cfg.Redacted()),
 		zap.Int("rules", len(s.rules.Rules)), zap.Strings("tables", s.rules.Tables()))
 
@@ -404,6 +407,13 @@ func resync(ctx context.Context, cfg *config.Config, rt *router.Router, pub *pub
 		}
 		backoff = min(backoff*2, 5*time.Second)
 	}
+}
+
+// redisLogger adapts zap to go-redis's logger.
+type redisLogger struct{ log *zap.Logger }
+
+func (l redisLogger) Printf(_ context.Context, format string, v ...any) {
+	l.log.Warn(fmt.Sprintf(format, v...))
 }
 
 // redisPinger adapts a go-redis client to ops.Pinger.

@@ -23,7 +23,8 @@ const (
 )
 
 // NATS is a throwaway nats-server listening on 127.0.0.1 only, without
-// authentication or configuration file, run as the current user, with HTTP
+// authentication or configuration file (NewNATSWith adds TLS and
+// authentication), run as the current user, with HTTP
 // monitoring on a second loopback port. With JetStream enabled its file store
 // lives in the server's private temporary directory, so streams and their
 // messages survive Stop and Start. Close removes the directory.
@@ -40,6 +41,8 @@ type NATS struct {
 	// JetStream reports whether JetStream is enabled. Treat it as read-only.
 	JetStream bool
 
+	opts     NATSOptions
+	confPath string // configuration file, "" without one
 	dir      string // base temporary directory, removed by Close
 	storeDir string
 	proc     *process
@@ -54,6 +57,14 @@ type NATS struct {
 // JetStream's state) answers 200. It is meant for TestMain; the caller must
 // call Close. On error nothing is left behind.
 func NewNATS(jetstream bool) (*NATS, error) {
+	return NewNATSWith(NATSOptions{JetStream: jetstream})
+}
+
+// NewNATSWith is NewNATS with options (JetStream, TLS, authentication); the
+// options other than JetStream go into a configuration file in the
+// server's directory.
+func NewNATSWith(opts NATSOptions) (*NATS, error) {
+	jetstream := opts.JetStream
 	bin, err := findBinary("nats-server", natsBin, natsBinAltPath)
 	if err != nil {
 		return nil, fmt.Errorf("nats server binary (install the nats-server package): %w", err)
@@ -62,7 +73,11 @@ func NewNATS(jetstream bool) (*NATS, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create nats temp dir: %w", err)
 	}
-	n := &NATS{JetStream: jetstream, dir: dir, storeDir: filepath.Join(dir, "jetstream")}
+	n := &NATS{JetStream: jetstream, opts: opts, dir: dir, storeDir: filepath.Join(dir, "jetstream")}
+	if err := n.writeConfig(); err != nil {
+		_ = os.RemoveAll(dir)
+		return nil, err
+	}
 	n.proc = &process{
 		name:    "nats-server",
 		path:    bin,
@@ -106,12 +121,16 @@ func StartNATS(tb testing.TB, jetstream bool) *NATS {
 
 // args are nats-server's command-line arguments.
 func (n *NATS) args() []string {
-	args := []string{
+	var args []string
+	if n.confPath != "" {
+		args = append(args, "--config", n.confPath) // the flags below override it
+	}
+	args = append(args,
 		"--addr", "127.0.0.1",
 		"--port", strconv.Itoa(n.Port),
 		"--http_port", strconv.Itoa(n.MonitorPort),
 		"--server_name", "testsrv",
-	}
+	)
 	if n.JetStream {
 		args = append(args, "--jetstream", "--store_dir", n.storeDir)
 	}

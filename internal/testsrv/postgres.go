@@ -51,6 +51,7 @@ type Postgres struct {
 	// same across Stop, Kill and Start. Treat it as read-only.
 	Port int
 
+	opts    PostgresOptions
 	dir     string // base temporary directory, removed by Close
 	dataDir string
 	sockDir string
@@ -69,6 +70,13 @@ type Postgres struct {
 // "postgres" (created by Debian's postgresql-15 package); if that user does
 // not exist, NewPostgres fails without creating it.
 func NewPostgres() (*Postgres, error) {
+	return NewPostgresWith(PostgresOptions{})
+}
+
+// NewPostgresWith is NewPostgres with options (extra settings, files in
+// the data directory, client authentication rules); the zero
+// PostgresOptions gives NewPostgres's server.
+func NewPostgresWith(opts PostgresOptions) (*Postgres, error) {
 	postgresBin := filepath.Join(pgBinDir, "postgres")
 	initdbBin := filepath.Join(pgBinDir, "initdb")
 	for _, b := range []string{postgresBin, initdbBin} {
@@ -86,6 +94,7 @@ func NewPostgres() (*Postgres, error) {
 		return nil, fmt.Errorf("create postgres temp dir: %w", err)
 	}
 	p := &Postgres{
+		opts:    opts,
 		dir:     dir,
 		dataDir: filepath.Join(dir, "data"),
 		sockDir: filepath.Join(dir, "sock"),
@@ -108,6 +117,9 @@ func NewPostgres() (*Postgres, error) {
 	initdb.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL, Credential: cred}
 	if out, err := initdb.CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("initdb %s: %w\n--- initdb output ---\n%s", p.dataDir, err, out)
+	}
+	if err := p.applyOptions(cred); err != nil {
+		return nil, err
 	}
 
 	p.proc = &process{
@@ -242,6 +254,7 @@ func (p *Postgres) args() []string {
 		"max_connections=200",
 		"shared_buffers=128MB",
 	}
+	settings = append(settings, p.opts.Settings...)
 	args := []string{"-D", p.dataDir}
 	for _, s := range settings {
 		args = append(args, "-c", s)
@@ -255,7 +268,7 @@ func (p *Postgres) start() error {
 		return err
 	}
 	return p.proc.waitReady(readyTimeout, func(ctx context.Context) error {
-		conn, err := pgconn.Connect(ctx, p.URL("postgres"))
+		conn, err := pgconn.Connect(ctx, p.adminURL("postgres"))
 		if err != nil {
 			return fmt.Errorf("connect: %w", err)
 		}
@@ -327,9 +340,9 @@ func (p *Postgres) Query(tb testing.TB, db, sql string) [][]string {
 func (p *Postgres) exec(ctx context.Context, db, sql string) ([]*pgconn.Result, error) {
 	ctx, cancel := context.WithTimeout(ctx, pgQueryTimeout)
 	defer cancel()
-	conn, err := pgconn.Connect(ctx, p.URL(db))
+	conn, err := pgconn.Connect(ctx, p.adminURL(db))
 	if err != nil {
-		return nil, fmt.Errorf("connect to %s: %w", p.URL(db), err)
+		return nil, fmt.Errorf("connect to %s: %w", p.adminURL(db), err)
 	}
 	defer conn.Close(context.Background())
 	results, err := conn.Exec(ctx, sql).ReadAll()

@@ -20,8 +20,8 @@ import (
 const redisBin = "/usr/bin/redis-server"
 
 // Redis is a throwaway redis-server listening on 127.0.0.1 only, without
-// password or protected mode, run as the current user with no configuration
-// file. Every write is appended to an append-only file in its private
+// password or protected mode (NewRedisWith adds TLS, ACL users and cluster
+// mode), run as the current user with no configuration file. Every write is appended to an append-only file in its private
 // temporary directory and fsynced before the reply (appendonly yes,
 // appendfsync always; RDB snapshots are off), so data survives Stop and
 // Start. Close removes the directory.
@@ -32,7 +32,11 @@ type Redis struct {
 	// Port is the TCP port on 127.0.0.1 the server listens on. It stays the
 	// same across Stop and Start. Treat it as read-only.
 	Port int
+	// BusPort is the cluster bus port on 127.0.0.1 when the server was
+	// started with RedisOptions.Cluster, 0 otherwise. Treat it as read-only.
+	BusPort int
 
+	opts    RedisOptions
 	dir     string // base temporary directory, removed by Close
 	dataDir string
 	proc    *process
@@ -45,6 +49,12 @@ type Redis struct {
 // directory and returns once it answers PING. It is meant for TestMain; the
 // caller must call Close. On error nothing is left behind.
 func NewRedis() (*Redis, error) {
+	return NewRedisWith(RedisOptions{})
+}
+
+// NewRedisWith is NewRedis with options (TLS, ACL users, cluster mode,
+// extra arguments); the zero RedisOptions gives NewRedis's server.
+func NewRedisWith(opts RedisOptions) (*Redis, error) {
 	bin, err := findBinary("redis-server", redisBin)
 	if err != nil {
 		return nil, fmt.Errorf("redis server binary (install the redis-server package): %w", err)
@@ -53,7 +63,7 @@ func NewRedis() (*Redis, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create redis temp dir: %w", err)
 	}
-	r := &Redis{dir: dir, dataDir: filepath.Join(dir, "data")}
+	r := &Redis{opts: opts, dir: dir, dataDir: filepath.Join(dir, "data")}
 	r.proc = &process{
 		name:    "redis-server",
 		path:    bin,
@@ -67,7 +77,9 @@ func NewRedis() (*Redis, error) {
 	}
 	for attempt := 1; ; attempt++ {
 		if r.Port, err = FreePort(); err == nil {
-			err = r.start()
+			if r.BusPort, err = r.freeBusPort(); err == nil {
+				err = r.start()
+			}
 		}
 		if err == nil {
 			return r, nil
@@ -100,6 +112,10 @@ func StartRedis(tb testing.TB) *Redis {
 // args are redis-server's command-line arguments. With no configuration
 // file as first argument, redis-server reads none.
 func (r *Redis) args() []string {
+	return append(r.baseArgs(), r.optionArgs()...)
+}
+
+func (r *Redis) baseArgs() []string {
 	return []string{
 		"--port", strconv.Itoa(r.Port),
 		"--bind", "127.0.0.1",
@@ -128,7 +144,9 @@ func (r *Redis) start() error {
 			return fmt.Errorf("dial: %w", err)
 		}
 		_ = conn.Close()
-		c := redis.NewClient(&redis.Options{Addr: r.Addr(), MaxRetries: -1, DialerRetries: 1, DisableIdentity: true})
+		o := r.clientOptions()
+		o.MaxRetries, o.DialerRetries = -1, 1
+		c := redis.NewClient(o)
 		defer c.Close()
 		if err := c.Ping(ctx).Err(); err != nil {
 			return fmt.Errorf("ping: %w", err)
@@ -142,8 +160,13 @@ func (r *Redis) Addr() string {
 	return net.JoinHostPort("127.0.0.1", strconv.Itoa(r.Port))
 }
 
-// URL returns the URL of database 0, "redis://127.0.0.1:PORT/0".
+// URL returns the URL of database 0, "redis://127.0.0.1:PORT/0", or
+// "rediss://127.0.0.1:PORT/0" when the server was started with TLS. It
+// carries no credentials.
 func (r *Redis) URL() string {
+	if r.opts.TLS != nil {
+		return "rediss://" + r.Addr() + "/0"
+	}
 	return "redis://" + r.Addr() + "/0"
 }
 
@@ -153,12 +176,13 @@ func (r *Redis) LogPath() string {
 	return r.proc.logPath
 }
 
-// Client returns a new go-redis client for database 0 of this server. It is
+// Client returns a new go-redis client for database 0 of this server (with
+// the TLS configuration and credentials of RedisOptions, if any). It is
 // closed by tb.Cleanup. After Stop and Start the client reconnects by itself;
 // commands sent while the server is stopped fail.
 func (r *Redis) Client(tb testing.TB) *redis.Client {
 	tb.Helper()
-	c := redis.NewClient(&redis.Options{Addr: r.Addr(), DisableIdentity: true})
+	c := redis.NewClient(r.clientOptions())
 	tb.Cleanup(func() { _ = c.Close() })
 	return c
 }

@@ -1,0 +1,88 @@
+package testsrv
+
+import (
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+)
+
+// PostgresOptions change the server NewPostgresWith creates. The zero value
+// is NewPostgres's server.
+type PostgresOptions struct {
+	// Settings are extra server settings, "name=value", passed with -c after
+	// the defaults (so they override them).
+	Settings []string
+	// Files are written into the data directory before the first start,
+	// owned by the user the server runs as and with mode 0600, as
+	// PostgreSQL demands of ssl_key_file. Settings may name them by their
+	// bare name: relative paths are resolved against the data directory.
+	Files map[string][]byte
+	// HBA, when not empty, replaces pg_hba.conf. Its lines follow one that
+	// admits the superuser "postgres" through the Unix socket without a
+	// password; the helper's own connections (readiness, Exec, Query,
+	// CreateDatabase) then use the socket, so they work whatever HBA says
+	// about TCP. The URL method's TCP URL (sslmode=disable) works only if
+	// HBA admits it.
+	HBA []string
+}
+
+// PostgresTLS returns options that turn TLS on with the PKI's server
+// certificate and key (copied into the data directory as server.crt and
+// server.key, owned by the server's user, mode 0600) and its CA as
+// ssl_ca_file (root.crt), which verifies client certificates where
+// pg_hba.conf asks for them. Add HBA lines to require TLS.
+func (p *PKI) PostgresTLS() PostgresOptions {
+	return PostgresOptions{
+		Settings: []string{"ssl=on", "ssl_cert_file=server.crt", "ssl_key_file=server.key", "ssl_ca_file=root.crt"},
+		Files: map[string][]byte{
+			"server.crt": p.ServerCertPEM,
+			"server.key": p.ServerKeyPEM,
+			"root.crt":   p.CAPEM,
+		},
+	}
+}
+
+// applyOptions writes the option files and pg_hba.conf into the data
+// directory made by initdb.
+func (p *Postgres) applyOptions(cred *syscall.Credential) error {
+	files := map[string][]byte{}
+	for name, data := range p.opts.Files {
+		if name == "" || strings.ContainsRune(name, '/') || name == "." || name == ".." {
+			return fmt.Errorf("postgres option file %q: give a bare file name", name)
+		}
+		files[name] = data
+	}
+	if len(p.opts.HBA) > 0 {
+		hba := "# written by testsrv\nlocal all postgres trust\n" + strings.Join(p.opts.HBA, "\n") + "\n"
+		files["pg_hba.conf"] = []byte(hba)
+	}
+	for name, data := range files {
+		path := filepath.Join(p.dataDir, name)
+		if err := os.WriteFile(path, data, 0o600); err != nil {
+			return fmt.Errorf("write %s: %w", path, err)
+		}
+		// WriteFile keeps the mode of an existing file (pg_hba.conf).
+		if err := os.Chmod(path, 0o600); err != nil {
+			return fmt.Errorf("chmod %s: %w", path, err)
+		}
+		if cred != nil {
+			if err := os.Chown(path, int(cred.Uid), int(cred.Gid)); err != nil {
+				return fmt.Errorf("chown %s to user %q: %w", path, pgSystemUser, err)
+			}
+		}
+	}
+	return nil
+}
+
+// adminURL is the URL of the helper's own connections: URL, or the Unix
+// socket when HBA replaced pg_hba.conf.
+func (p *Postgres) adminURL(db string) string {
+	if len(p.opts.HBA) == 0 {
+		return p.URL(db)
+	}
+	return fmt.Sprintf("postgres://postgres@/%s?host=%s&port=%d&sslmode=disable",
+		url.PathEscape(db), url.QueryEscape(p.sockDir), p.Port)
+}
