@@ -1,6 +1,7 @@
 package router
 
 import (
+	"slices"
 	"strings"
 	"sync"
 
@@ -201,9 +202,32 @@ func (rt *Router) Wide(values map[string]string, op cdc.Op) *Result {
 			continue
 		}
 		br := bindRule(r, colIndex, func(int) bool { return false }, names)
+		if len(values) > 0 {
+			// a template without the given columns would flush every
+			// value of it, for every tenant: leave it out
+			br.keys = usingAny(br.keys, names)
+			br.patterns = usingAny(br.patterns, names)
+			if br.channel != nil && len(usingAny([]boundTemplate{*br.channel}, names)) == 0 {
+				br.channel = nil
+			}
+		}
 		t.wideMessage(&t.main, br, row, op, len(values) == 0)
 	}
 	return t.Result()
+}
+
+// usingAny keeps the templates that use one of the columns.
+func usingAny(ts []boundTemplate, cols []string) []boundTemplate {
+	var out []boundTemplate
+	for _, bt := range ts {
+		for _, c := range bt.t.Columns() {
+			if slices.Contains(cols, c) {
+				out = append(out, bt)
+				break
+			}
+		}
+	}
+	return out
 }
 
 // Finished wraps a ready Result as a finished Txn, for applying work that
@@ -251,14 +275,17 @@ type renderStatus uint8
 
 const (
 	rendered    renderStatus = iota
-	missingNull              // a NULL value or a column the table no longer has: no such key exists
-	missingWide              // a value that exists but was not sent (unchanged TOAST) or is enormous
+	missingNull              // a NULL value: no such key exists
+	missingWide              // a value that exists but is unknown (not sent, unchanged TOAST, a dropped column) or enormous
 )
 
 // valueStatus classifies column c of row.
 func valueStatus(row cdc.Tuple, c int) renderStatus {
 	if c < 0 || c >= len(row) {
-		return missingNull
+		// a column this description lacks (dropped or renamed while
+		// streaming) or a short tuple: the value is unknown, not NULL, and
+		// keys rendered from it before may well be cached
+		return missingWide
 	}
 	switch d := row[c]; {
 	case d.Kind == cdc.DatumUnchanged:
@@ -302,11 +329,41 @@ func (bt *boundTemplate) renderRow(dst []byte, m mode, row cdc.Tuple, all bool) 
 	return dst, rendered
 }
 
+// renderPartial renders bt as a pattern for one row whose values are partly
+// unknown: known values are kept (glob-escaped, except in a channel),
+// unknown ones become '*'. A NULL value still means no such key exists.
+func (bt *boundTemplate) renderPartial(dst []byte, m mode, row cdc.Tuple) ([]byte, renderStatus) {
+	for i, s := range bt.t.segs {
+		if s.col == "" {
+			if m == modeWideKey {
+				dst = AppendGlobEscaped(dst, s.lit)
+			} else {
+				dst = append(dst, s.lit...)
+			}
+			continue
+		}
+		c := bt.cols[i]
+		switch valueStatus(row, c) {
+		case missingNull:
+			return dst, missingNull
+		case missingWide:
+			dst = append(dst, '*')
+		default:
+			if m == modeWideCh {
+				dst = append(dst, row[c].Data...)
+			} else {
+				dst = appendGlobEscapedBytes(dst, row[c].Data)
+			}
+		}
+	}
+	return dst, rendered
+}
+
 // renderSubject appends the template as NATS subject tokens: literal ':'
 // separates tokens; everything else, values included (':' too), is escaped
 // within its token. In the wide form placeholders out of scope (all of
 // them with all) become the token "%2A". A missing value becomes "%".
-func (bt *boundTemplate) renderSubject(dst []byte, row cdc.Tuple, wide, all bool) []byte {
+func (bt *boundTemplate) renderSubject(dst []byte, row cdc.Tuple, wide, all, partial bool) []byte {
 	var tok []byte
 	for i, s := range bt.t.segs {
 		if s.col == "" {
@@ -327,6 +384,8 @@ func (bt *boundTemplate) renderSubject(dst []byte, row cdc.Tuple, wide, all bool
 		}
 		if c := bt.cols[i]; valueStatus(row, c) == rendered {
 			tok = append(tok, row[c].Data...)
+		} else if partial {
+			tok = append(tok, '*')
 		}
 	}
 	return appendSubjectToken(dst, tok)

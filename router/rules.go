@@ -73,6 +73,20 @@ func (r *Rule) Columns() []string {
 	return out
 }
 
+// TemplateColumns returns the columns the rule's keys, patterns and channel
+// render: the values an UPDATE's or DELETE's old row must carry.
+func (r *Rule) TemplateColumns() []string {
+	var out []string
+	for _, t := range r.allTemplates() {
+		for _, c := range t.Columns() {
+			if !slices.Contains(out, c) {
+				out = append(out, c)
+			}
+		}
+	}
+	return out
+}
+
 func (r *Rule) allTemplates() []*Template {
 	ts := append(append([]*Template{}, r.Keys...), r.Patterns...)
 	if r.Channel != nil {

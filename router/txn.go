@@ -112,12 +112,21 @@ func (rt *Router) NewReplayTxn() *Txn {
 // DiscardSub forgets an aborted subtransaction's changes.
 func (t *Txn) DiscardSub(subxid uint32) { delete(t.subs, subxid) }
 
+// maxSubParts bounds the subtransactions a streamed transaction keeps apart
+// (so that an abort can drop exactly their changes). Past it, further
+// subtransactions share the main part: if one of them aborts, its keys are
+// still invalidated (too much, never too little), and memory stays bounded.
+const maxSubParts = 256
+
 func (t *Txn) partFor(xid uint32) *part {
 	if xid == 0 || xid == t.xid {
 		return &t.main
 	}
 	p := t.subs[xid]
 	if p == nil {
+		if len(t.subs) >= maxSubParts {
+			return &t.main
+		}
 		if t.subs == nil {
 			t.subs = map[uint32]*part{}
 		}
@@ -172,39 +181,41 @@ func (t *Txn) Add(c *cdc.Change) {
 // values filled from the old row when it has them) and the old row (with
 // only key columns known, the rest taken from the new row).
 func (t *Txn) images(c *cdc.Change) (newImg, oldImg cdc.Tuple) {
+	oldImg = c.Old
+	if c.OldKind == cdc.OldKey {
+		// a key-only old row: its other columns are unknown, not NULL
+		t.oldImg = append(t.oldImg[:0], c.Old...)
+		for i := range t.oldImg {
+			if i >= len(c.Rel.Columns) || !c.Rel.Columns[i].Key {
+				t.oldImg[i] = cdc.Datum{Kind: cdc.DatumUnchanged}
+			}
+		}
+		oldImg = t.oldImg
+	}
 	switch c.Op {
 	case cdc.OpInsert:
 		return c.New, nil
 	case cdc.OpDelete:
-		return nil, c.Old
+		return nil, oldImg
 	}
 	newImg = c.New
-	if c.OldKind != cdc.OldNone && len(c.Old) == len(c.New) {
-		needFill := false
-		for _, d := range c.New {
-			needFill = needFill || d.Kind == cdc.DatumUnchanged
-		}
-		if needFill {
-			t.newImg = append(t.newImg[:0], c.New...)
-			for i, d := range t.newImg {
-				if d.Kind == cdc.DatumUnchanged && c.Old[i].Present() {
-					t.newImg[i] = c.Old[i]
+	if c.OldKind == cdc.OldFull && len(c.Old) == len(c.New) {
+		// unchanged TOASTed values of the new row are in the full old row
+		copied := false
+		for i, d := range c.New {
+			if d.Kind == cdc.DatumUnchanged && c.Old[i].Present() {
+				if !copied {
+					t.newImg = append(t.newImg[:0], c.New...)
+					newImg, copied = t.newImg, true
 				}
-			}
-			newImg = t.newImg
-		}
-		if c.OldKind == cdc.OldFull {
-			return newImg, c.Old
-		}
-		t.oldImg = append(t.oldImg[:0], newImg...)
-		for i := range t.oldImg {
-			if i < len(c.Rel.Columns) && c.Rel.Columns[i].Key {
-				t.oldImg[i] = c.Old[i]
+				t.newImg[i] = c.Old[i]
 			}
 		}
-		return newImg, t.oldImg
 	}
-	return newImg, nil
+	if c.OldKind == cdc.OldNone {
+		return newImg, nil
+	}
+	return newImg, oldImg
 }
 
 // changed reports whether an UPDATE changed one of the rule's changed
@@ -214,7 +225,7 @@ func changed(br *boundRule, c *cdc.Change) bool {
 		return true
 	}
 	for _, i := range br.changed {
-		if i < 0 {
+		if i < 0 || i >= len(c.Old) || i >= len(c.New) {
 			return true
 		}
 		o, n := c.Old[i], c.New[i]
@@ -250,7 +261,7 @@ func (t *Txn) addRow(p *part, br *boundRule, row cdc.Tuple, op cdc.Op) {
 				t.addWide(p, br, row, op, false)
 				return
 			}
-			msg = p.message(t, op, br, row, false, false)
+			msg = p.message(t, op, br, row, false, false, false)
 		}
 	}
 	for i := range br.keys {
@@ -310,23 +321,33 @@ func (t *Txn) addRow(p *part, br *boundRule, row cdc.Tuple, op cdc.Op) {
 	}
 }
 
-// unavailable handles a row whose value exists but cannot be used (an
-// unchanged TOASTed value PostgreSQL did not send, or an enormous one): the
-// key it feeds still exists in the cache, so the rule's wide form covers the
-// row instead. It is counted like a skipped key.
+// unavailable handles a row with a value that exists but is unknown (an
+// unchanged TOASTed value PostgreSQL did not send, a column outside the
+// replica identity of an old row, a dropped column) or enormous: the key
+// it feeds may be cached, so every template of the rule is rendered as a
+// pattern with the known values kept and only the unknown ones as '*'. It
+// is counted like a skipped key.
 func (t *Txn) unavailable(p *part, br *boundRule, bt *boundTemplate, row cdc.Tuple, op cdc.Op) {
 	t.rt.skipped(br.r, bt, row)
-	t.addWideRow(p, br, row, op)
-}
-
-// addWideRow adds the wide form for one row without switching the rule to
-// its wide form for the rest of the transaction.
-func (t *Txn) addWideRow(p *part, br *boundRule, row cdc.Tuple, op cdc.Op) {
-	all := len(br.r.Scope) == 0
-	for _, c := range br.scopeCols {
-		all = all || valueStatus(row, c) != rendered
+	msg := int32(-1)
+	if br.channel != nil {
+		var st renderStatus
+		if t.buf, st = br.channel.renderPartial(t.buf[:0], modeWideCh, row); st == rendered {
+			msg = p.message(t, op, br, row, false, false, true)
+		}
 	}
-	t.wideMessage(p, br, row, op, all)
+	for i := range br.keys {
+		var st renderStatus
+		if t.buf, st = br.keys[i].renderPartial(append(t.buf[:0], t.rt.patternPrefix...), modeWideKey, row); st == rendered {
+			t.addPattern(p, msg)
+		}
+	}
+	for i := range br.patterns {
+		var st renderStatus
+		if t.buf, st = br.patterns[i].renderPartial(append(t.buf[:0], t.rt.patternPrefix...), modeWidePat, row); st == rendered {
+			t.addPattern(p, msg)
+		}
+	}
 }
 
 // addPattern adds the pattern in t.buf, listing it in message msg (if >= 0).
@@ -352,7 +373,7 @@ func (t *Txn) addPattern(p *part, msg int32) {
 // message returns the index of the message for channel, creating it.
 // The channel is in t.buf; when the router renders NATS subjects, the new
 // message's subject is rendered from bt and row in the same (wide) form.
-func (p *part) message(t *Txn, op cdc.Op, br *boundRule, row cdc.Tuple, wide, all bool) int32 {
+func (p *part) message(t *Txn, op cdc.Op, br *boundRule, row cdc.Tuple, wide, all, partial bool) int32 {
 	r := br.r
 	if i, ok := p.msgIdx[string(t.buf)]; ok {
 		m := &p.msgs[i]
@@ -365,7 +386,7 @@ func (p *part) message(t *Txn, op cdc.Op, br *boundRule, row cdc.Tuple, wide, al
 	channel := string(t.buf)
 	m := Message{Channel: channel, Op: op, Table: r.Table, Rule: r.Name}
 	if t.rt.subjects {
-		t.subj = br.channel.renderSubject(append(t.subj[:0], t.rt.subjectPrefix...), row, wide, all)
+		t.subj = br.channel.renderSubject(append(t.subj[:0], t.rt.subjectPrefix...), row, wide, all, partial)
 		m.Subject = string(t.subj)
 	}
 	i := int32(len(p.msgs))
@@ -433,7 +454,7 @@ func (t *Txn) wideMessage(p *part, br *boundRule, row cdc.Tuple, op cdc.Op, all 
 			all = true
 			t.buf, _ = br.channel.renderRow(t.buf[:0], modeWideCh, row, true)
 		}
-		msg = p.message(t, op, br, row, true, all)
+		msg = p.message(t, op, br, row, true, all, false)
 	}
 	for i := range br.keys {
 		t.widePattern(p, &br.keys[i], modeWideKey, row, all, msg)
@@ -453,6 +474,11 @@ func (t *Txn) widePattern(p *part, bt *boundTemplate, m mode, row cdc.Tuple, all
 	}
 	t.addPattern(p, msg)
 }
+
+// Commit implements cdc.Txn: it computes the result and drops the
+// accumulation maps, so a transaction waiting in the queue holds only its
+// final lists.
+func (t *Txn) Commit() { t.Result() }
 
 // Result returns what the transaction invalidates. Call it once the
 // transaction has committed; the Txn must not be added to afterwards.
@@ -530,9 +556,18 @@ func maps(m map[string]int32) map[string]int32 {
 	return m
 }
 
+// appendNew appends the strings of src that dst lacks, in linear time.
 func appendNew(dst, src []string) []string {
+	if len(src) == 0 {
+		return dst
+	}
+	have := make(map[string]struct{}, len(dst)+len(src))
+	for _, s := range dst {
+		have[s] = struct{}{}
+	}
 	for _, s := range src {
-		if !slices.Contains(dst, s) {
+		if _, ok := have[s]; !ok {
+			have[s] = struct{}{}
 			dst = append(dst, s)
 		}
 	}
