@@ -98,4 +98,7 @@ type Txn interface {
 	Add(c *Change)
 	// DiscardSub forgets the changes of an aborted subtransaction.
 	DiscardSub(subxid uint32)
+	// Commit is called once the transaction has committed, before it is
+	// handed on: the place to finish and shed accumulation state.
+	Commit()
 }

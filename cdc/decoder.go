@@ -101,6 +101,9 @@ func (d *Decoder[T]) Decode(msg []byte) (c Committed[T], ok bool, err error) {
 		}
 		c = Committed[T]{Txn: d.txn, Xid: d.xid, CommitLSN: commitLSN, EndLSN: endLSN, CommitTime: ts}
 		ok = !d.skipping
+		if ok {
+			c.Txn.Commit()
+		}
 		var zero T
 		d.inTxn, d.skipping, d.txn = false, false, zero
 		return c, ok, nil
@@ -133,6 +136,7 @@ func (d *Decoder[T]) Decode(msg []byte) (c Committed[T], ok bool, err error) {
 			// stream we never saw begin must be one we handed on already.
 			return c, false, nil
 		}
+		txn.Commit()
 		return Committed[T]{Txn: txn, Xid: xid, CommitLSN: commitLSN, EndLSN: endLSN, CommitTime: ts}, true, nil
 	case 'A':
 		xid := r.u32("stream abort xid")

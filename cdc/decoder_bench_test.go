@@ -12,6 +12,7 @@ type benchTxn struct{ n int }
 
 func (t *benchTxn) Add(*cdc.Change)   { t.n++ }
 func (t *benchTxn) DiscardSub(uint32) {}
+func (t *benchTxn) Commit()           {}
 
 // benchDecoder returns a decoder that knows relation 16384 (public.shards)
 // and is inside a transaction, so that row changes reach a Txn.

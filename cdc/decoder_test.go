@@ -61,6 +61,7 @@ func relation(id uint32, extra ...string) msg {
 
 // recTxn records copies of the changes it is given.
 type recTxn struct {
+	committed bool
 	xid       uint32
 	changes   []rec
 	discarded []uint32
@@ -99,6 +100,8 @@ func (r *recTxn) Add(c *cdc.Change) {
 }
 
 func (r *recTxn) DiscardSub(subxid uint32) { r.discarded = append(r.discarded, subxid) }
+
+func (r *recTxn) Commit() { r.committed = true }
 
 func newDecoder() *cdc.Decoder[*recTxn] {
 	return cdc.NewDecoder(func(xid uint32) *recTxn { return &recTxn{xid: xid} })
@@ -160,6 +163,9 @@ func TestDecoder_RowChanges(t *testing.T) {
 	}
 	if d.Busy() {
 		t.Error("decoder busy after commit")
+	}
+	if !c.Txn.committed {
+		t.Error("Txn.Commit was not called before the transaction was handed on")
 	}
 }
 

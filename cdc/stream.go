@@ -104,11 +104,12 @@ type Stream[T Txn] struct {
 	role     atomic.Int32
 
 	// loop state, owned by Run
-	submittedCommit LSN // commit LSN of the last transaction handed on
-	submittedEnd    LSN // its end LSN
-	confirmedSent   LSN // last flush position sent to the server
-	serverEnd       LSN // latest keepalive position with nothing in flight
-	serverWAL       LSN // latest WAL end the server reported
+	submittedCommit LSN    // commit LSN of the last transaction handed on
+	submittedEnd    LSN    // its end LSN
+	confirmedSent   LSN    // last flush position sent to the server
+	serverEnd       LSN    // latest keepalive position with nothing in flight
+	serverWAL       LSN    // latest WAL end the server reported
+	system          string // system id and timeline of the last session's server
 
 	// OnMessage receives logical decoding messages, see Decoder.OnMessage.
 	OnMessage func(transactional bool, lsn LSN, prefix string, content []byte)
@@ -174,6 +175,7 @@ func (s *Stream[T]) setRole(r Role) {
 // Run streams until ctx is done or a fatal error, reconnecting with
 // exponential backoff after any other failure. It returns nil when ctx ends.
 func (s *Stream[T]) Run(ctx context.Context) error {
+	defer s.setRole(RoleStarting)
 	backoff := s.cfg.MinBackoff
 	var lastLogged time.Time
 	for {
@@ -230,6 +232,35 @@ func errorKind(err error) string {
 	return "connection"
 }
 
+// serverMajor returns the major version from server_version ("15.18 (Debian
+// 15.18-0+deb12u1)", "9.6.24"), or 0.
+func serverMajor(version string) int {
+	end := 0
+	for end < len(version) && version[end] >= '0' && version[end] <= '9' {
+		end++
+	}
+	n, _ := strconv.Atoi(version[:end])
+	return n
+}
+
+// Rebase waits until everything handed on has been applied (or ctx ends)
+// and then forgets every position: the next session starts from the slot
+// alone. For a recreated slot or another server, whose positions have no
+// relation to the old ones. Call it only while Run is not running.
+func (s *Stream[T]) Rebase(ctx context.Context) error {
+	for s.Applied() < s.submittedEnd {
+		select {
+		case <-s.progress:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	s.submittedCommit, s.submittedEnd, s.confirmedSent = 0, 0, 0
+	s.serverEnd, s.serverWAL = 0, 0
+	s.applied.Store(0)
+	return nil
+}
+
 // ReplicationURL returns url with replication=database set.
 func ReplicationURL(raw string) (string, error) {
 	u, err := url.Parse(raw)
@@ -258,12 +289,27 @@ func (s *Stream[T]) session(ctx context.Context) (err error) {
 		_ = conn.Close(closeCtx)
 	}()
 
+	sys, err := pglogrepl.IdentifySystem(ctx, conn)
+	if err != nil {
+		return fmt.Errorf("identify system: %w", err)
+	}
+	if system := fmt.Sprintf("%s/%d", sys.SystemID, sys.Timeline); system != s.system {
+		if s.system != "" {
+			// a failover or another server: positions of the old one mean
+			// nothing here, and must never be confirmed to this one
+			s.log.Warn("the server changed (failover?): resetting positions", zap.String("was", s.system), zap.String("now", system))
+			if err := s.Rebase(ctx); err != nil {
+				return err
+			}
+		}
+		s.system = system
+	}
+	s.serverEnd, s.serverWAL = 0, 0 // learnt again from this session
 	if err := s.prepare(ctx, conn); err != nil {
 		return err
 	}
-	major, _ := strconv.Atoi(conn.ParameterStatus("server_version_num"))
 	args := []string{"publication_names " + QuoteLiteral(s.cfg.Publication), "messages 'true'"}
-	if major == 0 || major >= 140000 {
+	if major := serverMajor(conn.ParameterStatus("server_version")); major == 0 || major >= 14 {
 		args = append(args, "proto_version '2'", "streaming 'true'")
 	} else {
 		args = append(args, "proto_version '1'")
@@ -466,7 +512,10 @@ func (s *Stream[T]) confirmable(dec *Decoder[T]) LSN {
 		pos = s.serverEnd
 	}
 	if pos < s.confirmedSent {
-		return s.confirmedSent
+		pos = s.confirmedSent
+	}
+	if s.serverWAL != 0 && pos > s.serverWAL {
+		pos = s.serverWAL // never ahead of this server's WAL
 	}
 	return pos
 }
