@@ -255,6 +255,13 @@ func RedactURL(raw string) string {
 	if raw == "" {
 		return ""
 	}
+	if strings.Contains(raw, ",") { // a server list (NATS): each one
+		parts := strings.Split(raw, ",")
+		for i, p := range parts {
+			parts[i] = RedactURL(strings.TrimSpace(p))
+		}
+		return strings.Join(parts, ",")
+	}
 	u, err := url.Parse(raw)
 	if err != nil {
 		return "(unparsable URL redacted)"

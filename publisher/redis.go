@@ -90,6 +90,14 @@ func (p *Publisher) Apply(ctx context.Context, batch []Applied) (Stats, error) {
 	if err := p.queueUnlinks(ctx, pl, batch); err != nil {
 		return st, err
 	}
+	if _, cluster := p.rdb.(*redis.ClusterClient); cluster {
+		// A cluster pipeline runs each node's part in parallel, and PUBLISH
+		// has no key to tie it to the UNLINK's node: wait for every delete
+		// before any message can reach a subscriber.
+		if err := pl.exec(ctx); err != nil {
+			return st, err
+		}
+	}
 	for _, c := range batch {
 		res := c.Txn.Result()
 		for i := range res.Messages {
@@ -121,8 +129,9 @@ func (p *Publisher) Apply(ctx context.Context, batch []Applied) (Stats, error) {
 
 // maxPipeline bounds the commands sent in one round trip, so that a huge
 // transaction's pipeline does not hold every command in memory at once.
-// Commands still reach Redis in order: every key is unlinked before any
-// message of the batch is published.
+// Commands still reach a single Redis in order, and on a cluster the
+// deletes are acknowledged before any message is sent: every key is
+// unlinked before any message of the batch is published.
 const maxPipeline = 4096
 
 // pipeline executes queued commands in round trips of at most max commands.

@@ -15,7 +15,9 @@ import (
 
 	"github.com/cachewire/invalidator/cdc"
 	"github.com/cachewire/invalidator/config"
+	"github.com/cachewire/invalidator/publisher"
 	"github.com/cachewire/invalidator/router"
+	"github.com/cachewire/invalidator/subscriber"
 )
 
 const checkHelp = `invalidator check [--json]
@@ -113,6 +115,7 @@ func checkPostgres(ctx context.Context, cfg *config.Config, rules *router.Rules,
 	for _, t := range tables {
 		checkTable(ctx, conn, rules, t, r)
 	}
+	checkOwnKeys(cfg, rules, r)
 
 	exists, err := cdc.PublicationExists(ctx, conn, cfg.Publication)
 	pubCheck := fmt.Sprintf("publication %q", cfg.Publication)
@@ -180,8 +183,8 @@ func checkTable(ctx context.Context, conn *pgconn.PgConn, rules *router.Rules, t
 			continue
 		}
 		var missing []string
-		for _, c := range rule.Columns() {
-			if !slices.Contains(id.Columns, c) && !slices.Contains(rule.Changed, c) {
+		for _, c := range rule.TemplateColumns() {
+			if !slices.Contains(id.Columns, c) {
 				missing = append(missing, c)
 			}
 		}
@@ -204,6 +207,22 @@ func checkTable(ctx context.Context, conn *pgconn.PgConn, rules *router.Rules, t
 	}
 	if ok {
 		r.add("ok", name, fmt.Sprintf("columns exist; REPLICA IDENTITY %s carries what the rules render", id.Describe()), "")
+	}
+}
+
+// checkOwnKeys warns when a rule's wide form (TRUNCATE, past the key bound,
+// resync) would also delete the daemon's own keys in Redis: the journal and
+// the slot marker.
+func checkOwnKeys(cfg *config.Config, rules *router.Rules, r *report) {
+	own := []string{publisher.JournalKey(rules.ChannelPrefix), slotMarkerKey(rules.ChannelPrefix, cfg.Slot)}
+	flush := router.New(rules, 0, nil).Wide(nil, cdc.OpTruncate)
+	for _, p := range flush.Patterns {
+		for _, k := range own {
+			if subscriber.MatchPattern(p, k) {
+				r.add("warn", "keyspace", fmt.Sprintf("the wide form %s would also delete the daemon's key %s", p, k),
+					"give the rules a key_prefix, or a channel_prefix outside the cache's key space")
+			}
+		}
 	}
 }
 

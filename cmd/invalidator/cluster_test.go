@@ -65,7 +65,7 @@ func newClusterFixture(t testing.TB, cluster *testsrv.RedisCluster, cc *redis.Cl
 
 // newClusterSubscriber is newSubscriber on a cluster: PSUBSCRIBE on one
 // node, which receives what PUBLISH sends on any node.
-func newClusterSubscriber(t testing.TB, cc *redis.ClusterClient, pattern string) *subscriber {
+func newClusterSubscriber(t testing.TB, cc *redis.ClusterClient, pattern string) *collector {
 	t.Helper()
 	ps := cc.PSubscribe(context.Background(), pattern)
 	if _, err := ps.Receive(context.Background()); err != nil {
@@ -76,8 +76,8 @@ func newClusterSubscriber(t testing.TB, cc *redis.ClusterClient, pattern string)
 
 // collect records every message of a PubSub whose subscription is already
 // confirmed, for the test's lifetime.
-func collect(t testing.TB, ps *redis.PubSub) *subscriber {
-	s := &subscriber{ps: ps, done: make(chan struct{})}
+func collect(t testing.TB, ps *redis.PubSub) *collector {
+	s := &collector{ps: ps, done: make(chan struct{})}
 	go func() {
 		defer close(s.done)
 		for m := range ps.Channel() {
@@ -97,7 +97,7 @@ func collect(t testing.TB, ps *redis.PubSub) *subscriber {
 
 // sSubscribe subscribes to channel with SSUBSCRIBE (on the master of the
 // channel's slot) and waits for the confirmation.
-func sSubscribe(t testing.TB, cc *redis.ClusterClient, channel string) *subscriber {
+func sSubscribe(t testing.TB, cc *redis.ClusterClient, channel string) *collector {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -428,7 +428,7 @@ func TestCluster_ShardedPubSub(t *testing.T) {
 	t.Run("ssubscribe", func(t *testing.T) {
 		f := newClusterFixture(t, cluster, cc, "", "INVALIDATOR_REDIS_SHARDED_PUBSUB=true", "INVALIDATOR_HEARTBEAT_INTERVAL=200ms")
 		// one user whose channel lives on each master
-		subs := map[string]*subscriber{}
+		subs := map[string]*collector{}
 		var ids []int
 		masters := map[string]bool{}
 		for id := 1; len(masters) < 3; id++ {

@@ -390,6 +390,33 @@ func TestFault_BadData(t *testing.T) {
 			t.Errorf("render failures for doc = %v, want >= 1", n)
 		}
 	})
+	t.Run("DELETE under REPLICA IDENTITY DEFAULT", func(t *testing.T) {
+		// users is keyed by id only: the old row carries no tenant_id
+		f.exec(`INSERT INTO users VALUES ('del', 600, 'x')`)
+		f.set("tenant:del:user:600:profile", "tenant:del:user:601:profile")
+		f.exec(`DELETE FROM users WHERE id = 600`)
+		f.sync()
+		if f.exists("tenant:del:user:600:profile") {
+			t.Error("a deleted row's key survived: the unknown tenant must become '*', not skip the key")
+		}
+		if !f.exists("tenant:del:user:601:profile") {
+			t.Error("another user's key was deleted")
+		}
+	})
+	t.Run("rule column renamed mid-stream", func(t *testing.T) {
+		f.exec(`INSERT INTO shards VALUES ('ren', 7, 'p', 't')`)
+		f.sync()
+		f.set("tenant:ren:shard:7:structured", "tenant:ren:shard:8:structured")
+		f.exec(`ALTER TABLE shards RENAME COLUMN tenant_id TO org_id; UPDATE shards SET payload = 'q' WHERE id = 7`)
+		f.sync()
+		if f.exists("tenant:ren:shard:7:structured") {
+			t.Error("after a rule column was renamed, the row's key survived")
+		}
+		if !f.exists("tenant:ren:shard:8:structured") {
+			t.Error("another shard's key was deleted")
+		}
+		f.exec(`ALTER TABLE shards RENAME COLUMN org_id TO tenant_id`)
+	})
 	t.Run("table dropped mid-stream", func(t *testing.T) {
 		f.exec(`INSERT INTO acl VALUES ('t', 1, 1); DROP TABLE acl`)
 		f.sync()

@@ -119,7 +119,7 @@ type fixture struct {
 	rdb   *redis.Client
 	rules string
 	env   []string
-	sub   *subscriber
+	sub   *collector
 }
 
 func newFixture(t testing.TB, extraEnv ...string) *fixture {
@@ -206,21 +206,21 @@ type received struct {
 	Msg     map[string]any
 }
 
-// subscriber collects every message on a pattern for the test's lifetime.
-type subscriber struct {
+// collector collects every message on a pattern for the test's lifetime.
+type collector struct {
 	mu   sync.Mutex
 	msgs []received
 	ps   *redis.PubSub
 	done chan struct{}
 }
 
-func newSubscriber(t testing.TB, rdb *redis.Client, pattern string) *subscriber {
+func newSubscriber(t testing.TB, rdb *redis.Client, pattern string) *collector {
 	t.Helper()
 	ps := rdb.PSubscribe(context.Background(), pattern)
 	if _, err := ps.Receive(context.Background()); err != nil { // the subscription confirmation
 		t.Fatalf("psubscribe: %v", err)
 	}
-	s := &subscriber{ps: ps, done: make(chan struct{})}
+	s := &collector{ps: ps, done: make(chan struct{})}
 	go func() {
 		defer close(s.done)
 		for m := range ps.Channel() {
@@ -239,14 +239,14 @@ func newSubscriber(t testing.TB, rdb *redis.Client, pattern string) *subscriber 
 }
 
 // all returns the messages received so far.
-func (s *subscriber) all() []received {
+func (s *collector) all() []received {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return append([]received(nil), s.msgs...)
 }
 
 // on returns the messages received on a channel.
-func (s *subscriber) on(channel string) []received {
+func (s *collector) on(channel string) []received {
 	var out []received
 	for _, m := range s.all() {
 		if m.Channel == channel {
@@ -257,7 +257,7 @@ func (s *subscriber) on(channel string) []received {
 }
 
 // waitFor polls until some message satisfies ok.
-func (s *subscriber) waitFor(t testing.TB, timeout time.Duration, what string, ok func(received) bool) received {
+func (s *collector) waitFor(t testing.TB, timeout time.Duration, what string, ok func(received) bool) received {
 	t.Helper()
 	var found received
 	eventually(t, timeout, what, func() bool {

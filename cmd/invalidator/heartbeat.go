@@ -84,12 +84,12 @@ func (h *heartbeat) Run(ctx context.Context) error {
 }
 
 func (h *heartbeat) beat(ctx context.Context) error {
-	if !h.marked {
-		if err := h.rdb.Set(ctx, h.markerKey, h.slot, 0).Err(); err != nil {
-			return fmt.Errorf("mark slot in redis: %w", err)
-		}
-		h.marked = true
+	// on every beat, not once: a flush (FLUSHALL, a wide pattern that
+	// happens to match it) must not leave a lost slot looking like a new one
+	if err := h.rdb.Set(ctx, h.markerKey, h.slot, 0).Err(); err != nil {
+		return fmt.Errorf("mark slot in redis: %w", err)
 	}
+	h.marked = true
 	if h.interval <= 0 {
 		return nil
 	}

@@ -199,17 +199,25 @@ func runDaemon(ctx context.Context, cfg *config.Config, rules *router.Rules, log
 	// of reach, so an orchestrator does not restart a waiting daemon.
 	httpCtx, stopHTTP := context.WithCancel(ctx)
 	defer stopHTTP()
+	streamCtx, stopStreaming := context.WithCancel(ctx)
+	defer stopStreaming()
 	httpDone := make(chan error, 1)
 	if cfg.HTTPAddr != "" {
 		srv := ops.NewServer(cfg.HTTPAddr, cfg.Slot, metrics, redisPinger{rdb}, log.Named("http"))
 		if err := srv.Listen(); err != nil {
 			return err
 		}
-		go func() { httpDone <- srv.Run(httpCtx) }()
+		go func() {
+			err := srv.Run(httpCtx)
+			if err != nil {
+				stopStreaming() // a daemon that cannot be watched stops (and drains)
+			}
+			httpDone <- err
+		}()
 	} else {
 		close(httpDone)
 	}
-	err = startStreaming(ctx, cfg, rules, rdb, metrics, log)
+	err = startStreaming(streamCtx, cfg, rules, rdb, metrics, log)
 	stopHTTP()
 	if httpErr := <-httpDone; err == nil && httpErr != nil {
 		err = httpErr
@@ -368,6 +376,11 @@ func streamWithResync(ctx context.Context, stream *cdc.Stream[*router.Txn], cfg 
 			return err
 		}
 		log.Warn("the replication slot was lost: recreating it and flushing every rule's wide form", zap.Error(err), zap.String("slot", cfg.Slot))
+		// what was handed on is applied first (the applier and the flush
+		// must not share the publisher), then the old positions are dropped
+		if err := stream.Rebase(ctx); err != nil {
+			return nil
+		}
 		if err := resync(ctx, cfg, rt, pub, log); err != nil {
 			return err
 		}
