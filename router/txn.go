@@ -513,9 +513,7 @@ func (t *Txn) Result() *Result {
 		for _, x := range xids {
 			p := t.subs[x]
 			res.Changes += p.changes
-			for _, c := range p.counts {
-				res.Counts = append(res.Counts, c)
-			}
+			res.Counts = append(res.Counts, p.counts...)
 			wide(p)
 			for _, k := range p.keyList {
 				if _, ok := keys[k]; !ok {

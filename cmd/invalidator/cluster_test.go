@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -671,7 +670,7 @@ func TestCluster_MovedSlot(t *testing.T) {
 func TestCluster_PatternDeleteCountRace(t *testing.T) {
 	needIntegration(t)
 	raceBin := filepath.Join(t.TempDir(), "invalidator-race")
-	build := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-race", "-o", raceBin, ".")
+	build := exec.Command(goTool(), "build", "-race", "-o", raceBin, ".")
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build -race: %v\n%s", err, out)
 	}
