@@ -8,6 +8,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/cachewire/invalidator/cdc"
+	"github.com/cachewire/invalidator/glob"
 	"github.com/cachewire/invalidator/router"
 )
 
@@ -70,15 +71,29 @@ type Applied = cdc.Committed[*router.Txn]
 // applied again.
 func (p *Publisher) Apply(ctx context.Context, batch []Applied) (Stats, error) {
 	var st Stats
-	// Patterns first: SCAN + UNLINK until each is exhausted.
+	// Patterns first: SCAN + UNLINK until the keyspace is exhausted.
+	var patterns []string
 	seenPat := map[string]bool{}
 	for _, c := range batch {
 		for _, pat := range c.Txn.Result().Patterns {
-			if seenPat[pat] {
-				continue
+			if !seenPat[pat] {
+				seenPat[pat] = true
+				patterns = append(patterns, pat)
 			}
-			seenPat[pat] = true
-			n, err := p.deleteMatching(ctx, pat)
+		}
+	}
+	if len(patterns) >= scanTogether {
+		// one pass over the keyspace for all of them, not one per pattern
+		set := glob.NewSet(patterns)
+		match := string(router.AppendGlobEscaped(nil, set.CommonPrefix())) + "*"
+		n, err := p.deleteMatching(ctx, match, set.Match)
+		st.KeysDeleted += n
+		if err != nil {
+			return st, err
+		}
+	} else {
+		for _, pat := range patterns {
+			n, err := p.deleteMatching(ctx, pat, nil)
 			st.KeysDeleted += n
 			if err != nil {
 				return st, err
@@ -231,8 +246,14 @@ func (p *Publisher) queueUnlinks(ctx context.Context, pl *pipeline, batch []Appl
 	return err
 }
 
-// deleteMatching unlinks every key matching pattern, in bounded batches.
-func (p *Publisher) deleteMatching(ctx context.Context, pattern string) (int64, error) {
+// scanTogether is how many patterns a batch needs before they share one
+// SCAN: each SCAN MATCH walks the whole keyspace on the server, while a
+// shared pass sends the keys under the patterns' common prefix to us.
+const scanTogether = 4
+
+// deleteMatching unlinks every key matching pattern (and keep, when set),
+// in bounded batches.
+func (p *Publisher) deleteMatching(ctx context.Context, pattern string, keep func(string) bool) (int64, error) {
 	var deleted atomic.Int64 // ForEachMaster scans the masters concurrently
 	scan := func(cluster bool) func(ctx context.Context, c *redis.Client) error {
 		return func(ctx context.Context, c *redis.Client) error {
@@ -241,6 +262,15 @@ func (p *Publisher) deleteMatching(ctx context.Context, pattern string) (int64, 
 				keys, next, err := c.Scan(ctx, cursor, pattern, p.cfg.ScanCount).Result()
 				if err != nil {
 					return fmt.Errorf("redis scan %q: %w", pattern, err)
+				}
+				if keep != nil {
+					kept := keys[:0]
+					for _, k := range keys {
+						if keep(k) {
+							kept = append(kept, k)
+						}
+					}
+					keys = kept
 				}
 				if len(keys) > 0 {
 					n, err := unlinkScanned(ctx, c, keys, cluster)
