@@ -1,0 +1,198 @@
+// Command bench measures the invalidator daemon end to end: it builds the
+// daemon binary, starts a throwaway PostgreSQL 15 and redis-server on
+// 127.0.0.1 (internal/testsrv), runs the workloads (bulk, steady,
+// unthrottled, huge) against the real binary, and prints a table (or JSON)
+// of throughput, latency, memory and CPU figures. Everything it starts is
+// torn down at the end, on error and on Ctrl-C.
+//
+//	go run ./bench [-json] [-duration 30s] [-workloads bulk,steady,unthrottled,huge] [-out FILE]
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	// a second Ctrl-C kills at once (children die with us: Pdeathsig)
+	context.AfterFunc(ctx, stop)
+	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(0)
+		}
+		if ctx.Err() != nil {
+			fmt.Fprintln(os.Stderr, "bench: interrupted; what it started is stopped and removed")
+			os.Exit(130)
+		}
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		var ue usageError
+		if errors.As(err, &ue) {
+			os.Exit(2)
+		}
+		os.Exit(1)
+	}
+}
+
+// usageError is a bad flag or argument (exit status 2).
+type usageError string
+
+func (e usageError) Error() string { return string(e) }
+
+func usagef(format string, a ...any) error { return usageError(fmt.Sprintf(format, a...)) }
+
+// workload names, in the order they run
+const (
+	wlBulk        = "bulk"
+	wlSteady      = "steady"
+	wlUnthrottled = "unthrottled"
+	wlHuge        = "huge"
+)
+
+// options are the command-line flags.
+type options struct {
+	json        bool
+	duration    time.Duration
+	workloads   []string
+	out         string
+	rates       []int
+	bulkRows    int
+	bulkRepeat  int
+	hugeRows    int
+	workMem     string
+	appendfsync string
+	perfDir     string
+	keep        bool
+}
+
+func parseOptions(args []string, stderr io.Writer) (options, error) {
+	var o options
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var workloads, rates string
+	fs.BoolVar(&o.json, "json", false, "print the results as JSON instead of a table")
+	fs.DurationVar(&o.duration, "duration", 30*time.Second, "length of each steady and unthrottled run")
+	fs.StringVar(&workloads, "workloads", "bulk,steady,unthrottled,huge", "workloads to run, comma-separated")
+	fs.StringVar(&o.out, "out", "", "also write the report to this file")
+	fs.StringVar(&rates, "rates", "2000,10000", "transactions per second of the steady runs")
+	fs.IntVar(&o.bulkRows, "bulk-rows", 200_000, "rows of the bulk transaction (a multiple of 100)")
+	fs.IntVar(&o.bulkRepeat, "bulk-repeat", 3, "runs of each bulk workload; the report shows the median run and the range")
+	fs.IntVar(&o.hugeRows, "huge-rows", 1_000_000, "rows of the table and of the huge transaction (a multiple of 100)")
+	fs.StringVar(&o.workMem, "decoding-work-mem", "64MB", "logical_decoding_work_mem of the bench database (PostgreSQL's default is 64MB; the test servers use 64kB)")
+	fs.StringVar(&o.appendfsync, "redis-appendfsync", "", "set Redis appendfsync (always, everysec, no); empty keeps the test server's (always)")
+	fs.StringVar(&o.perfDir, "perf", "", "record a `perf` CPU profile of the daemon during each workload into this directory")
+	fs.BoolVar(&o.keep, "keep", false, "keep the work directory (daemon logs, rules, scripts)")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return o, err
+		}
+		return o, usagef("%v", err)
+	}
+	if fs.NArg() > 0 {
+		return o, usagef("unexpected argument %q", fs.Arg(0))
+	}
+	for _, w := range strings.Split(workloads, ",") {
+		w = strings.TrimSpace(w)
+		if w == "" {
+			continue
+		}
+		if !slices.Contains([]string{wlBulk, wlSteady, wlUnthrottled, wlHuge}, w) {
+			return o, usagef("-workloads: unknown workload %q (want bulk, steady, unthrottled, huge)", w)
+		}
+		o.workloads = append(o.workloads, w)
+	}
+	for _, r := range strings.Split(rates, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(r))
+		if err != nil || n <= 0 {
+			return o, usagef("-rates: %q is not a positive integer", r)
+		}
+		o.rates = append(o.rates, n)
+	}
+	switch {
+	case !slices.Contains([]string{"", "always", "everysec", "no"}, o.appendfsync):
+		return o, usagef("-redis-appendfsync must be always, everysec or no")
+	case o.bulkRepeat < 1 || o.bulkRepeat > 25:
+		return o, usagef("-bulk-repeat must be between 1 and 25")
+	case o.duration < time.Second:
+		return o, usagef("-duration must be at least 1s")
+	case o.hugeRows < tenants || o.hugeRows%tenants != 0:
+		return o, usagef("-huge-rows must be a positive multiple of %d", tenants)
+	case o.bulkRows < tenants || o.bulkRows%tenants != 0 || o.bulkRows > o.hugeRows:
+		return o, usagef("-bulk-rows must be a positive multiple of %d, at most -huge-rows", tenants)
+	}
+	return o, nil
+}
+
+// run is the whole suite: build, servers, workloads, report.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	o, err := parseOptions(args, stderr)
+	if err != nil {
+		return err
+	}
+	lg := newProgress(stderr)
+	rep := &report{Machine: describeMachine(ctx), Options: reportOptions(o)}
+
+	dir, err := os.MkdirTemp("", "invalidator-bench-")
+	if err != nil {
+		return fmt.Errorf("create work directory: %w", err)
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		return fmt.Errorf("chmod work directory: %w", err)
+	}
+	defer func() {
+		if o.keep {
+			lg.printf("work directory kept: %s", dir)
+			return
+		}
+		_ = os.RemoveAll(dir)
+	}()
+
+	lg.printf("building the daemon")
+	bin, err := buildDaemon(ctx, dir)
+	if err != nil {
+		return err
+	}
+	lg.printf("starting PostgreSQL 15 and Redis, loading %d rows", o.hugeRows)
+	srv, err := startServers(ctx, dir, o)
+	if err != nil {
+		return err
+	}
+	defer srv.close(lg)
+	rep.Servers = srv.info
+
+	s := &suite{opts: o, log: lg, dir: dir, bin: bin, srv: srv}
+	if err := s.runWorkloads(ctx, rep); err != nil {
+		return err
+	}
+	rep.Targets = checkTargets(rep)
+
+	var buf strings.Builder
+	if o.json {
+		err = writeJSON(&buf, rep)
+	} else {
+		err = writeTable(&buf, rep)
+	}
+	if err != nil {
+		return err
+	}
+	if _, err := io.WriteString(stdout, buf.String()); err != nil {
+		return fmt.Errorf("write report: %w", err)
+	}
+	if o.out != "" {
+		if err := os.WriteFile(o.out, []byte(buf.String()), 0o644); err != nil {
+			return fmt.Errorf("write %s: %w", o.out, err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,197 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+)
+
+// report is everything one run of the suite measured.
+type report struct {
+	Machine     machine            `json:"machine"`
+	Servers     serversInfo        `json:"servers"`
+	Options     optionsInfo        `json:"options"`
+	Bulk        []bulkResult       `json:"bulk,omitempty"`
+	Steady      []steadyResult     `json:"steady,omitempty"`
+	Unthrottled *unthrottledResult `json:"unthrottled,omitempty"`
+	Huge        *hugeResult        `json:"huge,omitempty"`
+	Targets     []target           `json:"targets"`
+}
+
+type optionsInfo struct {
+	Duration   string   `json:"duration"`
+	Workloads  []string `json:"workloads"`
+	Rates      []int    `json:"rates"`
+	BulkRows   int      `json:"bulk_rows"`
+	BulkRepeat int      `json:"bulk_repeat"`
+	HugeRows   int      `json:"huge_rows"`
+}
+
+func reportOptions(o options) optionsInfo {
+	return optionsInfo{Duration: o.duration.String(), Workloads: o.workloads, Rates: o.rates, BulkRows: o.bulkRows, BulkRepeat: o.bulkRepeat, HugeRows: o.hugeRows}
+}
+
+// target is one reference figure and whether the run met it.
+type target struct {
+	What  string  `json:"what"`
+	Want  string  `json:"want"`
+	Got   float64 `json:"got"`
+	Unit  string  `json:"unit"`
+	Met   bool    `json:"met"`
+	Lower bool    `json:"-"` // true when lower is better
+}
+
+// checkTargets compares the results with the issue's reference targets.
+func checkTargets(rep *report) []target {
+	var ts []target
+	atMost := func(what string, got, limit float64, unit string) {
+		ts = append(ts, target{What: what, Want: fmt.Sprintf("<= %g %s", limit, unit), Got: got, Unit: unit, Met: got <= limit, Lower: true})
+	}
+	atLeast := func(what string, got, limit float64, unit string) {
+		ts = append(ts, target{What: what, Want: fmt.Sprintf(">= %g%s", limit, unit), Got: got, Unit: unit, Met: got >= limit})
+	}
+	for _, b := range rep.Bulk {
+		if b.Name == "bulk" {
+			atLeast("bulk: floor/daemon", b.Ratio, 0.8, "")
+			atMost("bulk: daemon peak RSS", b.Usage.PeakRSSMB, 64, "MB")
+			atMost("bulk: daemon CPU per 200k changes", b.Usage.CPUSeconds*200_000/float64(b.Rows), 1, "s")
+		}
+	}
+	for _, st := range rep.Steady {
+		switch st.Rate {
+		case 10_000:
+			atMost("steady 10k/s: p99", st.P99MS, 10, "ms")
+			atMost("steady 10k/s: lost", float64(st.Lost), 0, "messages")
+		case 2_000:
+			atMost("steady 2k/s: p99", st.P99MS, 2, "ms")
+			atMost("steady 2k/s: lost", float64(st.Lost), 0, "messages")
+		}
+	}
+	if u := rep.Unthrottled; u != nil {
+		atMost("unthrottled: lag at end", u.LagSeconds*1000, 100, "ms")
+	}
+	if h := rep.Huge; h != nil {
+		atMost("huge: daemon peak RSS", h.Usage.PeakRSSMB, 256, "MB")
+	}
+	return ts
+}
+
+func writeJSON(w io.Writer, rep *report) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(rep); err != nil {
+		return fmt.Errorf("encode report: %w", err)
+	}
+	return nil
+}
+
+// writeTable prints the report for people.
+func writeTable(out io.Writer, rep *report) error {
+	var b strings.Builder
+	m, sv := rep.Machine, rep.Servers
+	fmt.Fprintf(&b, "invalidator benchmark  %s  commit %s\n", m.Date, m.Commit)
+	fmt.Fprintf(&b, "machine: %d CPUs, %s, %d MB RAM, Linux %s, %s; load average at start %s\n", m.CPUs, m.CPUModel, m.MemoryMB, m.Kernel, m.Go, m.LoadAverage)
+	fmt.Fprintf(&b, "servers: %s (%s, logical_decoding_work_mem=%s for the bench database), %s (%s), all on 127.0.0.1\n",
+		sv.Postgres, sv.PostgresConfig, sv.DecodingWorkMem, sv.Redis, sv.RedisConfig)
+	fmt.Fprintf(&b, "table: shards(tenant_id, id, payload), %d rows, REPLICA IDENTITY DEFAULT; rule: 1 key + 1 channel per row\n", sv.Rows)
+
+	tw := func(header string, rows [][]string) {
+		b.WriteString("\n" + header + "\n")
+		w := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
+		for _, r := range rows {
+			fmt.Fprintln(w, strings.Join(r, "\t"))
+		}
+		_ = w.Flush()
+	}
+	var res [][]string
+	addUsage := func(name string, u usage) {
+		res = append(res, []string{name, f1(u.Seconds), f1(u.PeakRSSMB), f2(u.CPUSeconds), f2(u.WalsenderCPUSeconds),
+			f2(u.RedisCPUSeconds), f2(u.SuiteCPUSeconds), f0(u.HostBusyPercent), f1(u.OtherCPUSeconds)})
+	}
+	if len(rep.Bulk) > 0 {
+		rows := [][]string{{"run", "max_keys/txn", "rows", "update_s", "floor_s", "daemon_s", "msgs_s", "floor/daemon", "ratio_range", "rows/s",
+			"messages", "wide_msgs", "daemon_slot", "floor_slot"}}
+		for _, r := range rep.Bulk {
+			lo, hi := r.Ratio, r.Ratio
+			for _, x := range r.Runs {
+				lo, hi = min(lo, x.Ratio), max(hi, x.Ratio)
+			}
+			rows = append(rows, []string{r.Name, r.MaxKeysPerTxn, itoa(r.Rows), f3(r.UpdateSeconds), f3(r.FloorSeconds), f3(r.DaemonSeconds),
+				f3(r.MessagesSeconds), f2(r.Ratio), f2(lo) + "-" + f2(hi), f0(r.RowsPerSecond), itoa(r.Messages), itoa(r.WideMessages),
+				r.DaemonSlot.String(), r.FloorSlot.String()})
+			addUsage(r.Name, r.Usage)
+		}
+		tw(fmt.Sprintf("BULK: one transaction UPDATEs every row with id <= rows/100; seconds from the moment COMMIT returned; %d runs:\n"+
+			"  floor_s and daemon_s are medians, floor/daemon their ratio, ratio_range the runs' own ratios, other columns the median run's;\n"+
+			"  floor = pg_recvlogical (pgoutput v2, own slot, running at the same time) received the COMMIT; daemon = last cached key deleted;\n"+
+			"  msgs = the suite's subscriber received the last message; *_slot = how the walsender handed the transaction over", rep.Options.BulkRepeat), rows)
+	}
+	if len(rep.Steady) > 0 {
+		rows := [][]string{{"rate/s", "clients", "pgbench_tps", "committed", "received", "lost", "dup", "p50_ms", "p99_ms", "p99.9_ms", "max_ms",
+			"behind_at_end_MB(walsender/daemon)", "txns/batch", "apply_p50/p99_ms<=", "ack_p99_ms<="}}
+		for _, r := range rep.Steady {
+			rows = append(rows, []string{itoa(r.Rate), itoa(r.Clients), f1(r.Pgbench.TPS), i64(r.Pgbench.Processed), itoa(r.Received), i64(r.Lost),
+				itoa(r.Duplicates), f2(r.P50MS), f2(r.P99MS), f2(r.P999MS), f2(r.MaxMS), f1(r.WalsenderBehindMB) + " / " + f1(r.DaemonBehindMB),
+				f1(r.Daemon.TxnsPerBatch), bucket(r.Daemon.ApplyP50MS) + " / " + bucket(r.Daemon.ApplyP99MS), bucket(r.Daemon.CommitToAckP99MS)})
+			addUsage("steady-"+itoa(r.Rate), r.Usage)
+		}
+		tw("STEADY: pgbench -R rate, single-row UPDATE transactions, "+rep.Options.Duration+"; latency = receive time - commit_time;\n"+
+			"  txns/batch, apply (Redis round trip of a batch) and ack (COMMIT to Redis ack) from the daemon's /metrics (histogram bucket bounds)", rows)
+	}
+	if u := rep.Unthrottled; u != nil {
+		rows := [][]string{{"reader", "clients", "commit_rate/s", "committed", "received", "lost", "lag_at_end_s", "p50_ms", "p99_ms", "max_ms",
+			"behind_at_end_MB(walsender/daemon)", "txns/batch", "apply_p50/p99_ms<="},
+			{"pg_recvlogical", itoa(u.Clients), f1(u.FloorPgbench.TPS), i64(u.FloorPgbench.Processed), "-", "-", f3(u.FloorLagSeconds), "-", "-", "-", "-", "-", "-"},
+			{"daemon", itoa(u.Clients), f1(u.Pgbench.TPS), i64(u.Pgbench.Processed), itoa(u.Received), i64(u.Lost), f3(u.LagSeconds), f2(u.P50MS), f2(u.P99MS),
+				f2(u.MaxMS), f1(u.WalsenderBehindMB) + " / " + f1(u.DaemonBehindMB), f1(u.Daemon.TxnsPerBatch),
+				bucket(u.Daemon.ApplyP50MS) + " / " + bucket(u.Daemon.ApplyP99MS)}}
+		addUsage("unthrottled", u.Usage)
+		tw("UNTHROTTLED: pgbench without -R, "+rep.Options.Duration+", run twice: read by pg_recvlogical alone (the floor; lag = until its walsender sent\n"+
+			"  all WAL written by then), then by the daemon alone (lag = pgbench exit to the last message)", rows)
+	}
+	if h := rep.Huge; h != nil {
+		rows := [][]string{{"rows", "max_keys/txn", "update_s", "confirmed_s", "messages", "wide_msgs"},
+			{itoa(h.Rows), h.MaxKeysPerTxn, f1(h.UpdateSeconds), f2(h.ConfirmedSeconds), itoa(h.Messages), itoa(h.WideMessages)}}
+		addUsage("huge", h.Usage)
+		tw("HUGE: one transaction UPDATEs every row; confirmed = the slot's confirmed position passed the commit", rows)
+	}
+	if len(res) > 0 {
+		rows := append([][]string{{"workload", "window_s", "daemon_peak_RSS_MB", "daemon_CPU_s", "walsender_CPU_s", "redis_CPU_s", "suite_CPU_s", "host_busy_%", "other_CPU_s"}}, res...)
+		tw(fmt.Sprintf("RESOURCES: daemon restarted per workload (peak RSS = VmHWM since its start); CPU = utime+stime over the window\n"+
+			"  (bulk/huge: BEGIN to done; steady/unthrottled: pgbench start to drained); host_busy = all %d CPUs;\n"+
+			"  other = CPU used by processes outside the suite (its servers, daemon, pgbench included): others' work skews every figure", rep.Machine.CPUs), rows)
+	}
+	if len(rep.Targets) > 0 {
+		rows := [][]string{{"target", "want", "got", "result"}}
+		for _, t := range rep.Targets {
+			res := "met"
+			if !t.Met {
+				res = "MISSED"
+			}
+			rows = append(rows, []string{t.What, t.Want, strings.TrimSpace(f3(t.Got) + " " + t.Unit), res})
+		}
+		tw("TARGETS", rows)
+	}
+	if _, err := io.WriteString(out, b.String()); err != nil {
+		return fmt.Errorf("write table: %w", err)
+	}
+	return nil
+}
+
+// bucket prints a histogram bucket bound in ms (-1: beyond the last one).
+func bucket(ms float64) string {
+	if ms < 0 {
+		return "inf"
+	}
+	return strconv.FormatFloat(ms, 'g', 3, 64)
+}
+
+func itoa(n int) string   { return fmt.Sprint(n) }
+func i64(n int64) string  { return fmt.Sprint(n) }
+func f0(v float64) string { return fmt.Sprintf("%.0f", v) }
+func f1(v float64) string { return fmt.Sprintf("%.1f", v) }
+func f2(v float64) string { return fmt.Sprintf("%.2f", v) }
+func f3(v float64) string { return fmt.Sprintf("%.3f", v) }

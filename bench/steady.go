@@ -1,0 +1,159 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strconv"
+	"time"
+)
+
+const (
+	// drainQuiet: after pgbench ends, messages are waited for until all
+	// have arrived or none came for this long.
+	drainQuiet = 2 * time.Second
+	drainMax   = time.Minute
+)
+
+// steadyResult is a rate-limited run of single-row UPDATE transactions.
+type steadyResult struct {
+	Rate    int           `json:"rate"`
+	Clients int           `json:"clients"`
+	Pgbench pgbenchRun    `json:"pgbench"`
+	Daemon  daemonMetrics `json:"daemon_metrics"`
+	flow
+	Usage usage `json:"resources"`
+}
+
+// flow is what the subscriber saw of a run's transactions.
+type flow struct {
+	Received   int     `json:"received"` // distinct transactions (xid)
+	Duplicates int     `json:"duplicates"`
+	Lost       int64   `json:"lost"` // committed (pgbench) - received
+	P50MS      float64 `json:"p50_ms"`
+	P99MS      float64 `json:"p99_ms"`
+	P999MS     float64 `json:"p999_ms"`
+	MaxMS      float64 `json:"max_ms"`
+	// when pgbench ended: WAL not yet decoded by the walsender, and
+	// decoded but not yet confirmed by the daemon
+	WalsenderBehindMB float64 `json:"walsender_behind_mb"`
+	DaemonBehindMB    float64 `json:"daemon_behind_mb"`
+	lastAt            time.Time
+}
+
+func (s *suite) steady(ctx context.Context, rate int) (steadyResult, error) {
+	r := steadyResult{Rate: rate, Clients: 4}
+	name := "steady-" + strconv.Itoa(rate)
+	s.log.printf("%s: %d single-row transactions/s for %s", name, rate, s.opts.duration)
+	u, err := s.withDaemon(ctx, name, nil, func(d *daemon, m *meter) error {
+		var err error
+		if r.Pgbench, r.flow, err = s.pgbenchFlow(ctx, m, name, pgbenchArgs{clients: 4, threads: 2, rate: rate, duration: s.opts.duration}); err != nil {
+			return err
+		}
+		r.Daemon, err = d.scrapeMetrics(ctx)
+		return err
+	})
+	if err != nil {
+		return r, err
+	}
+	r.Usage = u
+	s.log.printf("%s: pgbench %.0f tps, p50 %.2fms p99 %.2fms p99.9 %.2fms, lost %d", name, r.Pgbench.TPS, r.P50MS, r.P99MS, r.P999MS, r.Lost)
+	return r, nil
+}
+
+// pgbenchFlow runs pgbench, then drains the subscriber and measures the
+// messages of the transactions pgbench committed.
+func (s *suite) pgbenchFlow(ctx context.Context, m *meter, name string, a pgbenchArgs) (pgbenchRun, flow, error) {
+	var f flow
+	v, err := queryValue(ctx, s.srv.dbURL, "SELECT txid_current() % 4294967296")
+	if err != nil {
+		return pgbenchRun{}, f, err
+	}
+	startXid, err := strconv.ParseUint(v, 10, 32)
+	if err != nil {
+		return pgbenchRun{}, f, fmt.Errorf("parse xid %q: %w", v, err)
+	}
+	s.sub.reset()
+	if err := m.start(); err != nil {
+		return pgbenchRun{}, f, err
+	}
+	run, err := s.runPgbench(ctx, name, a)
+	if err != nil {
+		return run, f, err
+	}
+	if f.WalsenderBehindMB, f.DaemonBehindMB, err = s.behind(ctx, m.walsender); err != nil {
+		return run, f, err
+	}
+	s.log.printf("%s: pgbench committed %d (%.0f tps); draining messages", name, run.Processed, run.TPS)
+	first := map[uint32]record{}
+	seen, lastNew := 0, time.Now()
+	deadline := time.Now().Add(drainMax)
+	for int64(len(first)) < run.Processed && time.Since(lastNew) < drainQuiet && time.Now().Before(deadline) {
+		recs, total := s.sub.from(seen)
+		if total > seen {
+			lastNew = time.Now()
+		}
+		seen = total
+		for _, rec := range recs {
+			if rec.xid <= uint32(startXid) {
+				continue
+			}
+			if _, dup := first[rec.xid]; dup {
+				f.Duplicates++
+				continue
+			}
+			first[rec.xid] = rec
+		}
+		select {
+		case <-ctx.Done():
+			return run, f, ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	f.Received = len(first)
+	f.Lost = run.Processed - int64(f.Received)
+	lat := make([]int64, 0, len(first))
+	for _, rec := range first {
+		lat = append(lat, rec.at.UnixMicro()-rec.commitUS)
+		if rec.at.After(f.lastAt) {
+			f.lastAt = rec.at
+		}
+	}
+	slices.Sort(lat)
+	f.P50MS, f.P99MS, f.P999MS = percentileMS(lat, 0.50), percentileMS(lat, 0.99), percentileMS(lat, 0.999)
+	if len(lat) > 0 {
+		f.MaxMS = float64(lat[len(lat)-1]) / 1000
+	}
+	return run, f, nil
+}
+
+// percentileMS returns the q-quantile (nearest rank) of sorted microsecond
+// values, in milliseconds.
+func percentileMS(sorted []int64, q float64) float64 {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := int(q*float64(len(sorted))+0.999999) - 1
+	i = max(0, min(i, len(sorted)-1))
+	return float64(sorted[i]) / 1000
+}
+
+// behind returns how far the daemon's walsender is behind the WAL
+// (pg_current_wal_lsn - sent_lsn) and how far the daemon is behind its
+// walsender (sent_lsn - flush_lsn, the position it confirmed), in MB.
+func (s *suite) behind(ctx context.Context, walsender int) (walsenderMB, daemonMB float64, err error) {
+	rows, err := query(ctx, s.srv.dbURL, fmt.Sprintf(`SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), sent_lsn), pg_wal_lsn_diff(sent_lsn, flush_lsn)
+		FROM pg_stat_replication WHERE pid = %d`, walsender))
+	if err != nil {
+		return 0, 0, err
+	}
+	if len(rows) != 1 {
+		return 0, 0, fmt.Errorf("walsender %d not in pg_stat_replication", walsender)
+	}
+	w, err1 := strconv.ParseFloat(rows[0][0], 64)
+	d, err2 := strconv.ParseFloat(rows[0][1], 64)
+	if err1 != nil || err2 != nil {
+		return 0, 0, fmt.Errorf("parse replication positions %q", rows[0])
+	}
+	return w / (1 << 20), d / (1 << 20), nil
+}
