@@ -85,7 +85,7 @@ done
 curl -fs "http://127.0.0.1:$HTTPPORT/readyz"
 
 # --- subscribe like an application instance would ------------------------------
-rcli psubscribe 'cache:invalidate:*' >"$DEMO/messages.log" &
+redis-cli -p "$REDISPORT" psubscribe 'cache:invalidate:*' >"$DEMO/messages.log" &
 SUB_PID=$!
 for _ in $(seq 100); do grep -q psubscribe "$DEMO/messages.log" 2>/dev/null && break; sleep 0.05; done
 
