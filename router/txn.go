@@ -248,15 +248,11 @@ func (t *Txn) addRow(p *part, br *boundRule, row cdc.Tuple, op cdc.Op) {
 	}
 	msg := int32(-1)
 	if br.channel != nil {
-		var st renderStatus
-		t.buf, st = br.channel.renderRow(t.buf[:0], modeExact, row, false)
-		if st == missingWide {
-			t.unavailable(p, br, br.channel, row, op)
+		ok, stop := t.render(p, br, br.channel, "", modeExact, row, op)
+		if stop {
 			return
 		}
-		if st == missingNull {
-			t.rt.skipped(br.r, br.channel, row)
-		} else {
+		if ok {
 			if _, exists := p.msgIdx[string(t.buf)]; !exists && t.overBudget() {
 				t.addWide(p, br, row, op, false)
 				return
@@ -265,15 +261,11 @@ func (t *Txn) addRow(p *part, br *boundRule, row cdc.Tuple, op cdc.Op) {
 		}
 	}
 	for i := range br.keys {
-		bt := &br.keys[i]
-		var st renderStatus
-		t.buf, st = bt.renderRow(append(t.buf[:0], t.rt.keyPrefix...), modeExact, row, false)
-		if st == missingWide {
-			t.unavailable(p, br, bt, row, op)
+		ok, stop := t.render(p, br, &br.keys[i], t.rt.keyPrefix, modeExact, row, op)
+		if stop {
 			return
 		}
-		if st == missingNull {
-			t.rt.skipped(br.r, bt, row)
+		if !ok {
 			continue
 		}
 		if ki, exists := p.keys[string(t.buf)]; exists {
@@ -302,15 +294,11 @@ func (t *Txn) addRow(p *part, br *boundRule, row cdc.Tuple, op cdc.Op) {
 		}
 	}
 	for i := range br.patterns {
-		bt := &br.patterns[i]
-		var st renderStatus
-		t.buf, st = bt.renderRow(append(t.buf[:0], t.rt.patternPrefix...), modePattern, row, false)
-		if st == missingWide {
-			t.unavailable(p, br, bt, row, op)
+		ok, stop := t.render(p, br, &br.patterns[i], t.rt.patternPrefix, modePattern, row, op)
+		if stop {
 			return
 		}
-		if st == missingNull {
-			t.rt.skipped(br.r, bt, row)
+		if !ok {
 			continue
 		}
 		if _, exists := p.patterns[string(t.buf)]; !exists && t.overBudget() {
@@ -319,6 +307,23 @@ func (t *Txn) addRow(p *part, br *boundRule, row cdc.Tuple, op cdc.Op) {
 		}
 		t.addPattern(p, msg)
 	}
+}
+
+// render renders bt after prefix into t.buf for addRow. ok: rendered. A
+// NULL value skips this template (counted); an unknown one hands the whole
+// row to unavailable, and stop tells the caller the row is done.
+func (t *Txn) render(p *part, br *boundRule, bt *boundTemplate, prefix string, m mode, row cdc.Tuple, op cdc.Op) (ok, stop bool) {
+	var st renderStatus
+	t.buf, st = bt.renderRow(append(t.buf[:0], prefix...), m, row, false)
+	switch st {
+	case missingWide:
+		t.unavailable(p, br, bt, row, op)
+		return false, true
+	case missingNull:
+		t.rt.skipped(br.r, bt, row)
+		return false, false
+	}
+	return true, false
 }
 
 // unavailable handles a row with a value that exists but is unknown (an

@@ -73,27 +73,6 @@ func newClusterSubscriber(t testing.TB, cc *redis.ClusterClient, pattern string)
 	return collect(t, ps)
 }
 
-// collect records every message of a PubSub whose subscription is already
-// confirmed, for the test's lifetime.
-func collect(t testing.TB, ps *redis.PubSub) *collector {
-	s := &collector{ps: ps, done: make(chan struct{})}
-	go func() {
-		defer close(s.done)
-		for m := range ps.Channel() {
-			r := received{Channel: m.Channel, Raw: m.Payload}
-			_ = json.Unmarshal([]byte(m.Payload), &r.Msg)
-			s.mu.Lock()
-			s.msgs = append(s.msgs, r)
-			s.mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() {
-		_ = ps.Close()
-		<-s.done
-	})
-	return s
-}
-
 // sSubscribe subscribes to channel with SSUBSCRIBE (on the master of the
 // channel's slot) and waits for the confirmation.
 func sSubscribe(t testing.TB, cc *redis.ClusterClient, channel string) *collector {

@@ -227,6 +227,12 @@ func newSubscriber(t testing.TB, rdb *redis.Client, pattern string) *collector {
 	if _, err := ps.Receive(context.Background()); err != nil { // the subscription confirmation
 		t.Fatalf("psubscribe: %v", err)
 	}
+	return collect(t, ps)
+}
+
+// collect records every message of a PubSub whose subscription is already
+// confirmed, for the test's lifetime.
+func collect(t testing.TB, ps *redis.PubSub) *collector {
 	s := &collector{ps: ps, done: make(chan struct{})}
 	go func() {
 		defer close(s.done)
