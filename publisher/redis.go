@@ -70,6 +70,17 @@ type Applied = cdc.Committed[*router.Txn]
 // acknowledged every command; it is idempotent, so a failed batch is simply
 // applied again.
 func (p *Publisher) Apply(ctx context.Context, batch []Applied) (Stats, error) {
+	st, err := p.apply(ctx, batch)
+	if c, cluster := p.rdb.(*redis.ClusterClient); err != nil && cluster {
+		// A refused connection (a master died) does not make go-redis
+		// reload its slot map as MOVED does: ask for it, so that the retry
+		// reaches the promoted replica instead of the dead node.
+		c.ReloadState(ctx)
+	}
+	return st, err
+}
+
+func (p *Publisher) apply(ctx context.Context, batch []Applied) (Stats, error) {
 	var st Stats
 	// Patterns first: SCAN + UNLINK until the keyspace is exhausted.
 	var patterns []string

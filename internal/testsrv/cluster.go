@@ -56,6 +56,12 @@ func NewRedisCluster(masters int) (*RedisCluster, error) {
 // that the helper's own clients (and redis-cli) authenticate as. Cluster
 // is implied.
 func NewRedisClusterWith(masters int, opts RedisOptions) (*RedisCluster, error) {
+	return newRedisCluster(masters, 0, opts)
+}
+
+// newRedisCluster starts masters*(1+replicas) nodes and creates the cluster
+// with `redis-cli --cluster create --cluster-replicas replicas`.
+func newRedisCluster(masters, replicas int, opts RedisOptions) (*RedisCluster, error) {
 	opts.Cluster = true
 	if masters < 3 {
 		// redis-cli --cluster create refuses fewer than 3 masters.
@@ -72,7 +78,7 @@ func NewRedisClusterWith(masters int, opts RedisOptions) (*RedisCluster, error) 
 			_ = c.Close()
 		}
 	}()
-	for range masters {
+	for range masters * (1 + replicas) {
 		n, err := NewRedisWith(opts)
 		if err != nil {
 			return nil, fmt.Errorf("start cluster node: %w", err)
@@ -107,7 +113,7 @@ func NewRedisClusterWith(masters int, opts RedisOptions) (*RedisCluster, error) 
 	}
 	args := append(conn, "--cluster", "create")
 	args = append(args, c.Addrs()...)
-	args = append(args, "--cluster-replicas", "0", "--cluster-yes")
+	args = append(args, "--cluster-replicas", strconv.Itoa(replicas), "--cluster-yes")
 	create := exec.CommandContext(ctx, cli, args...)
 	create.Env = env
 	if out, err := create.CombinedOutput(); err != nil {
