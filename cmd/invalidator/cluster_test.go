@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -30,34 +29,14 @@ import (
 // with SPUBLISH).
 func newClusterFixture(t testing.TB, cluster *testsrv.RedisCluster, cc *redis.ClusterClient, rules string, extraEnv ...string) *fixture {
 	t.Helper()
-	needIntegration(t)
 	if rules == "" {
 		rules = rulesYAML
 	}
-	f := &fixture{t: t, db: fmt.Sprintf("itest%d", dbCounter.Add(1))}
-	f.pgURL = sharedPG.CreateDatabase(t, f.db)
-	sharedPG.Exec(t, f.db, schema)
-	t.Cleanup(func() {
-		sharedPG.Exec(t, f.db, fmt.Sprintf(`SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = '%s' AND NOT active`, f.db))
-	})
-	f.rules = filepath.Join(t.TempDir(), "rules.yaml")
-	if err := os.WriteFile(f.rules, []byte(rules), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	port, err := testsrv.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.env = append([]string{
-		"INVALIDATOR_POSTGRES_URL=" + f.pgURL,
+	f := newDatabaseFixture(t, rules)
+	f.env = append(append(f.env,
 		"INVALIDATOR_REDIS_URL=",
-		"INVALIDATOR_REDIS_CLUSTER_ADDRS=" + strings.Join(cluster.Addrs(), ","),
-		"INVALIDATOR_RULES=" + f.rules,
-		"INVALIDATOR_SLOT=" + f.db,
-		"INVALIDATOR_PUBLICATION=" + f.db,
-		fmt.Sprintf("INVALIDATOR_HTTP_ADDR=127.0.0.1:%d", port),
-		"INVALIDATOR_LOG_LEVEL=debug",
-	}, extraEnv...)
+		"INVALIDATOR_REDIS_CLUSTER_ADDRS="+strings.Join(cluster.Addrs(), ","),
+	), extraEnv...)
 	f.sub = newClusterSubscriber(t, cc, "cache:invalidate:*")
 	return f
 }

@@ -131,6 +131,19 @@ type fixture struct {
 
 func newFixture(t testing.TB, extraEnv ...string) *fixture {
 	t.Helper()
+	f := newDatabaseFixture(t, rulesYAML)
+	f.redis = testsrv.StartRedis(t)
+	f.rdb = f.redis.Client(t)
+	f.env = append(append(f.env, "INVALIDATOR_REDIS_URL="+f.redis.URL()), extraEnv...)
+	f.sub = newSubscriber(t, f.rdb, "cache:invalidate:*")
+	return f
+}
+
+// newDatabaseFixture is the part of a fixture every test shares: its own
+// database with the demo schema (and slot, dropped at cleanup), a rules
+// file, and the daemon's environment without any Redis setting.
+func newDatabaseFixture(t testing.TB, rules string) *fixture {
+	t.Helper()
 	needIntegration(t)
 	f := &fixture{t: t, db: fmt.Sprintf("itest%d", dbCounter.Add(1))}
 	f.pgURL = sharedPG.CreateDatabase(t, f.db)
@@ -139,26 +152,22 @@ func newFixture(t testing.TB, extraEnv ...string) *fixture {
 		// the slot is cluster-wide: drop it so the shared server stays clean
 		sharedPG.Exec(t, f.db, fmt.Sprintf(`SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = '%s' AND NOT active`, f.db))
 	})
-	f.redis = testsrv.StartRedis(t)
-	f.rdb = f.redis.Client(t)
 	f.rules = filepath.Join(t.TempDir(), "rules.yaml")
-	if err := os.WriteFile(f.rules, []byte(rulesYAML), 0o600); err != nil {
+	if err := os.WriteFile(f.rules, []byte(rules), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	port, err := testsrv.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.env = append([]string{
+	f.env = []string{
 		"INVALIDATOR_POSTGRES_URL=" + f.pgURL,
-		"INVALIDATOR_REDIS_URL=" + f.redis.URL(),
 		"INVALIDATOR_RULES=" + f.rules,
 		"INVALIDATOR_SLOT=" + f.db,
 		"INVALIDATOR_PUBLICATION=" + f.db,
 		fmt.Sprintf("INVALIDATOR_HTTP_ADDR=127.0.0.1:%d", port),
 		"INVALIDATOR_LOG_LEVEL=debug",
-	}, extraEnv...)
-	f.sub = newSubscriber(t, f.rdb, "cache:invalidate:*")
+	}
 	return f
 }
 

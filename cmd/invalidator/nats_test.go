@@ -27,6 +27,14 @@ func collectNATS(t *testing.T, url, filter string) (*nats.Conn, *natsCollector) 
 	if err != nil {
 		t.Fatalf("nats connect: %v", err)
 	}
+	t.Cleanup(nc.Close)
+	return nc, subscribeNATS(t, nc, filter)
+}
+
+// subscribeNATS records every message on filter; it returns once the
+// server has the subscription.
+func subscribeNATS(t *testing.T, nc *nats.Conn, filter string) *natsCollector {
+	t.Helper()
 	c := &natsCollector{}
 	if _, err := nc.Subscribe(filter, func(m *nats.Msg) {
 		c.mu.Lock()
@@ -38,8 +46,7 @@ func collectNATS(t *testing.T, url, filter string) (*nats.Conn, *natsCollector) 
 	if err := nc.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(nc.Close)
-	return nc, c
+	return c
 }
 
 func (c *natsCollector) subjects() []string {

@@ -262,18 +262,7 @@ func tlsNATSCollector(t *testing.T, pki *testsrv.PKI, url, filter string, auth n
 	if !nc.TLSRequired() {
 		t.Fatal("the NATS server does not require TLS")
 	}
-	c := &natsCollector{}
-	if _, err := nc.Subscribe(filter, func(m *nats.Msg) {
-		c.mu.Lock()
-		c.msgs = append(c.msgs, m)
-		c.mu.Unlock()
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if err := nc.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	return c
+	return subscribeNATS(t, nc, filter)
 }
 
 // TestTLS_NATS bridges to a NATS server that requires TLS with a client

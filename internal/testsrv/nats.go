@@ -2,7 +2,6 @@ package testsrv
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -199,12 +198,7 @@ func (n *NATS) LogPath() string {
 // killed).
 func (n *NATS) Stop(tb testing.TB) {
 	tb.Helper()
-	if !n.proc.running() {
-		tb.Fatalf("testsrv: stop nats: not running")
-	}
-	if err := n.proc.gracefulStop(syscall.SIGINT, stopTimeout); err != nil {
-		tb.Fatalf("testsrv: stop nats: %v", err)
-	}
+	n.proc.stopForTest(tb, "nats", syscall.SIGINT)
 }
 
 // Start starts the server again after Stop, on the same ports with the same
@@ -223,14 +217,7 @@ func (n *NATS) Start(tb testing.TB) {
 // server is running; later calls return the first call's result.
 func (n *NATS) Close() error {
 	n.closeOnce.Do(func() {
-		var errs []error
-		if _, err := n.proc.stop(syscall.SIGINT, closeTimeout); err != nil {
-			errs = append(errs, fmt.Errorf("stop nats: %w", err))
-		}
-		if err := os.RemoveAll(n.dir); err != nil {
-			errs = append(errs, fmt.Errorf("remove nats dir: %w", err))
-		}
-		n.closeErr = errors.Join(errs...)
+		n.closeErr = n.proc.closeAndRemove("nats", syscall.SIGINT, n.dir)
 	})
 	return n.closeErr
 }

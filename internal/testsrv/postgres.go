@@ -2,7 +2,6 @@ package testsrv
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/url"
 	"os"
@@ -379,12 +378,7 @@ func (p *Postgres) Kill(tb testing.TB) {
 // time (it is then killed).
 func (p *Postgres) Stop(tb testing.TB) {
 	tb.Helper()
-	if !p.proc.running() {
-		tb.Fatalf("testsrv: stop postgres: not running")
-	}
-	if err := p.proc.gracefulStop(syscall.SIGINT, stopTimeout); err != nil {
-		tb.Fatalf("testsrv: stop postgres: %v", err)
-	}
+	p.proc.stopForTest(tb, "postgres", syscall.SIGINT)
 }
 
 // Start starts the server again after Stop or Kill, on the same port and data
@@ -406,14 +400,7 @@ func (p *Postgres) Start(tb testing.TB) {
 // running; later calls return the first call's result.
 func (p *Postgres) Close() error {
 	p.closeOnce.Do(func() {
-		var errs []error
-		if _, err := p.proc.stop(syscall.SIGINT, closeTimeout); err != nil {
-			errs = append(errs, fmt.Errorf("stop postgres: %w", err))
-		}
-		if err := os.RemoveAll(p.dir); err != nil {
-			errs = append(errs, fmt.Errorf("remove postgres dir: %w", err))
-		}
-		p.closeErr = errors.Join(errs...)
+		p.closeErr = p.proc.closeAndRemove("postgres", syscall.SIGINT, p.dir)
 	})
 	return p.closeErr
 }

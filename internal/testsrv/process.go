@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"testing"
 	"time"
 )
 
@@ -353,4 +354,30 @@ func findBinary(name string, candidates ...string) (string, error) {
 		return "", fmt.Errorf("find %s (tried %s and $PATH): %w", name, strings.Join(candidates, ", "), err)
 	}
 	return path, nil
+}
+
+// stopForTest stops a running server for a test's Stop: it fails the test if
+// the server is not running, or if it did not exit in time (it is then
+// killed).
+func (p *process) stopForTest(tb testing.TB, name string, sig syscall.Signal) {
+	tb.Helper()
+	if !p.running() {
+		tb.Fatalf("testsrv: stop %s: not running", name)
+	}
+	if err := p.gracefulStop(sig, stopTimeout); err != nil {
+		tb.Fatalf("testsrv: stop %s: %v", name, err)
+	}
+}
+
+// closeAndRemove is a server's Close: stop with sig (killing the process
+// after closeTimeout is not an error), then remove dir.
+func (p *process) closeAndRemove(name string, sig syscall.Signal, dir string) error {
+	var errs []error
+	if _, err := p.stop(sig, closeTimeout); err != nil {
+		errs = append(errs, fmt.Errorf("stop %s: %w", name, err))
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		errs = append(errs, fmt.Errorf("remove %s dir: %w", name, err))
+	}
+	return errors.Join(errs...)
 }

@@ -2,7 +2,6 @@ package testsrv
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -193,12 +192,7 @@ func (r *Redis) Client(tb testing.TB) *redis.Client {
 // does not exit in time (it is then killed).
 func (r *Redis) Stop(tb testing.TB) {
 	tb.Helper()
-	if !r.proc.running() {
-		tb.Fatalf("testsrv: stop redis: not running")
-	}
-	if err := r.proc.gracefulStop(syscall.SIGTERM, stopTimeout); err != nil {
-		tb.Fatalf("testsrv: stop redis: %v", err)
-	}
+	r.proc.stopForTest(tb, "redis", syscall.SIGTERM)
 }
 
 // Start starts the server again after Stop, on the same port with the same
@@ -217,14 +211,7 @@ func (r *Redis) Start(tb testing.TB) {
 // calls return the first call's result.
 func (r *Redis) Close() error {
 	r.closeOnce.Do(func() {
-		var errs []error
-		if _, err := r.proc.stop(syscall.SIGTERM, closeTimeout); err != nil {
-			errs = append(errs, fmt.Errorf("stop redis: %w", err))
-		}
-		if err := os.RemoveAll(r.dir); err != nil {
-			errs = append(errs, fmt.Errorf("remove redis dir: %w", err))
-		}
-		r.closeErr = errors.Join(errs...)
+		r.closeErr = r.proc.closeAndRemove("redis", syscall.SIGTERM, r.dir)
 	})
 	return r.closeErr
 }
