@@ -253,7 +253,7 @@ func (t *Txn) addRow(p *part, br *boundRule, row cdc.Tuple, op cdc.Op) {
 			return
 		}
 		if ok {
-			if _, exists := p.msgIdx[string(t.buf)]; !exists && t.overBudget() {
+			if p.findMsg(t.buf) < 0 && t.overBudget() {
 				t.addWide(p, br, row, op, false)
 				return
 			}
@@ -268,7 +268,7 @@ func (t *Txn) addRow(p *part, br *boundRule, row cdc.Tuple, op cdc.Op) {
 		if !ok {
 			continue
 		}
-		if ki, exists := p.keys[string(t.buf)]; exists {
+		if ki := p.findKey(t.buf); ki >= 0 {
 			// a key listed by another message in between: list it here too,
 			// unless this message has it already (rare: keys shared by entities)
 			if msg >= 0 && p.keyMsg[ki] != msg && !slices.Contains(p.msgs[msg].Keys, p.keyList[ki]) {
@@ -281,16 +281,16 @@ func (t *Txn) addRow(p *part, br *boundRule, row cdc.Tuple, op cdc.Op) {
 			t.addWide(p, br, row, op, false)
 			return
 		}
-		key := string(t.buf)
-		if p.keys == nil {
-			p.keys = map[string]int32{}
-		}
-		p.keys[key] = int32(len(p.keyList))
-		p.keyList = append(p.keyList, key)
-		p.keyMsg = append(p.keyMsg, msg)
+		ki := p.addKey(string(t.buf), msg)
 		t.budget++
 		if msg >= 0 {
-			p.msgs[msg].Keys = append(p.msgs[msg].Keys, key)
+			if m := &p.msgs[msg]; len(m.Keys) == 0 {
+				// a message's first key shares the key list's array (capped,
+				// so that appending a second key copies): no allocation
+				m.Keys = p.keyList[ki : ki+1 : ki+1]
+			} else {
+				m.Keys = append(m.Keys, p.keyList[ki])
+			}
 		}
 	}
 	for i := range br.patterns {
@@ -368,7 +368,7 @@ func (t *Txn) addPattern(p *part, msg int32) {
 		p.patterns = map[string]struct{}{}
 	}
 	p.patterns[pat] = struct{}{}
-	p.patList = append(p.patList, pat)
+	p.patList = grow(p.patList, pat)
 	t.budget++
 	if msg >= 0 {
 		p.msgs[msg].Patterns = append(p.msgs[msg].Patterns, pat)
@@ -380,13 +380,10 @@ func (t *Txn) addPattern(p *part, msg int32) {
 // message's subject is rendered from bt and row in the same (wide) form.
 func (p *part) message(t *Txn, op cdc.Op, br *boundRule, row cdc.Tuple, wide, all, partial bool) int32 {
 	r := br.r
-	if i, ok := p.msgIdx[string(t.buf)]; ok {
+	if i := p.findMsg(t.buf); i >= 0 {
 		m := &p.msgs[i]
 		m.Op, m.Rule, m.Table = op, r.Name, r.Table
 		return i
-	}
-	if p.msgIdx == nil {
-		p.msgIdx = map[string]int32{}
 	}
 	channel := string(t.buf)
 	m := Message{Channel: channel, Op: op, Table: r.Table, Rule: r.Name}
@@ -395,10 +392,83 @@ func (p *part) message(t *Txn, op cdc.Op, br *boundRule, row cdc.Tuple, wide, al
 		m.Subject = string(t.subj)
 	}
 	i := int32(len(p.msgs))
-	p.msgIdx[channel] = i
-	p.msgs = append(p.msgs, m)
+	p.msgs = grow(p.msgs, m)
+	if p.msgIdx != nil {
+		p.msgIdx[channel] = i
+	} else if len(p.msgs) > linearMax {
+		p.msgIdx = make(map[string]int32, 2*linearMax)
+		for j := range p.msgs {
+			p.msgIdx[p.msgs[j].Channel] = int32(j)
+		}
+	}
 	t.budget++
 	return i
+}
+
+// linearMax is how many keys or messages a part looks up by scanning its
+// list before it indexes them in a map: most transactions touch a row or
+// two, and a map per transaction would cost more than it saves.
+const linearMax = 8
+
+// findKey returns the index of key b in the key list, or -1.
+func (p *part) findKey(b []byte) int32 {
+	if p.keys != nil {
+		if i, ok := p.keys[string(b)]; ok {
+			return i
+		}
+		return -1
+	}
+	for i, k := range p.keyList {
+		if k == string(b) {
+			return int32(i)
+		}
+	}
+	return -1
+}
+
+// addKey appends a new key, listed by message msg (-1: none), and returns
+// its index.
+func (p *part) addKey(key string, msg int32) int32 {
+	i := int32(len(p.keyList))
+	p.keyList = grow(p.keyList, key)
+	p.keyMsg = grow(p.keyMsg, msg)
+	if p.keys != nil {
+		p.keys[key] = i
+	} else if len(p.keyList) > linearMax {
+		p.keys = make(map[string]int32, 2*linearMax)
+		for j, k := range p.keyList {
+			p.keys[k] = int32(j)
+		}
+	}
+	return i
+}
+
+// findMsg returns the index of the message for channel b, or -1.
+func (p *part) findMsg(b []byte) int32 {
+	if p.msgIdx != nil {
+		if i, ok := p.msgIdx[string(b)]; ok {
+			return i
+		}
+		return -1
+	}
+	for i := range p.msgs {
+		if p.msgs[i].Channel == string(b) {
+			return int32(i)
+		}
+	}
+	return -1
+}
+
+// grow appends v, doubling the capacity when it is full: a transaction's
+// lists grow to hundreds of thousands of entries, and append's gentler
+// growth of large slices would copy them several times over.
+func grow[T any](s []T, v T) []T {
+	if len(s) == cap(s) {
+		n := make([]T, len(s), max(1, 2*cap(s)))
+		copy(n, s)
+		s = n
+	}
+	return append(s, v)
 }
 
 // addWide renders the rule's wide form for row's scope values (for every
@@ -501,7 +571,13 @@ func (t *Txn) Result() *Result {
 	}
 	wide(&t.main)
 	if len(t.subs) > 0 {
-		keys := maps(t.main.keys)
+		keys := t.main.keys
+		if keys == nil {
+			keys = make(map[string]int32, len(t.main.keyList))
+			for i, k := range t.main.keyList {
+				keys[k] = int32(i)
+			}
+		}
 		pats := t.main.patterns
 		if pats == nil {
 			pats = map[string]struct{}{}
@@ -550,13 +626,6 @@ func (t *Txn) Result() *Result {
 	t.main, t.subs, t.buf, t.subj, t.newImg, t.oldImg = part{}, nil, nil, nil, nil, nil
 	t.lastRel, t.lastRules = nil, nil
 	return res
-}
-
-func maps(m map[string]int32) map[string]int32 {
-	if m == nil {
-		return map[string]int32{}
-	}
-	return m
 }
 
 // appendNew appends the strings of src that dst lacks, in linear time.

@@ -709,3 +709,47 @@ func TestTxn_Add_RelationChanged(t *testing.T) {
 	res = run(t, rt, 8, insert(v2, row(t, "t2", "2", "p", "a")))
 	wantStrings(t, "Keys v2", res.Keys, []string{"app:tenant:t2:shard:2:structured"})
 }
+
+// Past a handful of entries a transaction indexes its keys and channels in
+// maps built from its lists: de-duplication must give the same answer on
+// both sides of that switch, and a message's first key (which shares the
+// key list's storage) must keep its own list when more keys join it.
+func TestTxn_Result_DedupAcrossIndexSwitch(t *testing.T) {
+	rules := mustParseRules(t, "rules.yaml", []byte(`version: 1
+rules:
+  - name: items
+    table: items
+    keys: ["item:{id}", "tenant:{tenant_id}:items"]
+    channel: "item:{tenant_id}:{id}"
+`))
+	items := newRelation(t, 1, "public", "items", column{"id", true}, column{"tenant_id", false})
+	for _, rows := range []int{3, 8, 9, 40} {
+		t.Run(strconv.Itoa(rows)+"-rows", func(t *testing.T) {
+			var changes []*cdc.Change
+			var wantKeys []string
+			for i := 1; i <= rows; i++ {
+				changes = append(changes, insert(items, row(t, strconv.Itoa(i), "t1")))
+				wantKeys = append(wantKeys, "item:"+strconv.Itoa(i))
+				if i == 1 {
+					wantKeys = append(wantKeys, "tenant:t1:items")
+				}
+			}
+			// every row again, in reverse: nothing new, ops become update
+			for i := rows; i >= 1; i-- {
+				changes = append(changes, updateChange(items, cdc.OldNone, nil, row(t, strconv.Itoa(i), "t1")))
+			}
+			res := run(t, router.New(rules, 0, nil), 7, changes...)
+			wantStrings(t, "Keys", res.Keys, wantKeys)
+			if len(res.Messages) != rows {
+				t.Fatalf("%d messages, want %d: %q", len(res.Messages), rows, channels(res))
+			}
+			for i := 1; i <= rows; i++ {
+				m := findMessage(t, res, "item:t1:"+strconv.Itoa(i))
+				if m.Op != cdc.OpUpdate {
+					t.Errorf("op of item:t1:%d = %s, want update", i, m.Op)
+				}
+				wantStrings(t, "keys of item:t1:"+strconv.Itoa(i), m.Keys, []string{"item:" + strconv.Itoa(i), "tenant:t1:items"})
+			}
+		})
+	}
+}
