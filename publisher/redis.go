@@ -37,9 +37,11 @@ func HeartbeatChannel(channelPrefix string) string { return channelPrefix + "_he
 
 // Publisher applies batches of committed transactions to Redis.
 type Publisher struct {
-	rdb redis.UniversalClient
-	cfg Config
-	buf []byte
+	rdb  redis.UniversalClient
+	cfg  Config
+	buf  []byte // scratch
+	buf2 []byte // scratch
+	args arena  // the arguments of the commands of the Apply in progress
 }
 
 // New returns a Publisher writing through rdb.
@@ -84,9 +86,12 @@ func (p *Publisher) apply(ctx context.Context, batch []Applied) (Stats, error) {
 	var st Stats
 	// Patterns first: SCAN + UNLINK until the keyspace is exhausted.
 	var patterns []string
-	seenPat := map[string]bool{}
+	var seenPat map[string]bool
 	for _, c := range batch {
 		for _, pat := range c.Txn.Result().Patterns {
+			if seenPat == nil {
+				seenPat = map[string]bool{}
+			}
 			if !seenPat[pat] {
 				seenPat[pat] = true
 				patterns = append(patterns, pat)
@@ -124,15 +129,21 @@ func (p *Publisher) apply(ctx context.Context, batch []Applied) (Stats, error) {
 			return st, err
 		}
 	}
+	// the commands' arguments; the previous Apply's pipeline is done with them
+	args := &p.args
+	args.reset()
 	for _, c := range batch {
 		res := c.Txn.Result()
 		for i := range res.Messages {
 			m := &res.Messages[i]
+			p.buf = append(append(p.buf[:0], p.cfg.ChannelPrefix...), m.Channel...)
+			channel := args.copy(p.buf)
 			p.buf = AppendMessage(p.buf[:0], m, c.CommitLSN, c.Xid, c.CommitTime)
+			payload := args.copy(p.buf)
 			if p.cfg.Sharded {
-				pl.pipe.SPublish(ctx, p.cfg.ChannelPrefix+m.Channel, string(p.buf))
+				pl.pipe.SPublish(ctx, string(channel), payload)
 			} else {
-				pl.pipe.Publish(ctx, p.cfg.ChannelPrefix+m.Channel, string(p.buf))
+				pl.pipe.Publish(ctx, string(channel), payload)
 			}
 			st.Messages++
 			if err := pl.maybeExec(ctx); err != nil {
@@ -144,7 +155,7 @@ func (p *Publisher) apply(ctx context.Context, batch []Applied) (Stats, error) {
 				Stream: JournalKey(p.cfg.ChannelPrefix),
 				MaxLen: p.cfg.JournalMaxLen,
 				Approx: true,
-				Values: p.journalValues(c),
+				Values: p.journalValues(args, c),
 			})
 		}
 	}
@@ -200,27 +211,19 @@ func (pl *pipeline) unlink(ctx context.Context, keys []string) error {
 	return pl.maybeExec(ctx)
 }
 
-// queueUnlinks queues UNLINK commands for the batch's exact keys, de-duplicated
-// across its transactions, in chunks. On a cluster, a chunk holds keys of one
-// hash slot only (a multi-key command may not cross slots); the pipeline
-// sends each to the node that owns the slot.
+// queueUnlinks queues UNLINK commands for the batch's exact keys in chunks.
+// A key several transactions of the batch share may repeat in a chunk:
+// UNLINK counts it once, and checking for it here would cost more than the
+// server's lookup. On a cluster, a chunk holds keys of one hash slot only (a
+// multi-key command may not cross slots); the pipeline sends each to the
+// node that owns the slot.
 func (p *Publisher) queueUnlinks(ctx context.Context, pl *pipeline, batch []Applied) error {
-	var seen map[string]struct{}
-	if len(batch) > 1 {
-		seen = map[string]struct{}{}
-	}
 	var err error
 	each := func(fn func(string)) {
 		for _, c := range batch {
 			for _, k := range c.Txn.Result().Keys {
 				if err != nil {
 					return
-				}
-				if seen != nil {
-					if _, dup := seen[k]; dup {
-						continue
-					}
-					seen[k] = struct{}{}
 				}
 				fn(k)
 			}
@@ -341,36 +344,73 @@ const journalMaxMessages = 1000
 
 // journalValues is the journal entry of one transaction: positions, what
 // was deleted, and the messages as published (so that replay can re-send
-// them verbatim).
-func (p *Publisher) journalValues(c Applied) []any {
+// them verbatim). Short values are carved from args.
+func (p *Publisher) journalValues(args *arena, c Applied) []any {
 	res := c.Txn.Result()
-	channels := make([]string, len(res.Messages))
+	p.buf = appendLSN(p.buf[:0], c.CommitLSN)
+	lsn := args.copy(p.buf)
+	p.buf = appendLSN(p.buf[:0], c.EndLSN)
+	endLSN := args.copy(p.buf)
+	p.buf = c.CommitTime.UTC().AppendFormat(p.buf[:0], TimeLayout)
+	commitTime := args.copy(p.buf)
+
+	n := 2
 	for i := range res.Messages {
-		channels[i] = res.Messages[i].Channel
+		n += len(res.Messages[i].Channel) + 3
+	}
+	channels := p.buf2[:0]
+	if n > arenaBlock/4 {
+		channels = make([]byte, 0, n) // a huge transaction's: its own
+	}
+	channels = append(channels, '[')
+	for i := range res.Messages {
+		if i > 0 {
+			channels = append(channels, ',')
+		}
+		channels = appendJSONString(channels, res.Messages[i].Channel)
+	}
+	channels = append(channels, ']')
+	if n <= arenaBlock/4 {
+		p.buf2 = channels
+		channels = args.copy(channels)
 	}
 	// The messages as published, so that replay re-sends them verbatim;
 	// left out of huge transactions (replay then re-applies the deletes and
 	// sends one message per channel rebuilt from the channel list).
-	msgs := []byte{'['}
+	p.buf = append(p.buf[:0], '[')
 	if len(res.Messages) <= journalMaxMessages {
 		for i := range res.Messages {
 			if i > 0 {
-				msgs = append(msgs, ',')
+				p.buf = append(p.buf, ',')
 			}
-			msgs = AppendMessage(msgs, &res.Messages[i], c.CommitLSN, c.Xid, c.CommitTime)
+			p.buf = AppendMessage(p.buf, &res.Messages[i], c.CommitLSN, c.Xid, c.CommitTime)
 		}
 	}
-	msgs = append(msgs, ']')
+	p.buf = append(p.buf, ']')
 	return []any{
-		"lsn", string(appendLSN(nil, c.CommitLSN)),
-		"end_lsn", string(appendLSN(nil, c.EndLSN)),
+		"lsn", lsn,
+		"end_lsn", endLSN,
 		"xid", c.Xid,
-		"commit_time", c.CommitTime.UTC().Format(TimeLayout),
-		"keys", string(appendJSONStrings(nil, res.Keys)),
-		"patterns", string(appendJSONStrings(nil, res.Patterns)),
-		"channels", string(appendJSONStrings(nil, channels)),
-		"messages", string(msgs),
+		"commit_time", commitTime,
+		"keys", jsonStrings(args, &p.buf2, res.Keys),
+		"patterns", jsonStrings(args, &p.buf2, res.Patterns),
+		"channels", channels,
+		"messages", args.copy(p.buf),
 	}
+}
+
+// jsonStrings is ss as a JSON array: carved from args when short, else in
+// an allocation of its own size.
+func jsonStrings(args *arena, scratch *[]byte, ss []string) []byte {
+	if len(ss) <= 16 {
+		*scratch = appendJSONStrings((*scratch)[:0], ss)
+		return args.copy(*scratch)
+	}
+	n := 2
+	for _, s := range ss {
+		n += len(s) + 3
+	}
+	return appendJSONStrings(make([]byte, 0, n), ss)
 }
 
 // Heartbeat publishes the heartbeat message.
