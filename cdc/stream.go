@@ -382,6 +382,7 @@ func (s *Stream[T]) loop(ctx context.Context, conn *pgconn.PgConn, dec *Decoder[
 
 	nextStatus := time.Now().Add(s.cfg.StatusInterval)
 	lastStatus := time.Time{}
+	var readDeadline time.Time // the connection's, as last set
 	for {
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -398,8 +399,14 @@ func (s *Stream[T]) loop(ctx context.Context, conn *pgconn.PgConn, dec *Decoder[
 		if s.submittedEnd > s.confirmedSent || want > s.confirmedSent {
 			deadline = now.Add(s.cfg.AckDelay) // something to confirm soon
 		}
-		if err := netConn.SetReadDeadline(deadline); err != nil {
-			return fmt.Errorf("set read deadline: %w", err)
+		// Waking before the deadline is harmless (the loop re-checks), so the
+		// deadline is only moved when it is already past or too late: not
+		// for each of the thousands of messages a second.
+		if !readDeadline.After(now) || readDeadline.After(deadline) {
+			if err := netConn.SetReadDeadline(deadline); err != nil {
+				return fmt.Errorf("set read deadline: %w", err)
+			}
+			readDeadline = deadline
 		}
 		raw, err := conn.ReceiveMessage(context.Background())
 		if err != nil {
