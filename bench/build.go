@@ -10,9 +10,9 @@ import (
 	"strings"
 )
 
-// buildDaemon builds the daemon exactly as `make build` does, into dir,
-// from the module the suite runs in.
-func buildDaemon(ctx context.Context, dir string) (string, error) {
+// buildDaemon builds the daemon as `make build` does, into dir, from the
+// module the suite runs in; symbols keeps the symbol table (for perf).
+func buildDaemon(ctx context.Context, dir string, symbols bool) (string, error) {
 	goTool, err := exec.LookPath("go")
 	if err != nil {
 		goTool = "/usr/local/go/bin/go"
@@ -22,11 +22,16 @@ func buildDaemon(ctx context.Context, dir string) (string, error) {
 		return "", err
 	}
 	bin := filepath.Join(dir, "invalidator")
-	cmd := exec.CommandContext(ctx, goTool, "build", "-trimpath", "-ldflags=-s -w", "-o", bin, "./cmd/invalidator")
+	// the Makefile's build; with symbols kept, perf report names functions
+	ldflags := "-ldflags=-s -w"
+	if symbols {
+		ldflags = "-ldflags="
+	}
+	cmd := exec.CommandContext(ctx, goTool, "build", "-trimpath", ldflags, "-o", bin, "./cmd/invalidator")
 	cmd.Dir = modDir
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' ./cmd/invalidator: %w\n%s", err, out)
+		return "", fmt.Errorf("CGO_ENABLED=0 go build -trimpath %s ./cmd/invalidator: %w\n%s", ldflags, err, out)
 	}
 	return bin, nil
 }

@@ -53,7 +53,7 @@ func (s *suite) startDaemon(ctx context.Context, name string, extraEnv ...string
 		"INVALIDATOR_LOG_LEVEL=info",
 	}
 	d.cmd = exec.Command(s.bin, "run")
-	d.cmd.Env = append(withoutInvalidatorEnv(os.Environ()), append(env, extraEnv...)...)
+	d.cmd.Env = append(withoutInvalidatorEnv(os.Environ()), append(append(env, s.opts.daemonEnv...), extraEnv...)...)
 	d.cmd.Stdout, d.cmd.Stderr = d.logFile, d.logFile
 	d.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := d.cmd.Start(); err != nil {

@@ -74,6 +74,8 @@ type options struct {
 	appendfsync string
 	perfDir     string
 	keep        bool
+	latencyDump string
+	daemonEnv   []string
 }
 
 func parseOptions(args []string, stderr io.Writer) (options, error) {
@@ -90,9 +92,17 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.bulkRepeat, "bulk-repeat", 3, "runs of each bulk workload; the report shows the median run and the range")
 	fs.IntVar(&o.hugeRows, "huge-rows", 1_000_000, "rows of the table and of the huge transaction (a multiple of 100)")
 	fs.StringVar(&o.workMem, "decoding-work-mem", "64MB", "logical_decoding_work_mem of the bench database (PostgreSQL's default is 64MB; the test servers use 64kB)")
-	fs.StringVar(&o.appendfsync, "redis-appendfsync", "", "set Redis appendfsync (always, everysec, no); empty keeps the test server's (always)")
+	fs.StringVar(&o.appendfsync, "redis-appendfsync", "off", "Redis persistence: off (appendonly no, as a cache usually runs), or appendonly yes with appendfsync always, everysec or no")
 	fs.StringVar(&o.perfDir, "perf", "", "record a `perf` CPU profile of the daemon during each workload into this directory")
 	fs.BoolVar(&o.keep, "keep", false, "keep the work directory (daemon logs, rules, scripts)")
+	fs.StringVar(&o.latencyDump, "latency-dump", "", "write each steady run's messages (commit time in µs since the epoch, latency in µs) to `PREFIX.<run>`, to see when a tail happened")
+	fs.Func("daemon-env", "`NAME=VALUE` added to the daemon's environment (repeatable), e.g. GOMAXPROCS=1", func(v string) error {
+		if name, _, ok := strings.Cut(v, "="); !ok || name == "" {
+			return fmt.Errorf("want NAME=VALUE, got %q", v)
+		}
+		o.daemonEnv = append(o.daemonEnv, v)
+		return nil
+	})
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return o, err
@@ -120,8 +130,8 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 		o.rates = append(o.rates, n)
 	}
 	switch {
-	case !slices.Contains([]string{"", "always", "everysec", "no"}, o.appendfsync):
-		return o, usagef("-redis-appendfsync must be always, everysec or no")
+	case !slices.Contains([]string{"off", "always", "everysec", "no"}, o.appendfsync):
+		return o, usagef("-redis-appendfsync must be off, always, everysec or no")
 	case o.bulkRepeat < 1 || o.bulkRepeat > 25:
 		return o, usagef("-bulk-repeat must be between 1 and 25")
 	case o.duration < time.Second:
@@ -159,7 +169,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}()
 
 	lg.printf("building the daemon")
-	bin, err := buildDaemon(ctx, dir)
+	bin, err := buildDaemon(ctx, dir, o.perfDir != "")
 	if err != nil {
 		return err
 	}

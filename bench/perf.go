@@ -25,8 +25,7 @@ func (s *suite) startPerf(ctx context.Context, pid int, name string) (*perfRecor
 	if err := os.MkdirAll(s.opts.perfDir, 0o755); err != nil {
 		return nil, fmt.Errorf("perf dir: %w", err)
 	}
-	// the binary, for symbols: `go tool addr2line` reads its .gopclntab
-	// (perf cannot: -s -w strips the symbol table)
+	// the binary (built with its symbol table under -perf), for perf report
 	if err := copyFile(s.bin, filepath.Join(s.opts.perfDir, "invalidator")); err != nil {
 		return nil, err
 	}

@@ -28,10 +28,11 @@ type optionsInfo struct {
 	BulkRows   int      `json:"bulk_rows"`
 	BulkRepeat int      `json:"bulk_repeat"`
 	HugeRows   int      `json:"huge_rows"`
+	DaemonEnv  []string `json:"daemon_env,omitempty"`
 }
 
 func reportOptions(o options) optionsInfo {
-	return optionsInfo{Duration: o.duration.String(), Workloads: o.workloads, Rates: o.rates, BulkRows: o.bulkRows, BulkRepeat: o.bulkRepeat, HugeRows: o.hugeRows}
+	return optionsInfo{Duration: o.duration.String(), Workloads: o.workloads, Rates: o.rates, BulkRows: o.bulkRows, BulkRepeat: o.bulkRepeat, HugeRows: o.hugeRows, DaemonEnv: o.daemonEnv}
 }
 
 // target is one reference figure and whether the run met it.
@@ -96,6 +97,9 @@ func writeTable(out io.Writer, rep *report) error {
 	fmt.Fprintf(&b, "machine: %d CPUs, %s, %d MB RAM, Linux %s, %s; load average at start %s\n", m.CPUs, m.CPUModel, m.MemoryMB, m.Kernel, m.Go, m.LoadAverage)
 	fmt.Fprintf(&b, "servers: %s (%s, logical_decoding_work_mem=%s for the bench database), %s (%s), all on 127.0.0.1\n",
 		sv.Postgres, sv.PostgresConfig, sv.DecodingWorkMem, sv.Redis, sv.RedisConfig)
+	if len(rep.Options.DaemonEnv) > 0 {
+		fmt.Fprintf(&b, "daemon environment added: %s\n", strings.Join(rep.Options.DaemonEnv, " "))
+	}
 	fmt.Fprintf(&b, "table: shards(tenant_id, id, payload), %d rows, REPLICA IDENTITY DEFAULT; rule: 1 key + 1 channel per row\n", sv.Rows)
 
 	tw := func(header string, rows [][]string) {

@@ -141,9 +141,15 @@ func (s *servers) setupRedis(ctx context.Context, appendfsync string) error {
 	if err := s.rdb.ConfigSet(ctx, "client-output-buffer-limit", "pubsub 0 0 0").Err(); err != nil {
 		return fmt.Errorf("redis config set: %w", err)
 	}
-	if appendfsync != "" {
-		if err := s.rdb.ConfigSet(ctx, "appendfsync", appendfsync).Err(); err != nil {
-			return fmt.Errorf("redis config set appendfsync %s: %w", appendfsync, err)
+	// Persistence: the test server appends and fsyncs every write; a cache
+	// in front of a database usually runs without (-redis-appendfsync off).
+	settings := [][2]string{{"appendonly", "no"}}
+	if appendfsync != "off" {
+		settings = [][2]string{{"appendonly", "yes"}, {"appendfsync", appendfsync}}
+	}
+	for _, kv := range settings {
+		if err := s.rdb.ConfigSet(ctx, kv[0], kv[1]).Err(); err != nil {
+			return fmt.Errorf("redis config set %s %s: %w", kv[0], kv[1], err)
 		}
 	}
 	info, err := s.rdb.Info(ctx, "server").Result()

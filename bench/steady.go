@@ -3,8 +3,10 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -117,6 +119,15 @@ func (s *suite) pgbenchFlow(ctx context.Context, m *meter, name string, a pgbenc
 		lat = append(lat, rec.at.UnixMicro()-rec.commitUS)
 		if rec.at.After(f.lastAt) {
 			f.lastAt = rec.at
+		}
+	}
+	if prefix := s.opts.latencyDump; prefix != "" {
+		var sb strings.Builder
+		for _, rec := range first {
+			fmt.Fprintf(&sb, "%d %d\n", rec.commitUS, rec.at.UnixMicro()-rec.commitUS)
+		}
+		if err := os.WriteFile(prefix+"."+name, []byte(sb.String()), 0o644); err != nil {
+			return run, f, fmt.Errorf("-latency-dump: %w", err)
 		}
 	}
 	slices.Sort(lat)
