@@ -135,14 +135,16 @@ func writeTable(out io.Writer, rep *report) error {
 	}
 	if len(rep.Steady) > 0 {
 		rows := [][]string{{"rate/s", "clients", "pgbench_tps", "committed", "received", "lost", "dup", "p50_ms", "p99_ms", "p99.9_ms", "max_ms",
-			"behind_at_end_MB(walsender/daemon)", "txns/batch", "apply_p50/p99_ms<=", "ack_p99_ms<="}}
+			"floor_p50/p99/p99.9_ms", "behind_at_end_MB(walsender/daemon)", "txns/batch", "apply_p50/p99_ms<=", "ack_p99_ms<="}}
 		for _, r := range rep.Steady {
 			rows = append(rows, []string{itoa(r.Rate), itoa(r.Clients), f1(r.Pgbench.TPS), i64(r.Pgbench.Processed), itoa(r.Received), i64(r.Lost),
-				itoa(r.Duplicates), f2(r.P50MS), f2(r.P99MS), f2(r.P999MS), f2(r.MaxMS), f1(r.WalsenderBehindMB) + " / " + f1(r.DaemonBehindMB),
+				itoa(r.Duplicates), f2(r.P50MS), f2(r.P99MS), f2(r.P999MS), f2(r.MaxMS),
+				f2(r.Floor.P50MS) + " / " + f2(r.Floor.P99MS) + " / " + f2(r.Floor.P999MS), f1(r.WalsenderBehindMB) + " / " + f1(r.DaemonBehindMB),
 				f1(r.Daemon.TxnsPerBatch), bucket(r.Daemon.ApplyP50MS) + " / " + bucket(r.Daemon.ApplyP99MS), bucket(r.Daemon.CommitToAckP99MS)})
 			addUsage("steady-"+itoa(r.Rate), r.Usage)
 		}
 		tw("STEADY: pgbench -R rate, single-row UPDATE transactions, "+rep.Options.Duration+"; latency = receive time - commit_time;\n"+
+			"  floor = the same run read by pg_recvlogical alone (test_decoding, include-timestamp; its output polled every 1 ms);\n"+
 			"  txns/batch, apply (Redis round trip of a batch) and ack (COMMIT to Redis ack) from the daemon's /metrics (histogram bucket bounds)", rows)
 	}
 	if u := rep.Unthrottled; u != nil {

@@ -23,6 +23,8 @@ type steadyResult struct {
 	Clients int           `json:"clients"`
 	Pgbench pgbenchRun    `json:"pgbench"`
 	Daemon  daemonMetrics `json:"daemon_metrics"`
+	// Floor: the same run read by pg_recvlogical alone (see latencyFloor)
+	Floor latencyFloor `json:"floor"`
 	flow
 	Usage usage `json:"resources"`
 }
@@ -46,10 +48,17 @@ type flow struct {
 func (s *suite) steady(ctx context.Context, rate int) (steadyResult, error) {
 	r := steadyResult{Rate: rate, Clients: 4}
 	name := "steady-" + strconv.Itoa(rate)
-	s.log.printf("%s: %d single-row transactions/s for %s", name, rate, s.opts.duration)
+	args := pgbenchArgs{clients: 4, threads: 2, rate: rate, duration: s.opts.duration}
+	s.log.printf("%s floor: %d single-row transactions/s for %s, read by pg_recvlogical alone", name, rate, s.opts.duration)
+	var err error
+	if r.Floor, err = s.steadyFloor(ctx, name, args); err != nil {
+		return r, fmt.Errorf("floor: %w", err)
+	}
+	s.log.printf("%s floor: p50 %.2fms p99 %.2fms p99.9 %.2fms (%d commits)", name, r.Floor.P50MS, r.Floor.P99MS, r.Floor.P999MS, r.Floor.Received)
+	s.log.printf("%s: %d single-row transactions/s for %s, read by the daemon", name, rate, s.opts.duration)
 	u, err := s.withDaemon(ctx, name, nil, func(d *daemon, m *meter) error {
 		var err error
-		if r.Pgbench, r.flow, err = s.pgbenchFlow(ctx, m, name, pgbenchArgs{clients: 4, threads: 2, rate: rate, duration: s.opts.duration}); err != nil {
+		if r.Pgbench, r.flow, err = s.pgbenchFlow(ctx, m, name, args); err != nil {
 			return err
 		}
 		r.Daemon, err = d.scrapeMetrics(ctx)

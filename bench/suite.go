@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"time"
 )
 
 // suite runs the workloads against one set of servers.
@@ -70,11 +71,15 @@ func (s *suite) runWorkloads(ctx context.Context, rep *report) error {
 	return nil
 }
 
-// withDaemon runs fn against a daemon started for one workload, with a
+// withDaemon runs fn against a daemon started for one workload (after the
+// servers have settled), with a
 // meter that fn starts when its measured window begins (otherwise at once),
 // and, with -perf, a perf recording of the daemon. It returns the usage
 // from the meter's start to fn's return.
 func (s *suite) withDaemon(ctx context.Context, name string, env []string, fn func(d *daemon, m *meter) error) (u usage, err error) {
+	if err := s.srv.settle(ctx); err != nil {
+		return u, err
+	}
 	d, err := s.startDaemon(ctx, name, env...)
 	if err != nil {
 		return u, err
@@ -84,6 +89,9 @@ func (s *suite) withDaemon(ctx context.Context, name string, env []string, fn fu
 			err = fmt.Errorf("stop daemon: %w", stopErr)
 		}
 	}()
+	if err := s.waitCaughtUp(ctx, d); err != nil {
+		return u, err
+	}
 	m, err := s.newMeter(ctx, d)
 	if err != nil {
 		return u, err
@@ -103,4 +111,37 @@ func (s *suite) withDaemon(ctx context.Context, name string, env []string, fn fu
 		return u, fmt.Errorf("%s: the measured window never started", name)
 	}
 	return m.stop()
+}
+
+// waitCaughtUp waits until the daemon's slot has confirmed the WAL written
+// before it started (the settle step's VACUUM and CHECKPOINT, the last
+// workload's tail): a workload measured while the walsender still decodes
+// that backlog would charge its first transactions for it.
+func (s *suite) waitCaughtUp(ctx context.Context, d *daemon) error {
+	target, err := currentLSN(ctx, s.srv.dbURL)
+	if err != nil {
+		return err
+	}
+	sql := fmt.Sprintf("SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = '%s'", daemonSlot)
+	deadline := time.Now().Add(readyTimeout)
+	for {
+		v, err := queryValue(ctx, s.srv.dbURL, sql)
+		if err != nil {
+			return err
+		}
+		if lsn, err := parseLSN(v); err == nil && lsn >= target {
+			return nil
+		}
+		if err := d.alive(); err != nil {
+			return err
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("daemon's slot at %s, not caught up to %X/%X after %s", v, target>>32, uint32(target), readyTimeout)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }

@@ -30,6 +30,9 @@ func (s *suite) unthrottled(ctx context.Context) (unthrottledResult, error) {
 	r := unthrottledResult{Clients: 8}
 	args := pgbenchArgs{clients: 8, threads: 2, duration: s.opts.duration}
 	s.log.printf("unthrottled floor: pgbench, 8 clients, %s, read by pg_recvlogical alone", s.opts.duration)
+	if err := s.srv.settle(ctx); err != nil {
+		return r, err
+	}
 	var err error
 	if r.FloorPgbench, r.FloorLagSeconds, err = s.unthrottledFloor(ctx, args); err != nil {
 		return r, fmt.Errorf("floor: %w", err)
