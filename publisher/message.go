@@ -20,6 +20,13 @@ const TimeLayout = "2006-01-02T15:04:05.000000Z"
 
 // AppendMessage appends the JSON message of SPEC §6 for m to dst.
 func AppendMessage(dst []byte, m *router.Message, lsn cdc.LSN, xid uint32, commitTime time.Time) []byte {
+	return appendMessageTail(appendMessageHead(dst, m), lsn, xid, commitTime)
+}
+
+// appendMessageHead appends what is the message's own: everything before
+// the transaction's lsn, xid and commit_time (appendMessageTail), which the
+// messages of a transaction share and which is formatted once for them.
+func appendMessageHead(dst []byte, m *router.Message) []byte {
 	dst = append(dst, `{"v":1,"op":`...)
 	dst = appendJSONString(dst, m.Op.String())
 	dst = append(dst, `,"table":`...)
@@ -32,6 +39,11 @@ func AppendMessage(dst []byte, m *router.Message, lsn cdc.LSN, xid uint32, commi
 		dst = append(dst, `,"patterns":`...)
 		dst = appendJSONStrings(dst, m.Patterns)
 	}
+	return dst
+}
+
+// appendMessageTail closes a message with its transaction's fields.
+func appendMessageTail(dst []byte, lsn cdc.LSN, xid uint32, commitTime time.Time) []byte {
 	dst = append(dst, `,"lsn":"`...)
 	dst = appendLSN(dst, lsn)
 	dst = append(dst, `","xid":`...)

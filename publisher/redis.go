@@ -41,6 +41,7 @@ type Publisher struct {
 	cfg  Config
 	buf  []byte // scratch
 	buf2 []byte // scratch
+	tail []byte // the messages' tail of the transaction being published
 	args arena  // the arguments of the commands of the Apply in progress
 }
 
@@ -134,11 +135,14 @@ func (p *Publisher) apply(ctx context.Context, batch []Applied) (Stats, error) {
 	args.reset()
 	for _, c := range batch {
 		res := c.Txn.Result()
+		if len(res.Messages) > 0 {
+			p.tail = appendMessageTail(p.tail[:0], c.CommitLSN, c.Xid, c.CommitTime)
+		}
 		for i := range res.Messages {
 			m := &res.Messages[i]
 			p.buf = append(append(p.buf[:0], p.cfg.ChannelPrefix...), m.Channel...)
 			channel := args.copy(p.buf)
-			p.buf = AppendMessage(p.buf[:0], m, c.CommitLSN, c.Xid, c.CommitTime)
+			p.buf = append(appendMessageHead(p.buf[:0], m), p.tail...)
 			payload := args.copy(p.buf)
 			if p.cfg.Sharded {
 				pl.pipe.SPublish(ctx, string(channel), payload)
@@ -344,7 +348,8 @@ const journalMaxMessages = 1000
 
 // journalValues is the journal entry of one transaction: positions, what
 // was deleted, and the messages as published (so that replay can re-send
-// them verbatim). Short values are carved from args.
+// them verbatim). Short values are carved from args; p.tail holds the
+// transaction's message tail (apply formats it before the messages).
 func (p *Publisher) journalValues(args *arena, c Applied) []any {
 	res := c.Txn.Result()
 	p.buf = appendLSN(p.buf[:0], c.CommitLSN)
@@ -383,7 +388,7 @@ func (p *Publisher) journalValues(args *arena, c Applied) []any {
 			if i > 0 {
 				p.buf = append(p.buf, ',')
 			}
-			p.buf = AppendMessage(p.buf, &res.Messages[i], c.CommitLSN, c.Xid, c.CommitTime)
+			p.buf = append(appendMessageHead(p.buf, &res.Messages[i]), p.tail...)
 		}
 	}
 	p.buf = append(p.buf, ']')
