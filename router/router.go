@@ -1,6 +1,7 @@
 package router
 
 import (
+	"hash/maphash"
 	"slices"
 	"strings"
 	"sync"
@@ -35,6 +36,8 @@ type Router struct {
 	subjects      bool   // render NATS subjects
 	subjectPrefix string // the channel prefix as NATS subject tokens
 
+	seed maphash.Seed // of the transactions' key and channel indexes
+
 	mu       sync.Mutex
 	bindings map[*cdc.Relation][]*boundRule
 	warned   map[*Rule]bool
@@ -53,6 +56,7 @@ func New(rules *Rules, maxKeys int, obs Observer) *Router {
 		maxKeys:       maxKeys,
 		obs:           obs,
 		keyPrefix:     rules.KeyPrefix,
+		seed:          maphash.MakeSeed(),
 		patternPrefix: string(AppendGlobEscaped(nil, rules.KeyPrefix)),
 		bindings:      map[*cdc.Relation][]*boundRule{},
 		warned:        map[*Rule]bool{},

@@ -1,6 +1,7 @@
 package router
 
 import (
+	"hash/maphash"
 	"slices"
 
 	"github.com/cachewire/invalidator/cdc"
@@ -67,12 +68,12 @@ type Txn struct {
 }
 
 type part struct {
-	keys     map[string]int32 // key -> its index in keyList
+	keys     index // finds a key's index in keyList
 	keyList  []string
 	keyMsg   []int32 // per key: the message it was last listed in (-1: none)
 	patterns map[string]struct{}
 	patList  []string
-	msgIdx   map[string]int32
+	msgIdx   index // finds a channel's index in msgs
 	msgs     []Message
 	wide     map[*Rule]*wideState
 	changes  int
@@ -253,7 +254,7 @@ func (t *Txn) addRow(p *part, br *boundRule, row cdc.Tuple, op cdc.Op) {
 			return
 		}
 		if ok {
-			if p.findMsg(t.buf) < 0 && t.overBudget() {
+			if p.findMsg(t.rt.seed, t.buf) < 0 && t.overBudget() {
 				t.addWide(p, br, row, op, false)
 				return
 			}
@@ -268,7 +269,7 @@ func (t *Txn) addRow(p *part, br *boundRule, row cdc.Tuple, op cdc.Op) {
 		if !ok {
 			continue
 		}
-		if ki := p.findKey(t.buf); ki >= 0 {
+		if ki := p.findKey(t.rt.seed, t.buf); ki >= 0 {
 			// a key listed by another message in between: list it here too,
 			// unless this message has it already (rare: keys shared by entities)
 			if msg >= 0 && p.keyMsg[ki] != msg && !slices.Contains(p.msgs[msg].Keys, p.keyList[ki]) {
@@ -281,7 +282,7 @@ func (t *Txn) addRow(p *part, br *boundRule, row cdc.Tuple, op cdc.Op) {
 			t.addWide(p, br, row, op, false)
 			return
 		}
-		ki := p.addKey(string(t.buf), msg)
+		ki := p.addKey(t.rt.seed, string(t.buf), msg)
 		t.budget++
 		if msg >= 0 {
 			if m := &p.msgs[msg]; len(m.Keys) == 0 {
@@ -380,7 +381,7 @@ func (t *Txn) addPattern(p *part, msg int32) {
 // message's subject is rendered from bt and row in the same (wide) form.
 func (p *part) message(t *Txn, op cdc.Op, br *boundRule, row cdc.Tuple, wide, all, partial bool) int32 {
 	r := br.r
-	if i := p.findMsg(t.buf); i >= 0 {
+	if i := p.findMsg(t.rt.seed, t.buf); i >= 0 {
 		m := &p.msgs[i]
 		m.Op, m.Rule, m.Table = op, r.Name, r.Table
 		return i
@@ -393,70 +394,29 @@ func (p *part) message(t *Txn, op cdc.Op, br *boundRule, row cdc.Tuple, wide, al
 	}
 	i := int32(len(p.msgs))
 	p.msgs = grow(p.msgs, m)
-	if p.msgIdx != nil {
-		p.msgIdx[channel] = i
-	} else if len(p.msgs) > linearMax {
-		p.msgIdx = make(map[string]int32, 2*linearMax)
-		for j := range p.msgs {
-			p.msgIdx[p.msgs[j].Channel] = int32(j)
-		}
-	}
+	p.msgIdx.add(t.rt.seed, channel, i, len(p.msgs), func(i int32) string { return p.msgs[i].Channel })
 	t.budget++
 	return i
 }
 
-// linearMax is how many keys or messages a part looks up by scanning its
-// list before it indexes them in a map: most transactions touch a row or
-// two, and a map per transaction would cost more than it saves.
-const linearMax = 8
-
 // findKey returns the index of key b in the key list, or -1.
-func (p *part) findKey(b []byte) int32 {
-	if p.keys != nil {
-		if i, ok := p.keys[string(b)]; ok {
-			return i
-		}
-		return -1
-	}
-	for i, k := range p.keyList {
-		if k == string(b) {
-			return int32(i)
-		}
-	}
-	return -1
+func (p *part) findKey(seed maphash.Seed, b []byte) int32 {
+	return p.keys.find(seed, b, len(p.keyList), func(i int32) string { return p.keyList[i] })
 }
 
 // addKey appends a new key, listed by message msg (-1: none), and returns
 // its index.
-func (p *part) addKey(key string, msg int32) int32 {
+func (p *part) addKey(seed maphash.Seed, key string, msg int32) int32 {
 	i := int32(len(p.keyList))
 	p.keyList = grow(p.keyList, key)
 	p.keyMsg = grow(p.keyMsg, msg)
-	if p.keys != nil {
-		p.keys[key] = i
-	} else if len(p.keyList) > linearMax {
-		p.keys = make(map[string]int32, 2*linearMax)
-		for j, k := range p.keyList {
-			p.keys[k] = int32(j)
-		}
-	}
+	p.keys.add(seed, key, i, len(p.keyList), func(i int32) string { return p.keyList[i] })
 	return i
 }
 
 // findMsg returns the index of the message for channel b, or -1.
-func (p *part) findMsg(b []byte) int32 {
-	if p.msgIdx != nil {
-		if i, ok := p.msgIdx[string(b)]; ok {
-			return i
-		}
-		return -1
-	}
-	for i := range p.msgs {
-		if p.msgs[i].Channel == string(b) {
-			return int32(i)
-		}
-	}
-	return -1
+func (p *part) findMsg(seed maphash.Seed, b []byte) int32 {
+	return p.msgIdx.find(seed, b, len(p.msgs), func(i int32) string { return p.msgs[i].Channel })
 }
 
 // grow appends v, doubling the capacity when it is full: a transaction's
@@ -571,12 +531,9 @@ func (t *Txn) Result() *Result {
 	}
 	wide(&t.main)
 	if len(t.subs) > 0 {
-		keys := t.main.keys
-		if keys == nil {
-			keys = make(map[string]int32, len(t.main.keyList))
-			for i, k := range t.main.keyList {
-				keys[k] = int32(i)
-			}
+		keys := make(map[string]int32, len(t.main.keyList))
+		for i, k := range t.main.keyList {
+			keys[k] = int32(i)
 		}
 		pats := t.main.patterns
 		if pats == nil {
