@@ -118,7 +118,10 @@ func (p *Publisher) apply(ctx context.Context, batch []Applied) (Stats, error) {
 		}
 	}
 
-	pl := &pipeline{pipe: p.rdb.Pipeline(), max: maxPipeline}
+	// the commands' arguments; the previous Apply's pipeline is done with them
+	args := &p.args
+	args.reset()
+	pl := &pipeline{pipe: p.rdb.Pipeline(), max: maxPipeline, args: args}
 	if err := p.queueUnlinks(ctx, pl, batch); err != nil {
 		return st, err
 	}
@@ -130,9 +133,6 @@ func (p *Publisher) apply(ctx context.Context, batch []Applied) (Stats, error) {
 			return st, err
 		}
 	}
-	// the commands' arguments; the previous Apply's pipeline is done with them
-	args := &p.args
-	args.reset()
 	for _, c := range batch {
 		res := c.Txn.Result()
 		if len(res.Messages) > 0 {
@@ -181,6 +181,9 @@ type pipeline struct {
 	max     int
 	unlinks []*redis.IntCmd
 	deleted int64
+	// args holds the queued commands' arguments; it is reset once they are
+	// sent, so that a huge batch holds one round trip's arguments at a time
+	args *arena
 }
 
 func (pl *pipeline) maybeExec(ctx context.Context) error {
@@ -195,6 +198,9 @@ func (pl *pipeline) exec(ctx context.Context) error {
 		return nil
 	}
 	cmds, err := pl.pipe.Exec(ctx)
+	if pl.args != nil {
+		pl.args.reset() // Exec has written every queued command
+	}
 	if err != nil {
 		return fmt.Errorf("redis pipeline: %w", err)
 	}
