@@ -140,14 +140,13 @@ func (p *Publisher) apply(ctx context.Context, batch []Applied) (Stats, error) {
 		}
 		for i := range res.Messages {
 			m := &res.Messages[i]
-			p.buf = append(append(p.buf[:0], p.cfg.ChannelPrefix...), m.Channel...)
-			channel := args.copy(p.buf)
+			channel := p.cfg.ChannelPrefix + m.Channel // a string: cluster routing hashes it
 			p.buf = append(appendMessageHead(p.buf[:0], m), p.tail...)
 			payload := args.copy(p.buf)
 			if p.cfg.Sharded {
-				pl.pipe.SPublish(ctx, string(channel), payload)
+				pl.pipe.SPublish(ctx, channel, payload)
 			} else {
-				pl.pipe.Publish(ctx, string(channel), payload)
+				pl.pipe.Publish(ctx, channel, payload)
 			}
 			st.Messages++
 			if err := pl.maybeExec(ctx); err != nil {
