@@ -83,18 +83,12 @@ func NewApplier(pub *Publisher, in <-chan Applied, conf Confirmer, obs Observer,
 func (a *Applier) Run(ctx context.Context) error {
 	var pace pacer
 	for {
-		if wait := pace.wait(time.Now()); wait > 0 {
-			// Under load, let the next batch gather for a moment instead
-			// of waking for every few transactions: each batch costs a
-			// round trip and several thread wake-ups whatever its size,
-			// and on a busy machine that CPU is taken from PostgreSQL.
-			t := time.NewTimer(wait)
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				return ctx.Err()
-			case <-t.C:
-			}
+		// Under load, let the next batch gather for a moment instead of
+		// waking for every few transactions: each batch costs a round trip
+		// and several thread wake-ups whatever its size, and on a busy
+		// machine that CPU is taken from PostgreSQL.
+		if err := sleep(ctx, pace.wait(time.Now())); err != nil {
+			return err
 		}
 		var first Applied
 		var ok bool
@@ -262,14 +256,24 @@ func (a *Applier) retry(ctx context.Context, sink string, stage func(context.Con
 				zap.Stringer("lsn", a.batch[0].CommitLSN))
 			lastLog = time.Now()
 		}
-		wait := backoff/2 + rand.N(backoff/2+1)
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return ctx.Err()
-		case <-t.C:
+		if err := sleep(ctx, backoff/2+rand.N(backoff/2+1)); err != nil {
+			return err
 		}
 		backoff = min(backoff*2, a.cfg.MaxBackoff)
+	}
+}
+
+// sleep waits for d (nothing when d <= 0) or until ctx ends.
+func sleep(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
 	}
 }
