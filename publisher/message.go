@@ -85,12 +85,17 @@ func appendHexUpper(dst []byte, v uint32) []byte {
 }
 
 func appendJSONStrings(dst []byte, ss []string) []byte {
+	return appendJSONArray(dst, len(ss), func(i int) string { return ss[i] })
+}
+
+// appendJSONArray appends the JSON array of the n strings at(0)…at(n-1).
+func appendJSONArray(dst []byte, n int, at func(int) string) []byte {
 	dst = append(dst, '[')
-	for i, s := range ss {
+	for i := range n {
 		if i > 0 {
 			dst = append(dst, ',')
 		}
-		dst = appendJSONString(dst, s)
+		dst = appendJSONString(dst, at(i))
 	}
 	return append(dst, ']')
 }

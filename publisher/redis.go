@@ -41,7 +41,7 @@ type Publisher struct {
 	cfg  Config
 	buf  []byte // scratch
 	buf2 []byte // scratch
-	tail []byte // the messages' tail of the transaction being published
+	tail []byte // scratch: the message tail of the transaction being published
 	args arena  // the arguments of the commands of the Apply in progress
 }
 
@@ -158,7 +158,7 @@ func (p *Publisher) apply(ctx context.Context, batch []Applied) (Stats, error) {
 				Stream: JournalKey(p.cfg.ChannelPrefix),
 				MaxLen: p.cfg.JournalMaxLen,
 				Approx: true,
-				Values: p.journalValues(args, c),
+				Values: p.journalValues(args, c, p.tail),
 			})
 		}
 	}
@@ -353,9 +353,9 @@ const journalMaxMessages = 1000
 
 // journalValues is the journal entry of one transaction: positions, what
 // was deleted, and the messages as published (so that replay can re-send
-// them verbatim). Short values are carved from args; p.tail holds the
-// transaction's message tail (apply formats it before the messages).
-func (p *Publisher) journalValues(args *arena, c Applied) []any {
+// them verbatim); tail is the transaction's message tail. Short values are
+// carved from args.
+func (p *Publisher) journalValues(args *arena, c Applied, tail []byte) []any {
 	res := c.Txn.Result()
 	p.buf = appendLSN(p.buf[:0], c.CommitLSN)
 	lsn := args.copy(p.buf)
@@ -363,27 +363,6 @@ func (p *Publisher) journalValues(args *arena, c Applied) []any {
 	endLSN := args.copy(p.buf)
 	p.buf = c.CommitTime.UTC().AppendFormat(p.buf[:0], TimeLayout)
 	commitTime := args.copy(p.buf)
-
-	n := 2
-	for i := range res.Messages {
-		n += len(res.Messages[i].Channel) + 3
-	}
-	channels := p.buf2[:0]
-	if n > arenaBlock/4 {
-		channels = make([]byte, 0, n) // a huge transaction's: its own
-	}
-	channels = append(channels, '[')
-	for i := range res.Messages {
-		if i > 0 {
-			channels = append(channels, ',')
-		}
-		channels = appendJSONString(channels, res.Messages[i].Channel)
-	}
-	channels = append(channels, ']')
-	if n <= arenaBlock/4 {
-		p.buf2 = channels
-		channels = args.copy(channels)
-	}
 	// The messages as published, so that replay re-sends them verbatim;
 	// left out of huge transactions (replay then re-applies the deletes and
 	// sends one message per channel rebuilt from the channel list).
@@ -393,7 +372,7 @@ func (p *Publisher) journalValues(args *arena, c Applied) []any {
 			if i > 0 {
 				p.buf = append(p.buf, ',')
 			}
-			p.buf = append(appendMessageHead(p.buf, &res.Messages[i]), p.tail...)
+			p.buf = append(appendMessageHead(p.buf, &res.Messages[i]), tail...)
 		}
 	}
 	p.buf = append(p.buf, ']')
@@ -402,25 +381,31 @@ func (p *Publisher) journalValues(args *arena, c Applied) []any {
 		"end_lsn", endLSN,
 		"xid", c.Xid,
 		"commit_time", commitTime,
-		"keys", jsonStrings(args, &p.buf2, res.Keys),
-		"patterns", jsonStrings(args, &p.buf2, res.Patterns),
-		"channels", channels,
+		"keys", p.jsonArray(args, len(res.Keys), func(i int) string { return res.Keys[i] }),
+		"patterns", p.jsonArray(args, len(res.Patterns), func(i int) string { return res.Patterns[i] }),
+		"channels", p.jsonArray(args, len(res.Messages), func(i int) string { return res.Messages[i].Channel }),
 		"messages", args.copy(p.buf),
 	}
 }
 
-// jsonStrings is ss as a JSON array: carved from args when short, else in
-// an allocation of its own size.
-func jsonStrings(args *arena, scratch *[]byte, ss []string) []byte {
-	if len(ss) <= 16 {
-		*scratch = appendJSONStrings((*scratch)[:0], ss)
-		return args.copy(*scratch)
+// jsonArray is the JSON array of the n strings at(0)…at(n-1): carved from
+// args when short, else (a huge transaction's) in an allocation of its own
+// size, not left behind in a scratch buffer.
+func (p *Publisher) jsonArray(args *arena, n int, at func(int) string) []byte {
+	size := 2
+	for i := range n {
+		size += len(at(i)) + 3
 	}
-	n := 2
-	for _, s := range ss {
-		n += len(s) + 3
+	dst := p.buf2[:0]
+	if size > arenaBlock/4 {
+		dst = make([]byte, 0, size)
 	}
-	return appendJSONStrings(make([]byte, 0, n), ss)
+	dst = appendJSONArray(dst, n, at)
+	if size > arenaBlock/4 {
+		return dst
+	}
+	p.buf2 = dst
+	return args.copy(dst)
 }
 
 // Heartbeat publishes the heartbeat message.
