@@ -90,27 +90,11 @@ func (s *suite) startFloor(ctx context.Context) (*floor, error) {
 		defer out.Close()
 		f.watch(out)
 	}()
-	// streaming once the slot is active
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		active, err := queryValue(ctx, s.srv.dbURL, fmt.Sprintf("SELECT active FROM pg_replication_slots WHERE slot_name = '%s'", floorSlot))
-		if err == nil && active == "t" {
-			return f, nil
-		}
-		select {
-		case <-f.exited:
-			_ = f.stop(ctx, s.srv.dbURL)
-			return nil, fmt.Errorf("pg_recvlogical exited: %s", tailFile(stderrPath, 10))
-		case <-ctx.Done():
-			_ = f.stop(ctx, s.srv.dbURL)
-			return nil, ctx.Err()
-		case <-time.After(10 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			_ = f.stop(ctx, s.srv.dbURL)
-			return nil, fmt.Errorf("pg_recvlogical not streaming after 30s: %s", tailFile(stderrPath, 10))
-		}
+	if err := waitSlotActive(ctx, s.srv.dbURL, floorSlot, f.exited, stderrPath); err != nil {
+		_ = f.stop(ctx, s.srv.dbURL)
+		return nil, err
 	}
+	return f, nil
 }
 
 // pgRecvlogical finds the binary of the Debian postgresql-client package.
@@ -188,16 +172,5 @@ func (f *floor) stop(ctx context.Context, dbURL string) error {
 		_ = f.cmd.Process.Kill()
 		<-f.exited
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		_, err := query(ctx, dbURL, fmt.Sprintf(
-			"SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = '%s'", floorSlot))
-		if err == nil {
-			return nil
-		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			return fmt.Errorf("drop floor slot: %w", err)
-		}
-		time.Sleep(50 * time.Millisecond) // the walsender is still releasing the slot
-	}
+	return dropSlot(ctx, dbURL, floorSlot)
 }

@@ -41,8 +41,8 @@ func (s *suite) steadyFloor(ctx context.Context, name string, args pgbenchArgs) 
 		return fl, fmt.Errorf("create latency floor slot: %w", err)
 	}
 	defer func() {
-		if _, dropErr := query(context.WithoutCancel(ctx), s.srv.dbURL, dropSlotSQL(latencyFloorSlot)); dropErr != nil && err == nil {
-			err = fmt.Errorf("drop latency floor slot: %w", dropErr)
+		if dropErr := dropSlot(context.WithoutCancel(ctx), s.srv.dbURL, latencyFloorSlot); dropErr != nil && err == nil {
+			err = dropErr
 		}
 	}()
 	bin, err := pgRecvlogical()
@@ -135,8 +135,24 @@ func (s *suite) steadyFloor(ctx context.Context, name string, args pgbenchArgs) 
 	return fl, nil
 }
 
-func dropSlotSQL(slot string) string {
-	return fmt.Sprintf("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = '%s'", slot)
+// dropSlot drops slot, retrying while its walsender, just stopped, still
+// holds it.
+func dropSlot(ctx context.Context, dbURL, slot string) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		_, err := query(ctx, dbURL, fmt.Sprintf(
+			"SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = '%s'", slot))
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("drop slot %s: %w", slot, err)
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }
 
 // waitSlotActive waits until pg_recvlogical streams from slot.
