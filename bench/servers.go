@@ -10,6 +10,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/cachewire/invalidator/internal/benchrules"
 	"github.com/cachewire/invalidator/internal/testsrv"
 )
 
@@ -24,18 +25,6 @@ const (
 	daemonPublication = "invalidator_bench"
 	channelPrefix     = "cache:invalidate:"
 )
-
-// rulesYAML is the bench rules file: one key template and one channel per
-// row of shards; the wide form keeps the tenant.
-const rulesYAML = `version: 1
-channel_prefix: "cache:invalidate:"
-rules:
-  - name: shard-structured
-    table: public.shards
-    keys: ["tenant:{tenant_id}:shard:{id}:structured"]
-    channel: "shard:{tenant_id}:{id}"
-    scope: [tenant_id]
-`
 
 // shardKey is the key the rule renders for a row.
 func shardKey(tenant, id int) string {
@@ -73,7 +62,7 @@ func startServers(ctx context.Context, dir string, o options) (_ *servers, err e
 			s.close(nil)
 		}
 	}()
-	if err := os.WriteFile(s.rules, []byte(rulesYAML), 0o644); err != nil {
+	if err := os.WriteFile(s.rules, []byte(benchrules.YAML), 0o644); err != nil {
 		return nil, fmt.Errorf("write rules: %w", err)
 	}
 	if s.pg, err = testsrv.NewPostgres(); err != nil {

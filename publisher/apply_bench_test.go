@@ -7,20 +7,11 @@ import (
 	"time"
 
 	"github.com/cachewire/invalidator/cdc"
+	"github.com/cachewire/invalidator/internal/benchrules"
 	"github.com/cachewire/invalidator/internal/testsrv"
 	"github.com/cachewire/invalidator/publisher"
 	"github.com/cachewire/invalidator/router"
 )
-
-const applyBenchRules = `version: 1
-channel_prefix: "cache:invalidate:"
-rules:
-  - name: shard-structured
-    table: public.shards
-    keys: ["tenant:{tenant_id}:shard:{id}:structured"]
-    channel: "shard:{tenant_id}:{id}"
-    scope: [tenant_id]
-`
 
 // BenchmarkApply measures rendering and applying to a real redis-server
 // (appendonly off, as a cache runs): the in-process part of the bulk and
@@ -35,7 +26,7 @@ func BenchmarkApply(b *testing.B) {
 	}
 	b.Cleanup(func() { _ = srv.Close() })
 	rdb := srv.Client(b)
-	rules, err := router.ParseRules("bench.yaml", []byte(applyBenchRules))
+	rules, err := router.ParseRules("bench.yaml", []byte(benchrules.YAML))
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -6,20 +6,9 @@ import (
 	"testing"
 
 	"github.com/cachewire/invalidator/cdc"
+	"github.com/cachewire/invalidator/internal/benchrules"
 	"github.com/cachewire/invalidator/router"
 )
-
-// benchRules is the bench suite's rules file: one key and one channel per
-// row of public.shards.
-const benchRules = `version: 1
-channel_prefix: "cache:invalidate:"
-rules:
-  - name: shard-structured
-    table: public.shards
-    keys: ["tenant:{tenant_id}:shard:{id}:structured"]
-    channel: "shard:{tenant_id}:{id}"
-    scope: [tenant_id]
-`
 
 // benchShards decodes the Relation message of
 // public.shards(tenant_id key, id key, payload), as the daemon gets it.
@@ -52,7 +41,7 @@ func benchShards(b *testing.B) *cdc.Relation {
 
 func benchRouter(b *testing.B, maxKeys int) *router.Router {
 	b.Helper()
-	rules, err := router.ParseRules("bench.yaml", []byte(benchRules))
+	rules, err := router.ParseRules("bench.yaml", []byte(benchrules.YAML))
 	if err != nil {
 		b.Fatal(err)
 	}
