@@ -44,20 +44,20 @@ func (s *NATSSink) Publish(ctx context.Context, batch []Applied) (int, error) {
 	s.futures = s.futures[:0]
 	for _, c := range batch {
 		res := c.Txn.Result()
-		for i := range res.Messages {
-			m := &res.Messages[i]
+		for i := range res.NumMessages() {
+			m := res.Message(i)
 			if m.Subject == "" {
 				continue
 			}
 			if s.js == nil {
 				// core publish copies the payload into the connection's buffer
-				s.buf = AppendMessage(s.buf[:0], m, c.CommitLSN, c.Xid, c.CommitTime)
+				s.buf = AppendMessage(s.buf[:0], &m, c.CommitLSN, c.Xid, c.CommitTime)
 				if err := s.nc.Publish(m.Subject, s.buf); err != nil {
 					return n, fmt.Errorf("nats publish %s: %w", m.Subject, err)
 				}
 			} else {
 				// an async publish may be retried by the client: its own payload
-				payload := AppendMessage(nil, m, c.CommitLSN, c.Xid, c.CommitTime)
+				payload := AppendMessage(nil, &m, c.CommitLSN, c.Xid, c.CommitTime)
 				msg := &nats.Msg{Subject: m.Subject, Data: payload, Header: nats.Header{}}
 				f, err := s.js.PublishMsgAsync(msg, jetstream.WithMsgID(MsgID(s.slot, c.CommitLSN, m.Subject)))
 				if err != nil {

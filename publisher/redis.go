@@ -135,13 +135,13 @@ func (p *Publisher) apply(ctx context.Context, batch []Applied) (Stats, error) {
 	}
 	for _, c := range batch {
 		res := c.Txn.Result()
-		if len(res.Messages) > 0 {
+		if res.NumMessages() > 0 {
 			p.tail = appendMessageTail(p.tail[:0], c.CommitLSN, c.Xid, c.CommitTime)
 		}
-		for i := range res.Messages {
-			m := &res.Messages[i]
+		for i := range res.NumMessages() {
+			m := res.Message(i)
 			channel := p.cfg.ChannelPrefix + m.Channel // a string: cluster routing hashes it
-			p.buf = append(appendMessageHead(p.buf[:0], m), p.tail...)
+			p.buf = append(appendMessageHead(p.buf[:0], &m), p.tail...)
 			payload := args.copy(p.buf)
 			if p.cfg.Sharded {
 				pl.pipe.SPublish(ctx, channel, payload)
@@ -367,12 +367,13 @@ func (p *Publisher) journalValues(args *arena, c Applied, tail []byte) []any {
 	// left out of huge transactions (replay then re-applies the deletes and
 	// sends one message per channel rebuilt from the channel list).
 	p.buf = append(p.buf[:0], '[')
-	if len(res.Messages) <= journalMaxMessages {
-		for i := range res.Messages {
+	if res.NumMessages() <= journalMaxMessages {
+		for i := range res.NumMessages() {
 			if i > 0 {
 				p.buf = append(p.buf, ',')
 			}
-			p.buf = append(appendMessageHead(p.buf, &res.Messages[i]), tail...)
+			m := res.Message(i)
+			p.buf = append(appendMessageHead(p.buf, &m), tail...)
 		}
 	}
 	p.buf = append(p.buf, ']')
@@ -383,7 +384,7 @@ func (p *Publisher) journalValues(args *arena, c Applied, tail []byte) []any {
 		"commit_time", commitTime,
 		"keys", p.jsonArray(args, len(res.Keys), func(i int) string { return res.Keys[i] }),
 		"patterns", p.jsonArray(args, len(res.Patterns), func(i int) string { return res.Patterns[i] }),
-		"channels", p.jsonArray(args, len(res.Messages), func(i int) string { return res.Messages[i].Channel }),
+		"channels", p.jsonArray(args, res.NumMessages(), res.Channel),
 		"messages", args.copy(p.buf),
 	}
 }

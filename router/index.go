@@ -3,71 +3,83 @@ package router
 import "hash/maphash"
 
 // index finds the position of a string in one of a part's lists (its keys,
-// its messages' channels). Up to linearMax entries it scans the list; past
-// that it maps each string's hash to its position: a map without pointers,
-// which the garbage collector never scans and which is half the size of a
-// map keyed by the strings. A string whose hash another one already has (a
-// 64-bit collision: practically never) is kept in a second map by itself.
+// its messages' channels), the strings being in the transaction's strs. Up
+// to linearMax entries it scans the list; past that it is an open-addressing
+// table of 8 bytes a slot, holding the high 32 bits of each string's hash
+// and its position: no pointers for the garbage collector, about a third of
+// the memory of a Go map, and growing needs no string re-hashed.
 type index struct {
-	byHash   map[uint64]int32
-	collided map[string]int32
+	slots []uint64 // hash<<32 | position+1; 0: empty
+	n     int
 }
 
 // linearMax is how many entries a list is scanned for before it is
-// indexed: most transactions touch a row or two, and a map per transaction
-// would cost more than it saves.
+// indexed: most transactions touch a row or two, and a table per
+// transaction would cost more than it saves.
 const linearMax = 8
 
-// find returns the position of b in a list of n strings, at(i) being the
-// i-th, or -1.
-func (x *index) find(seed maphash.Seed, b []byte, n int, at func(int32) string) int32 {
-	if x.byHash == nil {
+// find returns the position of b in a list of n strings whose i-th is at
+// ref(i), or -1; and b's hash, which add takes.
+func (x *index) find(seed maphash.Seed, s *strs, b []byte, n int, ref func(int32) sref) (int32, uint32) {
+	if x.slots == nil {
 		for i := range int32(n) {
-			if at(i) == string(b) {
-				return i
+			if s.equal(ref(i), b) {
+				return i, 0
 			}
 		}
-		return -1
+		return -1, 0
 	}
-	return x.findHash(maphash.Bytes(seed, b), b, at)
+	h := uint32(maphash.Bytes(seed, b) >> 32)
+	return x.lookup(h, s, b, ref), h
 }
 
-func (x *index) findHash(h uint64, b []byte, at func(int32) string) int32 {
-	i, ok := x.byHash[h]
-	if !ok {
-		return -1
+// lookup finds b, whose hash is h, in the table.
+func (x *index) lookup(h uint32, s *strs, b []byte, ref func(int32) sref) int32 {
+	mask := uint32(len(x.slots) - 1)
+	for i := h & mask; ; i = (i + 1) & mask {
+		v := x.slots[i]
+		if v == 0 {
+			return -1
+		}
+		if uint32(v>>32) == h {
+			if pos := int32(uint32(v) - 1); s.equal(ref(pos), b) {
+				return pos
+			}
+		}
 	}
-	if at(i) == string(b) {
-		return i
-	}
-	if j, ok := x.collided[string(b)]; ok {
-		return j
-	}
-	return -1
 }
 
-// add records that s, new, is at position i of a list now n long.
-func (x *index) add(seed maphash.Seed, s string, i int32, n int, at func(int32) string) {
-	if x.byHash == nil {
+// add records that the string at position i, which find did not find and
+// hashed to h, is new; the list is now n long.
+func (x *index) add(seed maphash.Seed, s *strs, i int32, h uint32, n int, ref func(int32) sref) {
+	if x.slots == nil {
 		if n <= linearMax {
 			return
 		}
-		x.byHash = make(map[uint64]int32, 2*n)
+		x.slots = make([]uint64, 4*linearMax)
 		for j := range int32(n) {
-			x.addHash(maphash.String(seed, at(j)), at(j), j)
+			x.insert(uint32(s.hash(seed, ref(j))>>32), j)
 		}
 		return
 	}
-	x.addHash(maphash.String(seed, s), s, i)
+	if (x.n+1)*8 > len(x.slots)*7 { // at most 7/8 full
+		old := x.slots
+		x.slots, x.n = make([]uint64, 2*len(old)), 0
+		for _, v := range old {
+			if v != 0 {
+				x.insert(uint32(v>>32), int32(uint32(v)-1))
+			}
+		}
+	}
+	x.insert(h, i)
 }
 
-func (x *index) addHash(h uint64, s string, i int32) {
-	if _, taken := x.byHash[h]; taken {
-		if x.collided == nil {
-			x.collided = map[string]int32{}
-		}
-		x.collided[s] = i
-		return
+func (x *index) insert(h uint32, pos int32) {
+	mask := uint32(len(x.slots) - 1)
+	i := h & mask
+	for x.slots[i] != 0 {
+		i = (i + 1) & mask
 	}
-	x.byHash[h] = i
+	x.slots[i] = uint64(h)<<32 | uint64(uint32(pos)+1)
+	x.n++
 }

@@ -37,6 +37,9 @@ type Router struct {
 	subjectPrefix string // the channel prefix as NATS subject tokens
 
 	seed maphash.Seed // of the transactions' key and channel indexes
+	// the rules' table and name, as messages refer to them
+	names  []ruleName
+	nameOf map[*Rule]int32
 
 	mu       sync.Mutex
 	bindings map[*cdc.Relation][]*boundRule
@@ -62,8 +65,11 @@ func New(rules *Rules, maxKeys int, obs Observer) *Router {
 		warned:        map[*Rule]bool{},
 		noRule:        map[*cdc.Relation]bool{},
 	}
-	for _, r := range rules.Rules {
+	rt.nameOf = make(map[*Rule]int32, len(rules.Rules))
+	for i, r := range rules.Rules {
 		rt.byTable[r.Table] = append(rt.byTable[r.Table], r)
+		rt.names = append(rt.names, ruleName{r.Table, r.Name})
+		rt.nameOf[r] = int32(i)
 	}
 	return rt
 }
@@ -92,6 +98,7 @@ func (rt *Router) Rules() *Rules { return rt.rules }
 // boundRule is a rule resolved against one relation description.
 type boundRule struct {
 	r        *Rule
+	name     int32 // r in Router.names
 	keys     []boundTemplate
 	patterns []boundTemplate
 	channel  *boundTemplate
@@ -125,7 +132,9 @@ func (rt *Router) bind(rel *cdc.Relation) []*boundRule {
 	}
 	var out []*boundRule
 	for _, r := range rt.byTable[rel.QualifiedName()] {
-		out = append(out, bindRule(r, rel.ColumnIndex, func(c int) bool { return c >= 0 && rel.Columns[c].Key }, r.Scope))
+		br := bindRule(r, rel.ColumnIndex, func(c int) bool { return c >= 0 && rel.Columns[c].Key }, r.Scope)
+		br.name = rt.nameOf[r]
+		out = append(out, br)
 	}
 	rt.bindings[rel] = out
 	return out
@@ -206,6 +215,7 @@ func (rt *Router) Wide(values map[string]string, op cdc.Op) *Result {
 			continue
 		}
 		br := bindRule(r, colIndex, func(int) bool { return false }, names)
+		br.name = rt.nameOf[r]
 		if len(values) > 0 {
 			// a template without the given columns would flush every
 			// value of it, for every tenant: leave it out

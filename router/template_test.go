@@ -409,7 +409,7 @@ func TestRouter_Wide(t *testing.T) {
 			}
 			wantStrings(t, "Patterns", res.Patterns, tt.patterns)
 			wantStrings(t, "channels", channels(res), tt.channels)
-			for _, m := range res.Messages {
+			for _, m := range res.Messages() {
 				if m.Op != cdc.OpDelete {
 					t.Errorf("message %s op %s, want delete", m.Channel, m.Op)
 				}

@@ -1,7 +1,6 @@
 package router
 
 import (
-	"hash/maphash"
 	"slices"
 
 	"github.com/cachewire/invalidator/cdc"
@@ -21,15 +20,121 @@ type Message struct {
 }
 
 // Result is what one committed transaction invalidates.
+//
+// Its messages are kept compact, without a pointer each (a transaction may
+// have a million): read them with NumMessages and Message, which returns
+// a view into the Result without allocating.
 type Result struct {
 	Keys     []string // exact keys, key prefix included, de-duplicated
 	Patterns []string // MATCH patterns, key prefix included, de-duplicated
-	Messages []Message
-	Changes  int // row changes the rules looked at
+	Changes  int      // row changes the rules looked at
 	// Counts breaks Changes down by table and operation.
 	Counts []ChangeCount
 	// Wide lists rules that switched to their wide form in this transaction.
 	Wide []string
+
+	chunks  []string // what the messages' channels and subjects point into
+	msgs    list[msgRec]
+	subj    list[sref]         // per message, when subjects are rendered
+	msgKeys []string           // keys of messages flagged spilled
+	msgPats map[int32][]string // patterns by message
+	names   []ruleName
+}
+
+// msgRec is one message of a transaction, without pointers.
+type msgRec struct {
+	ch     sref
+	lo, hi int32 // its keys: Keys[lo:hi], or msgKeys[lo:hi] when spilled
+	name   int32 // its rule: names[name]
+	op     cdc.Op
+	// spilled: the keys are not one run of the key list (a key shared
+	// with another message, or listed again later in the transaction)
+	spilled bool
+}
+
+type ruleName struct{ table, rule string }
+
+// NumMessages is the number of messages.
+func (r *Result) NumMessages() int { return r.msgs.len() }
+
+// Message returns message i, 0 <= i < NumMessages. Its strings and slices
+// are shared with the Result: do not modify them.
+func (r *Result) Message(i int) Message {
+	rec := r.msgs.at(int32(i))
+	n := r.names[rec.name]
+	m := Message{Channel: str(r.chunks, rec.ch), Op: rec.op, Table: n.table, Rule: n.rule}
+	if rec.hi > rec.lo {
+		if rec.spilled {
+			m.Keys = r.msgKeys[rec.lo:rec.hi:rec.hi]
+		} else {
+			m.Keys = r.Keys[rec.lo:rec.hi:rec.hi]
+		}
+	}
+	if r.subj.len() > 0 {
+		m.Subject = str(r.chunks, *r.subj.at(int32(i)))
+	}
+	if r.msgPats != nil {
+		m.Patterns = r.msgPats[int32(i)]
+	}
+	return m
+}
+
+// Channel returns message i's channel.
+func (r *Result) Channel(i int) string { return str(r.chunks, r.msgs.at(int32(i)).ch) }
+
+// Messages returns every message as a slice, for tools and tests; the
+// publishing path reads them one at a time with Message.
+func (r *Result) Messages() []Message {
+	out := make([]Message, r.NumMessages())
+	for i := range out {
+		out[i] = r.Message(i)
+	}
+	return out
+}
+
+// AddMessage appends m, for results that do not come from the stream
+// (replay from the journal). m's slices are kept, not copied.
+func (r *Result) AddMessage(m Message) {
+	i := int32(r.msgs.len())
+	rec := msgRec{op: m.Op, name: -1, spilled: true}
+	for j, n := range r.names {
+		if n.table == m.Table && n.rule == m.Rule {
+			rec.name = int32(j)
+			break
+		}
+	}
+	if rec.name < 0 {
+		// full slice expression: names may be shared with the router
+		r.names = append(r.names[:len(r.names):len(r.names)], ruleName{m.Table, m.Rule})
+		rec.name = int32(len(r.names) - 1)
+	}
+	rec.ch = r.addChunk(m.Channel)
+	rec.lo = int32(len(r.msgKeys))
+	r.msgKeys = append(r.msgKeys, m.Keys...)
+	rec.hi = int32(len(r.msgKeys))
+	r.msgs.add(rec)
+	if m.Subject != "" && r.subj.len() == 0 {
+		for range i { // the earlier messages have no subject
+			r.subj.add(sref{})
+		}
+	}
+	if r.subj.len() > 0 || m.Subject != "" {
+		r.subj.add(r.addChunk(m.Subject))
+	}
+	if len(m.Patterns) > 0 {
+		if r.msgPats == nil {
+			r.msgPats = map[int32][]string{}
+		}
+		r.msgPats[i] = m.Patterns
+	}
+}
+
+func (r *Result) addChunk(s string) sref {
+	if s == "" {
+		return sref{}
+	}
+	r.chunks = append(r.chunks, s)
+	return sref{c: uint32(len(r.chunks) - 1), n: uint32(len(s))}
 }
 
 // ChangeCount is how many changes of one operation a table had.
@@ -41,7 +146,7 @@ type ChangeCount struct {
 
 // Empty reports whether there is nothing to invalidate or publish.
 func (r *Result) Empty() bool {
-	return len(r.Keys) == 0 && len(r.Patterns) == 0 && len(r.Messages) == 0
+	return len(r.Keys) == 0 && len(r.Patterns) == 0 && r.msgs.len() == 0
 }
 
 // Txn accumulates what one transaction invalidates. Its size is bounded:
@@ -50,10 +155,12 @@ func (r *Result) Empty() bool {
 type Txn struct {
 	rt     *Router
 	xid    uint32
+	strs   strs // every part's keys, channels and subjects
 	main   part
 	subs   map[uint32]*part // streamed subtransactions, dropped on abort
 	budget int
-	buf    []byte
+	buf    []byte // the key, pattern or channel being rendered
+	buf0   [64]byte
 	subj   []byte
 	newImg cdc.Tuple
 	oldImg cdc.Tuple
@@ -69,12 +176,14 @@ type Txn struct {
 
 type part struct {
 	keys     index // finds a key's index in keyList
-	keyList  []string
-	keyMsg   []int32 // per key: the message it was last listed in (-1: none)
+	keyList  list[sref]
 	patterns map[string]struct{}
 	patList  []string
 	msgIdx   index // finds a channel's index in msgs
-	msgs     []Message
+	msgs     list[msgRec]
+	subj     list[sref]         // per message, when subjects are rendered
+	spill    map[int32][]int32  // keys (indexes in keyList) of spilled messages
+	msgPats  map[int32][]string // patterns by message
 	wide     map[*Rule]*wideState
 	changes  int
 	counts   []ChangeCount
@@ -101,13 +210,17 @@ func (rt *Router) maxWideScopes() int { return max(rt.maxKeys/10, 16) }
 
 // NewTxn starts accumulating a transaction.
 func (rt *Router) NewTxn(xid uint32) *Txn {
-	return &Txn{rt: rt, xid: xid}
+	t := &Txn{rt: rt, xid: xid}
+	t.buf = t.buf0[:0]
+	return t
 }
 
 // NewReplayTxn starts accumulating rows read back from a table: every rule
 // on the table fires for every row, whatever its on and changed say.
 func (rt *Router) NewReplayTxn() *Txn {
-	return &Txn{rt: rt, everyRule: true}
+	t := &Txn{rt: rt, everyRule: true}
+	t.buf = t.buf0[:0]
+	return t
 }
 
 // DiscardSub forgets an aborted subtransaction's changes.
@@ -254,7 +367,7 @@ func (t *Txn) addRow(p *part, br *boundRule, row cdc.Tuple, op cdc.Op) {
 			return
 		}
 		if ok {
-			if p.findMsg(t.rt.seed, t.buf) < 0 && t.overBudget() {
+			if i, _ := p.findMsg(t); i < 0 && t.overBudget() {
 				t.addWide(p, br, row, op, false)
 				return
 			}
@@ -269,12 +382,12 @@ func (t *Txn) addRow(p *part, br *boundRule, row cdc.Tuple, op cdc.Op) {
 		if !ok {
 			continue
 		}
-		if ki := p.findKey(t.rt.seed, t.buf); ki >= 0 {
+		ki, h := p.findKey(t)
+		if ki >= 0 {
 			// a key listed by another message in between: list it here too,
-			// unless this message has it already (rare: keys shared by entities)
-			if msg >= 0 && p.keyMsg[ki] != msg && !slices.Contains(p.msgs[msg].Keys, p.keyList[ki]) {
-				p.msgs[msg].Keys = append(p.msgs[msg].Keys, p.keyList[ki])
-				p.keyMsg[ki] = msg
+			// unless this message has it already
+			if msg >= 0 && !p.msgHasKey(msg, ki) {
+				p.listKey(msg, ki)
 			}
 			continue
 		}
@@ -282,16 +395,10 @@ func (t *Txn) addRow(p *part, br *boundRule, row cdc.Tuple, op cdc.Op) {
 			t.addWide(p, br, row, op, false)
 			return
 		}
-		ki := p.addKey(t.rt.seed, string(t.buf), msg)
+		ki = p.addKey(t, h)
 		t.budget++
 		if msg >= 0 {
-			if m := &p.msgs[msg]; len(m.Keys) == 0 {
-				// a message's first key shares the key list's array (capped,
-				// so that appending a second key copies): no allocation
-				m.Keys = p.keyList[ki : ki+1 : ki+1]
-			} else {
-				m.Keys = append(m.Keys, p.keyList[ki])
-			}
+			p.listKey(msg, ki)
 		}
 	}
 	for i := range br.patterns {
@@ -359,8 +466,8 @@ func (t *Txn) unavailable(p *part, br *boundRule, bt *boundTemplate, row cdc.Tup
 // addPattern adds the pattern in t.buf, listing it in message msg (if >= 0).
 func (t *Txn) addPattern(p *part, msg int32) {
 	if _, exists := p.patterns[string(t.buf)]; exists {
-		if msg >= 0 && !slices.Contains(p.msgs[msg].Patterns, string(t.buf)) {
-			p.msgs[msg].Patterns = append(p.msgs[msg].Patterns, string(t.buf))
+		if msg >= 0 && !slices.Contains(p.msgPats[msg], string(t.buf)) {
+			p.listPattern(msg, string(t.buf))
 		}
 		return
 	}
@@ -372,51 +479,91 @@ func (t *Txn) addPattern(p *part, msg int32) {
 	p.patList = grow(p.patList, pat)
 	t.budget++
 	if msg >= 0 {
-		p.msgs[msg].Patterns = append(p.msgs[msg].Patterns, pat)
+		p.listPattern(msg, pat)
 	}
+}
+
+func (p *part) listPattern(msg int32, pat string) {
+	if p.msgPats == nil {
+		p.msgPats = map[int32][]string{}
+	}
+	p.msgPats[msg] = append(p.msgPats[msg], pat)
 }
 
 // message returns the index of the message for channel, creating it.
 // The channel is in t.buf; when the router renders NATS subjects, the new
 // message's subject is rendered from bt and row in the same (wide) form.
 func (p *part) message(t *Txn, op cdc.Op, br *boundRule, row cdc.Tuple, wide, all, partial bool) int32 {
-	r := br.r
-	if i := p.findMsg(t.rt.seed, t.buf); i >= 0 {
-		m := &p.msgs[i]
-		m.Op, m.Rule, m.Table = op, r.Name, r.Table
+	i, h := p.findMsg(t)
+	if i >= 0 {
+		m := p.msgs.at(i)
+		m.op, m.name = op, br.name
 		return i
 	}
-	channel := string(t.buf)
-	m := Message{Channel: channel, Op: op, Table: r.Table, Rule: r.Name}
+	i = p.msgs.add(msgRec{ch: t.strs.add(t.buf), op: op, name: br.name})
+	p.msgIdx.add(t.rt.seed, &t.strs, i, h, p.msgs.len(), p.msgRef)
 	if t.rt.subjects {
 		t.subj = br.channel.renderSubject(append(t.subj[:0], t.rt.subjectPrefix...), row, wide, all, partial)
-		m.Subject = string(t.subj)
+		p.subj.add(t.strs.add(t.subj))
 	}
-	i := int32(len(p.msgs))
-	p.msgs = grow(p.msgs, m)
-	p.msgIdx.add(t.rt.seed, channel, i, len(p.msgs), func(i int32) string { return p.msgs[i].Channel })
 	t.budget++
 	return i
 }
 
-// findKey returns the index of key b in the key list, or -1.
-func (p *part) findKey(seed maphash.Seed, b []byte) int32 {
-	return p.keys.find(seed, b, len(p.keyList), func(i int32) string { return p.keyList[i] })
+func (p *part) keyRef(i int32) sref { return *p.keyList.at(i) }
+func (p *part) msgRef(i int32) sref { return p.msgs.at(i).ch }
+
+// findKey returns the index of the key in t.buf in the key list, or -1,
+// and its hash for addKey.
+func (p *part) findKey(t *Txn) (int32, uint32) {
+	return p.keys.find(t.rt.seed, &t.strs, t.buf, p.keyList.len(), p.keyRef)
 }
 
-// addKey appends a new key, listed by message msg (-1: none), and returns
-// its index.
-func (p *part) addKey(seed maphash.Seed, key string, msg int32) int32 {
-	i := int32(len(p.keyList))
-	p.keyList = grow(p.keyList, key)
-	p.keyMsg = grow(p.keyMsg, msg)
-	p.keys.add(seed, key, i, len(p.keyList), func(i int32) string { return p.keyList[i] })
+// addKey appends the key in t.buf, new with hash h, and returns its index.
+func (p *part) addKey(t *Txn, h uint32) int32 {
+	i := p.keyList.add(t.strs.add(t.buf))
+	p.keys.add(t.rt.seed, &t.strs, i, h, p.keyList.len(), p.keyRef)
 	return i
 }
 
-// findMsg returns the index of the message for channel b, or -1.
-func (p *part) findMsg(seed maphash.Seed, b []byte) int32 {
-	return p.msgIdx.find(seed, b, len(p.msgs), func(i int32) string { return p.msgs[i].Channel })
+// findMsg returns the index of the message for the channel in t.buf, or
+// -1, and its hash for msgIdx.add.
+func (p *part) findMsg(t *Txn) (int32, uint32) {
+	return p.msgIdx.find(t.rt.seed, &t.strs, t.buf, p.msgs.len(), p.msgRef)
+}
+
+// msgHasKey reports whether message msg lists key ki.
+func (p *part) msgHasKey(msg, ki int32) bool {
+	m := p.msgs.at(msg)
+	if m.spilled {
+		return slices.Contains(p.spill[msg], ki)
+	}
+	return m.lo <= ki && ki < m.hi
+}
+
+// listKey lists key ki, not yet listed, in message msg. A message's keys
+// are a run of the key list while they can be (nearly always: a row's keys
+// are added one after the other); otherwise the message keeps its own list.
+func (p *part) listKey(msg, ki int32) {
+	m := p.msgs.at(msg)
+	switch {
+	case m.spilled:
+		p.spill[msg] = append(p.spill[msg], ki)
+	case m.lo == m.hi:
+		m.lo, m.hi = ki, ki+1
+	case ki == m.hi:
+		m.hi++
+	default:
+		if p.spill == nil {
+			p.spill = map[int32][]int32{}
+		}
+		keys := make([]int32, 0, m.hi-m.lo+1)
+		for k := m.lo; k < m.hi; k++ {
+			keys = append(keys, k)
+		}
+		p.spill[msg] = append(keys, ki)
+		m.spilled = true
+	}
 }
 
 // grow appends v, doubling the capacity when it is full: a transaction's
@@ -521,7 +668,8 @@ func (t *Txn) Result() *Result {
 	if t.result != nil {
 		return t.result
 	}
-	res := &Result{Keys: t.main.keyList, Patterns: t.main.patList, Messages: t.main.msgs, Changes: t.main.changes, Counts: t.main.counts}
+	t.strs.finish()
+	res := t.partResult(&t.main)
 	wide := func(p *part) {
 		for _, r := range t.rt.rules.Rules {
 			if p.wide[r] != nil && !slices.Contains(res.Wide, r.Name) {
@@ -531,58 +679,93 @@ func (t *Txn) Result() *Result {
 	}
 	wide(&t.main)
 	if len(t.subs) > 0 {
-		keys := make(map[string]int32, len(t.main.keyList))
-		for i, k := range t.main.keyList {
-			keys[k] = int32(i)
-		}
-		pats := t.main.patterns
-		if pats == nil {
-			pats = map[string]struct{}{}
-		}
-		msgIdx := map[string]int{}
-		for i, m := range res.Messages {
-			msgIdx[m.Channel] = i
-		}
-		xids := make([]uint32, 0, len(t.subs))
-		for x := range t.subs {
-			xids = append(xids, x)
-		}
-		slices.Sort(xids)
-		for _, x := range xids {
-			p := t.subs[x]
-			res.Changes += p.changes
-			res.Counts = append(res.Counts, p.counts...)
-			wide(p)
-			for _, k := range p.keyList {
-				if _, ok := keys[k]; !ok {
-					keys[k] = -1
-					res.Keys = append(res.Keys, k)
-				}
-			}
-			for _, pt := range p.patList {
-				if _, ok := pats[pt]; !ok {
-					pats[pt] = struct{}{}
-					res.Patterns = append(res.Patterns, pt)
-				}
-			}
-			for _, m := range p.msgs {
-				if i, ok := msgIdx[m.Channel]; ok {
-					dst := &res.Messages[i]
-					dst.Op, dst.Rule, dst.Table = m.Op, m.Rule, m.Table
-					dst.Keys = appendNew(dst.Keys, m.Keys)
-					dst.Patterns = appendNew(dst.Patterns, m.Patterns)
-					continue
-				}
-				msgIdx[m.Channel] = len(res.Messages)
-				res.Messages = append(res.Messages, m)
-			}
-		}
+		res = t.mergeSubs(res, wide)
 	}
 	t.result = res
-	// the accumulation maps are no longer needed
+	// the accumulation lists are no longer needed
+	// (t.strs stays: its first chunk may be the result's)
 	t.main, t.subs, t.buf, t.subj, t.newImg, t.oldImg = part{}, nil, nil, nil, nil, nil
 	t.lastRel, t.lastRules = nil, nil
 	return res
+}
+
+// partResult is what one part invalidates, its strings finished.
+func (t *Txn) partResult(p *part) *Result {
+	res := &Result{Patterns: p.patList, Changes: p.changes, Counts: p.counts,
+		chunks: t.strs.done, msgs: p.msgs, subj: p.subj, msgPats: p.msgPats, names: t.rt.names}
+	if n := p.keyList.len(); n > 0 {
+		res.Keys = make([]string, 0, n)
+		p.keyList.each(func(r sref) { res.Keys = append(res.Keys, str(res.chunks, r)) })
+	}
+	for msg, keys := range p.spill {
+		m := res.msgs.at(msg)
+		m.lo = int32(len(res.msgKeys))
+		for _, k := range keys {
+			res.msgKeys = append(res.msgKeys, res.Keys[k])
+		}
+		m.hi = int32(len(res.msgKeys))
+	}
+	return res
+}
+
+// mergeSubs adds the streamed subtransactions that committed, in xid order,
+// to the main part's result: each key and pattern once, and one message
+// per channel (the last op, every key and pattern).
+func (t *Txn) mergeSubs(res *Result, wide func(*part)) *Result {
+	keys := make(map[string]struct{}, len(res.Keys))
+	for _, k := range res.Keys {
+		keys[k] = struct{}{}
+	}
+	pats := t.main.patterns
+	if pats == nil {
+		pats = map[string]struct{}{}
+	}
+	msgs := res.Messages()
+	msgIdx := make(map[string]int, len(msgs))
+	for i, m := range msgs {
+		msgIdx[m.Channel] = i
+	}
+	xids := make([]uint32, 0, len(t.subs))
+	for x := range t.subs {
+		xids = append(xids, x)
+	}
+	slices.Sort(xids)
+	for _, x := range xids {
+		p := t.subs[x]
+		sub := t.partResult(p)
+		res.Changes += p.changes
+		res.Counts = append(res.Counts, p.counts...)
+		wide(p)
+		for _, k := range sub.Keys {
+			if _, ok := keys[k]; !ok {
+				keys[k] = struct{}{}
+				res.Keys = append(res.Keys, k)
+			}
+		}
+		for _, pt := range p.patList {
+			if _, ok := pats[pt]; !ok {
+				pats[pt] = struct{}{}
+				res.Patterns = append(res.Patterns, pt)
+			}
+		}
+		for i := range sub.NumMessages() {
+			m := sub.Message(i)
+			if j, ok := msgIdx[m.Channel]; ok {
+				dst := &msgs[j]
+				dst.Op, dst.Rule, dst.Table = m.Op, m.Rule, m.Table
+				dst.Keys = appendNew(dst.Keys, m.Keys)
+				dst.Patterns = appendNew(dst.Patterns, m.Patterns)
+				continue
+			}
+			msgIdx[m.Channel] = len(msgs)
+			msgs = append(msgs, m)
+		}
+	}
+	merged := &Result{Keys: res.Keys, Patterns: res.Patterns, Changes: res.Changes, Counts: res.Counts, Wide: res.Wide, names: t.rt.names}
+	for _, m := range msgs {
+		merged.AddMessage(m)
+	}
+	return merged
 }
 
 // appendNew appends the strings of src that dst lacks, in linear time.

@@ -72,7 +72,7 @@ func BenchmarkTxnAdd(b *testing.B) {
 			xid++
 			txn := rt.NewTxn(xid)
 			txn.Add(c)
-			if res := txn.Result(); len(res.Keys) != 1 || len(res.Messages) != 1 {
+			if res := txn.Result(); len(res.Keys) != 1 || res.NumMessages() != 1 {
 				b.Fatalf("result %+v", res)
 			}
 		}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strconv"
 	"testing"
@@ -177,7 +178,7 @@ func resultJSON(tb testing.TB, res *router.Result) []byte {
 		Keys: nonNil(res.Keys), Patterns: nonNil(res.Patterns), Messages: []goldenMessage{},
 		Changes: res.Changes, Counts: []goldenCount{}, Wide: nonNil(res.Wide),
 	}
-	for _, m := range res.Messages {
+	for _, m := range res.Messages() {
 		g.Messages = append(g.Messages, goldenMessage{
 			Channel: m.Channel, Op: m.Op.String(), Table: m.Table, Rule: m.Rule,
 			Keys: nonNil(m.Keys), Patterns: m.Patterns,
@@ -241,13 +242,13 @@ func wantStrings(tb testing.TB, what string, got, want []string) {
 
 func findMessage(tb testing.TB, res *router.Result, channel string) router.Message {
 	tb.Helper()
-	for _, m := range res.Messages {
+	for _, m := range res.Messages() {
 		if m.Channel == channel {
 			return m
 		}
 	}
 	var chans []string
-	for _, m := range res.Messages {
+	for _, m := range res.Messages() {
 		chans = append(chans, m.Channel)
 	}
 	tb.Fatalf("no message on channel %q (channels: %q)", channel, chans)
@@ -256,7 +257,7 @@ func findMessage(tb testing.TB, res *router.Result, channel string) router.Messa
 
 func channels(res *router.Result) []string {
 	var out []string
-	for _, m := range res.Messages {
+	for _, m := range res.Messages() {
 		out = append(out, m.Channel)
 	}
 	return out
@@ -322,10 +323,10 @@ func TestTxn_Result_Operations(t *testing.T) {
 			res := run(t, renderRouter(t, 0, nil), 7, tt.change(t))
 			wantStrings(t, "Keys", res.Keys, tt.keys)
 			wantStrings(t, "Patterns", res.Patterns, tt.patterns)
-			if len(res.Messages) != 1 {
-				t.Fatalf("got %d messages (%q), want 1", len(res.Messages), channels(res))
+			if len(res.Messages()) != 1 {
+				t.Fatalf("got %d messages (%q), want 1", len(res.Messages()), channels(res))
 			}
-			m := res.Messages[0]
+			m := res.Messages()[0]
 			if m.Channel != tt.msg.Channel || m.Op != tt.msg.Op || m.Table != tt.msg.Table || m.Rule != tt.msg.Rule {
 				t.Errorf("message = %s %s %s %s, want %s %s %s %s", m.Channel, m.Op, m.Table, m.Rule,
 					tt.msg.Channel, tt.msg.Op, tt.msg.Table, tt.msg.Rule)
@@ -465,10 +466,10 @@ func TestTxn_Result_Dedup(t *testing.T) {
 		updateChange(users, cdc.OldNone, nil, r("ann")),
 	)
 	wantStrings(t, "Keys", res.Keys, []string{"app:tenant:t1:user:1:profile", "app:tenant:t1:nick:ann"})
-	if len(res.Messages) != 1 {
+	if len(res.Messages()) != 1 {
 		t.Fatalf("messages on %q, want one on user:t1:1", channels(res))
 	}
-	m := res.Messages[0]
+	m := res.Messages()[0]
 	if m.Op != cdc.OpUpdate {
 		t.Errorf("message op = %s, want update (the last op on the channel)", m.Op)
 	}
@@ -572,7 +573,7 @@ func TestTxn_Result_KeyBoundManyTenants(t *testing.T) {
 		t.Errorf("Patterns %q lack the unscoped wide pattern", res.Patterns)
 	}
 	// A generous bound: the key bound plus a few entries per tracked scope.
-	if n := len(res.Keys) + len(res.Patterns) + len(res.Messages); n > 200 {
+	if n := len(res.Keys) + len(res.Patterns) + len(res.Messages()); n > 200 {
 		t.Errorf("result holds %d keys, patterns and messages for 2000 rows; want a bounded size", n)
 	}
 	wantStrings(t, "Wide", res.Wide, []string{"shard-structured"})
@@ -619,7 +620,7 @@ func TestTxn_Result_Truncate(t *testing.T) {
 		"app:tenant:*:user:*:profile", "app:tenant:*:nick:*",
 	})
 	wantStrings(t, "channels", channels(res), []string{"shard:*:*", "user:*:*"})
-	for _, m := range res.Messages {
+	for _, m := range res.Messages() {
 		if m.Op != cdc.OpTruncate {
 			t.Errorf("message %s: op %s, want truncate", m.Channel, m.Op)
 		}
@@ -740,8 +741,8 @@ rules:
 			}
 			res := run(t, router.New(rules, 0, nil), 7, changes...)
 			wantStrings(t, "Keys", res.Keys, wantKeys)
-			if len(res.Messages) != rows {
-				t.Fatalf("%d messages, want %d: %q", len(res.Messages), rows, channels(res))
+			if len(res.Messages()) != rows {
+				t.Fatalf("%d messages, want %d: %q", len(res.Messages()), rows, channels(res))
 			}
 			for i := 1; i <= rows; i++ {
 				m := findMessage(t, res, "item:t1:"+strconv.Itoa(i))
@@ -751,5 +752,27 @@ rules:
 				wantStrings(t, "keys of item:t1:"+strconv.Itoa(i), m.Keys, []string{"item:" + strconv.Itoa(i), "tenant:t1:items"})
 			}
 		})
+	}
+}
+
+// A Result built message by message (replay from the journal) gives the
+// messages back as they went in, a subject first seen on a later message
+// included.
+func TestResult_AddMessage(t *testing.T) {
+	in := []router.Message{
+		{Channel: "shard:t1:1", Op: cdc.OpUpdate, Table: "public.shards", Rule: "r1", Keys: []string{"k1", "k2"}},
+		{Channel: "shard:t1:2", Op: cdc.OpDelete, Table: "public.shards", Rule: "r1", Patterns: []string{"p:*"}},
+		{Channel: "user:7", Subject: "cache.invalidate.user.7", Op: cdc.OpInsert, Table: "public.users", Rule: "r2", Keys: []string{"k1"}},
+		{Channel: "", Op: cdc.OpTruncate},
+	}
+	var res router.Result
+	for _, m := range in {
+		res.AddMessage(m)
+	}
+	if got := res.Messages(); !reflect.DeepEqual(got, in) {
+		t.Fatalf("messages:\n got %+v\nwant %+v", got, in)
+	}
+	if res.NumMessages() != len(in) || res.Channel(2) != "user:7" || res.Empty() {
+		t.Errorf("NumMessages %d, Channel(2) %q, Empty %v", res.NumMessages(), res.Channel(2), res.Empty())
 	}
 }

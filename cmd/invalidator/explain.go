@@ -141,9 +141,9 @@ func explain(rules *router.Rules, table, rowJSON, oldJSON, opName string) (strin
 	section("keys (UNLINK)", res.Keys)
 	section("patterns (SCAN MATCH + UNLINK)", res.Patterns)
 	var msgs []string
-	for i := range res.Messages {
-		m := &res.Messages[i]
-		msgs = append(msgs, rules.ChannelPrefix+m.Channel+"  "+string(publisher.AppendMessage(nil, m, 0, 1, time.Unix(0, 0))))
+	for i := range res.NumMessages() {
+		m := res.Message(i)
+		msgs = append(msgs, rules.ChannelPrefix+m.Channel+"  "+string(publisher.AppendMessage(nil, &m, 0, 1, time.Unix(0, 0))))
 	}
 	section("messages (PUBLISH channel payload; lsn, xid and commit_time are placeholders)", msgs)
 	if len(res.Wide) > 0 {

@@ -256,9 +256,9 @@ func (r *replayer) print(ctx context.Context, batch []publisher.Applied) error {
 			r.deleted += n
 			_, _ = fmt.Fprintf(r.out, "would delete  keys matching %s (%d now)\n", p, n)
 		}
-		for i := range res.Messages {
-			m := &res.Messages[i]
-			buf = publisher.AppendMessage(buf[:0], m, c.CommitLSN, c.Xid, c.CommitTime)
+		for i := range res.NumMessages() {
+			m := res.Message(i)
+			buf = publisher.AppendMessage(buf[:0], &m, c.CommitLSN, c.Xid, c.CommitTime)
 			_, _ = fmt.Fprintf(r.out, "would publish %s%s %s\n", r.rules.ChannelPrefix, m.Channel, buf)
 			r.published++
 		}
@@ -371,7 +371,7 @@ func (r *replayer) fromJournal(e redis.XMessage) (publisher.Applied, error) {
 	if len(msgs) == 0 && len(channels) > 0 {
 		// a huge transaction's entry lists its channels only
 		for _, ch := range channels {
-			res.Messages = append(res.Messages, router.Message{Channel: ch, Op: cdc.OpUpdate})
+			res.AddMessage(router.Message{Channel: ch, Op: cdc.OpUpdate})
 		}
 	}
 	for i, m := range msgs {
@@ -380,7 +380,7 @@ func (r *replayer) fromJournal(e redis.XMessage) (publisher.Applied, error) {
 		if i < len(channels) {
 			ch = channels[i]
 		}
-		res.Messages = append(res.Messages, router.Message{Channel: ch, Op: op, Table: m.Table, Rule: m.Rule, Keys: m.Keys, Patterns: m.Patterns})
+		res.AddMessage(router.Message{Channel: ch, Op: op, Table: m.Table, Rule: m.Rule, Keys: m.Keys, Patterns: m.Patterns})
 	}
 	c.Txn = r.rt.Finished(res)
 	return c, nil
