@@ -174,11 +174,18 @@ func (p *Publisher) apply(ctx context.Context, batch []Applied) (Stats, error) {
 // unlinked before any message of the batch is published.
 const maxPipeline = 4096
 
+// maxPipelineKeys bounds the keys the UNLINKs of one round trip carry: a
+// huge transaction's keys would otherwise all be queued before its first
+// round trip, each boxed as a command argument (32 bytes a key on top of
+// the key itself, 6 MB for 200,000 keys).
+const maxPipelineKeys = 16384
+
 // pipeline executes queued commands in round trips of at most max commands.
 type pipeline struct {
 	pipe    redis.Pipeliner
 	max     int
 	unlinks []*redis.IntCmd
+	keys    int // keys in the queued UNLINKs
 	deleted int64
 	// args holds the queued commands' arguments; it is reset once they are
 	// sent, so that a huge batch holds one round trip's arguments at a time
@@ -186,7 +193,7 @@ type pipeline struct {
 }
 
 func (pl *pipeline) maybeExec(ctx context.Context) error {
-	if pl.pipe.Len() < pl.max {
+	if pl.pipe.Len() < pl.max && pl.keys < maxPipelineKeys {
 		return nil
 	}
 	return pl.exec(ctx)
@@ -197,6 +204,7 @@ func (pl *pipeline) exec(ctx context.Context) error {
 		return nil
 	}
 	cmds, err := pl.pipe.Exec(ctx)
+	pl.keys = 0
 	if pl.args != nil {
 		pl.args.reset() // Exec has written every queued command
 	}
@@ -217,6 +225,7 @@ func (pl *pipeline) exec(ctx context.Context) error {
 
 func (pl *pipeline) unlink(ctx context.Context, keys []string) error {
 	pl.unlinks = append(pl.unlinks, pl.pipe.Unlink(ctx, keys...))
+	pl.keys += len(keys)
 	return pl.maybeExec(ctx)
 }
 
