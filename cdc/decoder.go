@@ -62,6 +62,10 @@ func (d *Decoder[T]) Reset() {
 // between Begin and Commit, or a streamed one not yet committed or aborted.
 func (d *Decoder[T]) Busy() bool { return d.inTxn || d.inStream || len(d.streams) > 0 }
 
+// Receiving reports whether a transaction's changes are arriving: between
+// Begin and Commit, or between Stream Start and Stream Stop.
+func (d *Decoder[T]) Receiving() bool { return d.inTxn || d.inStream }
+
 // OpenStreams returns how many streamed transactions are in progress.
 func (d *Decoder[T]) OpenStreams() int { return len(d.streams) }
 

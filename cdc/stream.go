@@ -379,6 +379,9 @@ func (s *Stream[T]) drain(conn *pgconn.PgConn, dec *Decoder[T]) {
 
 func (s *Stream[T]) loop(ctx context.Context, conn *pgconn.PgConn, dec *Decoder[T]) error {
 	netConn := conn.Conn()
+	inTxnFor := 0    // changes received in the current transaction
+	gulping := false // see gulpAfter
+	canGulp := true
 
 	nextStatus := time.Now().Add(s.cfg.StatusInterval)
 	lastStatus := time.Time{}
@@ -398,6 +401,9 @@ func (s *Stream[T]) loop(ctx context.Context, conn *pgconn.PgConn, dec *Decoder[
 		deadline := nextStatus
 		if s.submittedEnd > s.confirmedSent || want > s.confirmedSent {
 			deadline = now.Add(s.cfg.AckDelay) // something to confirm soon
+		}
+		if g := now.Add(gulpWait); gulping && g.Before(deadline) {
+			deadline = g
 		}
 		// Waking before the deadline is harmless (the loop re-checks), so the
 		// deadline is only moved when it is already past or too late: not
@@ -452,6 +458,26 @@ func (s *Stream[T]) loop(ctx context.Context, conn *pgconn.PgConn, dec *Decoder[
 				c, ok, err := dec.Decode(msg.Data[25:])
 				if err != nil {
 					return fmt.Errorf("decode at %s: %w", LSN(beUint64(msg.Data[1:9])), err)
+				}
+				if dec.Receiving() {
+					if inTxnFor++; inTxnFor == gulpAfter && canGulp {
+						if err := setRcvLowat(netConn, gulpBytes); err != nil {
+							canGulp = false
+							if !errors.Is(err, errNoGulp) {
+								s.log.Info("large transactions are read change by change", zap.Error(err))
+							}
+						} else {
+							gulping = true
+						}
+					}
+				} else if inTxnFor > 0 {
+					inTxnFor = 0
+					if gulping {
+						gulping = false
+						if err := setRcvLowat(netConn, 1); err != nil {
+							return fmt.Errorf("reset SO_RCVLOWAT: %w", err)
+						}
+					}
 				}
 				if ok {
 					if err := s.handOn(ctx, conn, dec, c); err != nil {

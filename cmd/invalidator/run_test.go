@@ -224,6 +224,50 @@ func TestRun_StreamedCommit(t *testing.T) {
 	}
 }
 
+// TestRun_LargeTransactionTail checks that a large transaction decoded in
+// memory (not streamed) is applied as soon as it commits. Its reads gulp
+// (see cdc/gulp.go): the socket wakes the daemon only once 64 KiB have
+// arrived, and the end of the transaction is less than that; without the
+// short read deadline that goes with it, the tail would wait for the next
+// status update, 10 seconds away.
+func TestRun_LargeTransactionTail(t *testing.T) {
+	f := newFixture(t)
+	f.exec(fmt.Sprintf(`ALTER DATABASE %s SET logical_decoding_work_mem = '64MB'`, f.db))
+	f.startReady()
+	const rows = 3000 // more than gulpAfter, far less than 64MB of changes
+	// whether a tail is left waiting depends on how the walsender's writes
+	// and the daemon's reads interleave: a few transactions, so that a
+	// missing deadline shows (without it, the test failed 8 runs in 8)
+	for round := range 8 {
+		// with nothing left to confirm the daemon's next read deadline is
+		// the status update's, not the confirmation's 100ms
+		lsn := f.currentLSN()
+		eventually(t, 10*time.Second, "the previous transaction confirmed", func() bool { return f.slotConfirmed() >= lsn })
+		tenant, from := fmt.Sprintf("g%d", round), round*rows+1
+		first := fmt.Sprintf("tenant:%s:user:%d:profile", tenant, from)
+		last := fmt.Sprintf("tenant:%s:user:%d:profile", tenant, from+rows-1)
+		f.set(first, last)
+		f.exec(fmt.Sprintf(`INSERT INTO users SELECT '%s', g, 'x' FROM generate_series(%d, %d) g`, tenant, from, from+rows-1))
+		// well within the status interval (10s) and the server's keepalives
+		eventually(t, 5*time.Second, "the large transaction's keys deleted", func() bool {
+			return !f.exists(first) && !f.exists(last)
+		})
+		mine := func() int {
+			n := 0
+			for _, m := range f.sub.all() {
+				if strings.HasPrefix(m.Channel, "cache:invalidate:user:"+tenant+":") {
+					n++
+				}
+			}
+			return n
+		}
+		eventually(t, 5*time.Second, "the large transaction's messages", func() bool { return mine() >= rows })
+		if n := mine(); n != rows {
+			t.Errorf("%s: %d messages, want %d", tenant, n, rows)
+		}
+	}
+}
+
 // TestRun_GlobValuesCannotWiden checks that a tenant named "*" or "t[12]"
 // deletes only its own pattern matches.
 func TestRun_GlobValuesCannotWiden(t *testing.T) {
