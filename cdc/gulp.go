@@ -15,14 +15,15 @@ import (
 // the CPU), those wake-ups were most of the daemon's CPU, one per change.
 //
 // So once a transaction has gulpAfter changes, the socket's SO_RCVLOWAT is
-// raised to gulpBytes: the kernel then signals the socket readable only
+// raised to gulpBytes (kept small: Linux clamps the receive window to it
+// when the receive buffer is too small for twice as much): the kernel then signals the socket readable only
 // once that much has arrived, and the read deadline is at most gulpWait
 // away, so that the end of the transaction (which may be less) is read
 // that late at most. Reads of data already there are unchanged. Outside
 // large transactions the socket is as it was, and no commit waits.
 const (
 	gulpAfter = 1000                 // changes of a transaction before it gulps
-	gulpBytes = 64 << 10             // SO_RCVLOWAT while gulping
+	gulpBytes = 16 << 10             // SO_RCVLOWAT while gulping
 	gulpWait  = 2 * time.Millisecond // the longest a gulping read waits
 )
 
