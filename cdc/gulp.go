@@ -2,8 +2,6 @@ package cdc
 
 import (
 	"errors"
-	"net"
-	"syscall"
 	"time"
 )
 
@@ -14,13 +12,15 @@ import (
 // walsender trickles a transaction in (it competes with the writers for
 // the CPU), those wake-ups were most of the daemon's CPU, one per change.
 //
-// So once a transaction has gulpAfter changes, the socket's SO_RCVLOWAT is
-// raised to gulpBytes (kept small: Linux clamps the receive window to it
-// when the receive buffer is too small for twice as much): the kernel then signals the socket readable only
-// once that much has arrived, and the read deadline is at most gulpWait
-// away, so that the end of the transaction (which may be less) is read
-// that late at most. Reads of data already there are unchanged. Outside
-// large transactions the socket is as it was, and no commit waits.
+// So once a transaction has gulpAfter messages (changes, mostly), the
+// socket's SO_RCVLOWAT is raised to gulpBytes: the kernel then signals the
+// socket readable only once that much has arrived. The read deadline is at
+// most gulpWait away, so that the end of the transaction (which may be
+// less) is read that late at most. Reads of data already there are
+// unchanged. gulpBytes is kept small: Linux clamps the receive window to
+// it when the receive buffer is too small for twice as much, and the clamp
+// stays for the connection. Outside large transactions the socket is as it
+// was, and no commit waits.
 const (
 	gulpAfter = 1000                 // changes of a transaction before it gulps
 	gulpBytes = 16 << 10             // SO_RCVLOWAT while gulping
@@ -30,25 +30,3 @@ const (
 // errNoGulp: the connection is not a TCP socket (a Unix socket signals
 // readable whatever SO_RCVLOWAT says), so reads do not gulp.
 var errNoGulp = errors.New("not a TCP connection")
-
-// setRcvLowat sets c's SO_RCVLOWAT, under TLS if c is a TLS connection.
-func setRcvLowat(c net.Conn, n int) error {
-	if t, ok := c.(interface{ NetConn() net.Conn }); ok {
-		c = t.NetConn()
-	}
-	tc, ok := c.(*net.TCPConn)
-	if !ok {
-		return errNoGulp
-	}
-	rc, err := tc.SyscallConn()
-	if err != nil {
-		return err
-	}
-	var serr error
-	if err := rc.Control(func(fd uintptr) {
-		serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVLOWAT, n)
-	}); err != nil {
-		return err
-	}
-	return serr
-}

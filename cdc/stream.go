@@ -379,7 +379,7 @@ func (s *Stream[T]) drain(conn *pgconn.PgConn, dec *Decoder[T]) {
 
 func (s *Stream[T]) loop(ctx context.Context, conn *pgconn.PgConn, dec *Decoder[T]) error {
 	netConn := conn.Conn()
-	inTxnFor := 0    // changes received in the current transaction
+	inTxnFor := 0    // messages received in the current transaction (or stream block)
 	gulping := false // see gulpAfter
 	canGulp := true
 

@@ -88,6 +88,9 @@ func TestStrs(t *testing.T) {
 		}
 		want, refs, hashes = append(want, v), append(refs, r), append(hashes, s.hash(seed, r))
 	}
+	if cap(s.cur) > chunkSize {
+		t.Errorf("the chunk being filled has %d bytes of capacity, more than a chunk", cap(s.cur))
+	}
 	for i, r := range refs {
 		if !s.equal(r, []byte(want[i])) || s.hash(seed, r) != hashes[i] {
 			t.Fatalf("string %d changed once its chunk filled", i)

@@ -35,8 +35,11 @@ func (s *strs) add(b []byte) sref {
 	if len(s.cur) > 0 && len(s.cur)+len(b) > chunkSize {
 		s.flush()
 	}
-	if s.cur == nil {
-		s.cur = make([]byte, 0, max(len(b), firstChunk))
+	if need := len(s.cur) + len(b); need > cap(s.cur) {
+		// grow up to chunkSize and no further (append would round past it,
+		// and flush would then drop the buffer instead of reusing it)
+		c := max(need, firstChunk, min(2*cap(s.cur), chunkSize))
+		s.cur = append(make([]byte, 0, c), s.cur...)
 	}
 	r := sref{c: uint32(len(s.done)), off: uint32(len(s.cur)), n: uint32(len(b))}
 	s.cur = append(s.cur, b...)

@@ -73,8 +73,8 @@ func (r *Result) Message(i int) Message {
 	if r.subj.len() > 0 {
 		m.Subject = str(r.chunks, *r.subj.at(int32(i)))
 	}
-	if r.msgPats != nil {
-		m.Patterns = r.msgPats[int32(i)]
+	if p := r.msgPats[int32(i)]; len(p) > 0 {
+		m.Patterns = p[:len(p):len(p)]
 	}
 	return m
 }
@@ -93,11 +93,19 @@ func (r *Result) Messages() []Message {
 }
 
 // AddMessage appends m, for results that do not come from the stream
-// (replay from the journal). m's slices are kept, not copied.
+// (replay from the journal). m.Keys is copied; m.Patterns is kept.
 func (r *Result) AddMessage(m Message) {
 	i := int32(r.msgs.len())
 	rec := msgRec{op: m.Op, name: -1, spilled: true}
+	if n := r.msgs.len(); n > 0 { // runs of one rule are the rule
+		if last := r.msgs.at(int32(n - 1)).name; r.names[last] == (ruleName{m.Table, m.Rule}) {
+			rec.name = last
+		}
+	}
 	for j, n := range r.names {
+		if rec.name >= 0 {
+			break
+		}
 		if n.table == m.Table && n.rule == m.Rule {
 			rec.name = int32(j)
 			break
@@ -177,6 +185,7 @@ type Txn struct {
 type part struct {
 	keys     index // finds a key's index in keyList
 	keyList  list[sref]
+	keyMsg   list[int32] // per key: the message that listed it last (-1: none)
 	patterns map[string]struct{}
 	patList  []string
 	msgIdx   index // finds a channel's index in msgs
@@ -522,6 +531,7 @@ func (p *part) findKey(t *Txn) (int32, uint32) {
 // addKey appends the key in t.buf, new with hash h, and returns its index.
 func (p *part) addKey(t *Txn, h uint32) int32 {
 	i := p.keyList.add(t.strs.add(t.buf))
+	p.keyMsg.add(-1)
 	p.keys.add(t.rt.seed, &t.strs, i, h, p.keyList.len(), p.keyRef)
 	return i
 }
@@ -534,6 +544,9 @@ func (p *part) findMsg(t *Txn) (int32, uint32) {
 
 // msgHasKey reports whether message msg lists key ki.
 func (p *part) msgHasKey(msg, ki int32) bool {
+	if *p.keyMsg.at(ki) == msg {
+		return true
+	}
 	m := p.msgs.at(msg)
 	if m.spilled {
 		return slices.Contains(p.spill[msg], ki)
@@ -545,6 +558,7 @@ func (p *part) msgHasKey(msg, ki int32) bool {
 // are a run of the key list while they can be (nearly always: a row's keys
 // are added one after the other); otherwise the message keeps its own list.
 func (p *part) listKey(msg, ki int32) {
+	*p.keyMsg.at(ki) = msg
 	m := p.msgs.at(msg)
 	switch {
 	case m.spilled:

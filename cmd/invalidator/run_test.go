@@ -226,7 +226,7 @@ func TestRun_StreamedCommit(t *testing.T) {
 
 // TestRun_LargeTransactionTail checks that a large transaction decoded in
 // memory (not streamed) is applied as soon as it commits. Its reads gulp
-// (see cdc/gulp.go): the socket wakes the daemon only once 64 KiB have
+// (see cdc/gulp.go): the socket wakes the daemon only once 16 KiB have
 // arrived, and the end of the transaction is less than that; without the
 // short read deadline that goes with it, the tail would wait for the next
 // status update, 10 seconds away.
