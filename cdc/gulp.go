@@ -2,7 +2,11 @@ package cdc
 
 import (
 	"errors"
+	"fmt"
+	"net"
 	"time"
+
+	"go.uber.org/zap"
 )
 
 // Gulping. Inside a large transaction nothing can be published before its
@@ -30,3 +34,38 @@ const (
 // errNoGulp: the connection is not a TCP socket (a Unix socket signals
 // readable whatever SO_RCVLOWAT says), so reads do not gulp.
 var errNoGulp = errors.New("not a TCP connection")
+
+// gulper turns gulping on and off for one replication connection.
+type gulper struct {
+	conn net.Conn
+	log  *zap.Logger
+	n    int  // messages received in the current transaction (or stream block)
+	on   bool // gulping: the read deadline must be at most gulpWait away
+	off  bool // the connection cannot gulp
+}
+
+// update follows one decoded message; receiving: a transaction's changes
+// are arriving (Decoder.Receiving).
+func (g *gulper) update(receiving bool) error {
+	if receiving {
+		if g.n++; g.n == gulpAfter && !g.off {
+			if err := setRcvLowat(g.conn, gulpBytes); err != nil {
+				g.off = true
+				if !errors.Is(err, errNoGulp) {
+					g.log.Info("large transactions are read change by change", zap.Error(err))
+				}
+				return nil
+			}
+			g.on = true
+		}
+		return nil
+	}
+	g.n = 0
+	if g.on {
+		g.on = false
+		if err := setRcvLowat(g.conn, 1); err != nil {
+			return fmt.Errorf("reset SO_RCVLOWAT: %w", err)
+		}
+	}
+	return nil
+}

@@ -379,9 +379,7 @@ func (s *Stream[T]) drain(conn *pgconn.PgConn, dec *Decoder[T]) {
 
 func (s *Stream[T]) loop(ctx context.Context, conn *pgconn.PgConn, dec *Decoder[T]) error {
 	netConn := conn.Conn()
-	inTxnFor := 0    // messages received in the current transaction (or stream block)
-	gulping := false // see gulpAfter
-	canGulp := true
+	gulp := gulper{conn: netConn, log: s.log}
 
 	nextStatus := time.Now().Add(s.cfg.StatusInterval)
 	lastStatus := time.Time{}
@@ -402,7 +400,7 @@ func (s *Stream[T]) loop(ctx context.Context, conn *pgconn.PgConn, dec *Decoder[
 		if s.submittedEnd > s.confirmedSent || want > s.confirmedSent {
 			deadline = now.Add(s.cfg.AckDelay) // something to confirm soon
 		}
-		if g := now.Add(gulpWait); gulping && g.Before(deadline) {
+		if g := now.Add(gulpWait); gulp.on && g.Before(deadline) {
 			deadline = g
 		}
 		// Waking before the deadline is harmless (the loop re-checks), so the
@@ -459,25 +457,8 @@ func (s *Stream[T]) loop(ctx context.Context, conn *pgconn.PgConn, dec *Decoder[
 				if err != nil {
 					return fmt.Errorf("decode at %s: %w", LSN(beUint64(msg.Data[1:9])), err)
 				}
-				if dec.Receiving() {
-					if inTxnFor++; inTxnFor == gulpAfter && canGulp {
-						if err := setRcvLowat(netConn, gulpBytes); err != nil {
-							canGulp = false
-							if !errors.Is(err, errNoGulp) {
-								s.log.Info("large transactions are read change by change", zap.Error(err))
-							}
-						} else {
-							gulping = true
-						}
-					}
-				} else if inTxnFor > 0 {
-					inTxnFor = 0
-					if gulping {
-						gulping = false
-						if err := setRcvLowat(netConn, 1); err != nil {
-							return fmt.Errorf("reset SO_RCVLOWAT: %w", err)
-						}
-					}
+				if err := gulp.update(dec.Receiving()); err != nil {
+					return err
 				}
 				if ok {
 					if err := s.handOn(ctx, conn, dec, c); err != nil {

@@ -96,26 +96,7 @@ func (r *Result) Messages() []Message {
 // (replay from the journal). m.Keys is copied; m.Patterns is kept.
 func (r *Result) AddMessage(m Message) {
 	i := int32(r.msgs.len())
-	rec := msgRec{op: m.Op, name: -1, spilled: true}
-	if n := r.msgs.len(); n > 0 { // runs of one rule are the rule
-		if last := r.msgs.at(int32(n - 1)).name; r.names[last] == (ruleName{m.Table, m.Rule}) {
-			rec.name = last
-		}
-	}
-	for j, n := range r.names {
-		if rec.name >= 0 {
-			break
-		}
-		if n.table == m.Table && n.rule == m.Rule {
-			rec.name = int32(j)
-			break
-		}
-	}
-	if rec.name < 0 {
-		// full slice expression: names may be shared with the router
-		r.names = append(r.names[:len(r.names):len(r.names)], ruleName{m.Table, m.Rule})
-		rec.name = int32(len(r.names) - 1)
-	}
+	rec := msgRec{op: m.Op, name: r.nameIndex(ruleName{m.Table, m.Rule}), spilled: true}
 	rec.ch = r.addChunk(m.Channel)
 	rec.lo = int32(len(r.msgKeys))
 	r.msgKeys = append(r.msgKeys, m.Keys...)
@@ -135,6 +116,22 @@ func (r *Result) AddMessage(m Message) {
 		}
 		r.msgPats[i] = m.Patterns
 	}
+}
+
+// nameIndex returns n's index in names, adding it if new. Messages of one
+// rule come in runs: the previous message's is tried first.
+func (r *Result) nameIndex(n ruleName) int32 {
+	if k := r.msgs.len(); k > 0 {
+		if last := r.msgs.at(int32(k - 1)).name; r.names[last] == n {
+			return last
+		}
+	}
+	if j := slices.Index(r.names, n); j >= 0 {
+		return int32(j)
+	}
+	// full slice expression: names may be shared with the router
+	r.names = append(r.names[:len(r.names):len(r.names)], n)
+	return int32(len(r.names) - 1)
 }
 
 func (r *Result) addChunk(s string) sref {
@@ -227,8 +224,8 @@ func (rt *Router) NewTxn(xid uint32) *Txn {
 // NewReplayTxn starts accumulating rows read back from a table: every rule
 // on the table fires for every row, whatever its on and changed say.
 func (rt *Router) NewReplayTxn() *Txn {
-	t := &Txn{rt: rt, everyRule: true}
-	t.buf = t.buf0[:0]
+	t := rt.NewTxn(0)
+	t.everyRule = true
 	return t
 }
 
