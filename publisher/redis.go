@@ -9,6 +9,7 @@ import (
 
 	"github.com/cachewire/invalidator/cdc"
 	"github.com/cachewire/invalidator/glob"
+	"github.com/cachewire/invalidator/internal/resp"
 	"github.com/cachewire/invalidator/router"
 )
 
@@ -37,12 +38,19 @@ func HeartbeatChannel(channelPrefix string) string { return channelPrefix + "_he
 
 // Publisher applies batches of committed transactions to Redis.
 type Publisher struct {
-	rdb  redis.UniversalClient
-	cfg  Config
-	buf  []byte // scratch
-	buf2 []byte // scratch
-	tail []byte // scratch: the message tail of the transaction being published
-	args arena  // the arguments of the commands of the Apply in progress
+	rdb    redis.UniversalClient
+	cfg    Config
+	buf    []byte       // scratch: a message
+	tail   []byte       // scratch: the message tail of the transaction being published
+	jbuf   []byte       // scratch: a journal entry's values
+	jentry journalEntry // the last journal entry encoded (in jbuf)
+
+	// A single Redis is written to by the publisher itself (package resp)
+	// on a connection of its own; a Redis Cluster through go-redis.
+	direct *resp.Options
+	conn   *resp.Conn  // nil until dialled, and after an error
+	wire   directQueue // the commands of the Apply in progress, on conn
+	pipe   goredisQueue
 }
 
 // New returns a Publisher writing through rdb.
@@ -56,7 +64,21 @@ func New(rdb redis.UniversalClient, cfg Config) *Publisher {
 	if cfg.JournalMaxLen <= 0 {
 		cfg.JournalMaxLen = DefaultJournalMaxLen
 	}
-	return &Publisher{rdb: rdb, cfg: cfg}
+	p := &Publisher{rdb: rdb, cfg: cfg}
+	if c, ok := rdb.(*redis.Client); ok {
+		p.direct = directOptions(c.Options())
+	}
+	return p
+}
+
+// Close closes the Publisher's own connection, if any; rdb is the caller's.
+func (p *Publisher) Close() error {
+	if p.conn == nil {
+		return nil
+	}
+	err := p.conn.Close()
+	p.conn = nil
+	return err
 }
 
 // Stats is what one Apply did.
@@ -118,21 +140,37 @@ func (p *Publisher) apply(ctx context.Context, batch []Applied) (Stats, error) {
 		}
 	}
 
-	// the commands' arguments; the previous Apply's pipeline is done with them
-	args := &p.args
-	args.reset()
-	pl := &pipeline{pipe: p.rdb.Pipeline(), max: maxPipeline, args: args}
-	if err := p.queueUnlinks(ctx, pl, batch); err != nil {
+	q, err := p.queue(ctx)
+	if err != nil {
 		return st, err
+	}
+	err = p.queueCommands(ctx, q, batch, &st)
+	st.KeysDeleted += q.deleted()
+	if err != nil && !isReplyError(err) {
+		p.closeConn() // out of step with the server: dial again next time
+	}
+	return st, err
+}
+
+// queueCommands queues and sends the batch's UNLINKs, then its messages
+// and journal entries.
+func (p *Publisher) queueCommands(ctx context.Context, q commands, batch []Applied, st *Stats) error {
+	if err := p.queueUnlinks(ctx, q, batch); err != nil {
+		return err
 	}
 	if _, cluster := p.rdb.(*redis.ClusterClient); cluster {
 		// A cluster pipeline runs each node's part in parallel, and PUBLISH
 		// has no key to tie it to the UNLINK's node: wait for every delete
 		// before any message can reach a subscriber.
-		if err := pl.exec(ctx); err != nil {
-			return st, err
+		if err := q.exec(ctx); err != nil {
+			return err
 		}
 	}
+	publish := "PUBLISH"
+	if p.cfg.Sharded {
+		publish = "SPUBLISH"
+	}
+	journal := JournalKey(p.cfg.ChannelPrefix)
 	for _, c := range batch {
 		res := c.Txn.Result()
 		if res.NumMessages() > 0 {
@@ -140,93 +178,19 @@ func (p *Publisher) apply(ctx context.Context, batch []Applied) (Stats, error) {
 		}
 		for i := range res.NumMessages() {
 			m := res.Message(i)
-			channel := p.cfg.ChannelPrefix + m.Channel // a string: cluster routing hashes it
 			p.buf = append(appendMessageHead(p.buf[:0], &m), p.tail...)
-			payload := args.copy(p.buf)
-			if p.cfg.Sharded {
-				pl.pipe.SPublish(ctx, channel, payload)
-			} else {
-				pl.pipe.Publish(ctx, channel, payload)
+			if err := q.publish(ctx, publish, p.cfg.ChannelPrefix, m.Channel, p.buf); err != nil {
+				return err
 			}
 			st.Messages++
-			if err := pl.maybeExec(ctx); err != nil {
-				return st, err
-			}
 		}
 		if p.cfg.Journal && !res.Empty() {
-			pl.pipe.XAdd(ctx, &redis.XAddArgs{
-				Stream: JournalKey(p.cfg.ChannelPrefix),
-				MaxLen: p.cfg.JournalMaxLen,
-				Approx: true,
-				Values: p.journalValues(args, c, p.tail),
-			})
+			if err := q.xadd(ctx, journal, p.cfg.JournalMaxLen, p.journalEntry(c, p.tail)); err != nil {
+				return err
+			}
 		}
 	}
-	err := pl.exec(ctx)
-	st.KeysDeleted += pl.deleted
-	return st, err
-}
-
-// maxPipeline bounds the commands sent in one round trip, so that a huge
-// transaction's pipeline does not hold every command in memory at once.
-// Commands still reach a single Redis in order, and on a cluster the
-// deletes are acknowledged before any message is sent: every key is
-// unlinked before any message of the batch is published.
-const maxPipeline = 4096
-
-// maxPipelineKeys bounds the keys the UNLINKs of one round trip carry: a
-// huge transaction's keys would otherwise all be queued before its first
-// round trip, each boxed as a command argument (32 bytes a key on top of
-// the key itself, 6 MB for 200,000 keys).
-const maxPipelineKeys = 16384
-
-// pipeline executes queued commands in round trips of at most max commands.
-type pipeline struct {
-	pipe    redis.Pipeliner
-	max     int
-	unlinks []*redis.IntCmd
-	keys    int // keys in the queued UNLINKs
-	deleted int64
-	// args holds the queued commands' arguments; it is reset once they are
-	// sent, so that a huge batch holds one round trip's arguments at a time
-	args *arena
-}
-
-func (pl *pipeline) maybeExec(ctx context.Context) error {
-	if pl.pipe.Len() < pl.max && pl.keys < maxPipelineKeys {
-		return nil
-	}
-	return pl.exec(ctx)
-}
-
-func (pl *pipeline) exec(ctx context.Context) error {
-	if pl.pipe.Len() == 0 {
-		return nil
-	}
-	cmds, err := pl.pipe.Exec(ctx)
-	pl.keys = 0
-	if pl.args != nil {
-		pl.args.reset() // Exec has written every queued command
-	}
-	if err != nil {
-		return fmt.Errorf("redis pipeline: %w", err)
-	}
-	for _, cmd := range cmds {
-		if err := cmd.Err(); err != nil {
-			return fmt.Errorf("redis %s: %w", cmd.Name(), err)
-		}
-	}
-	for _, u := range pl.unlinks {
-		pl.deleted += u.Val()
-	}
-	pl.unlinks = pl.unlinks[:0]
-	return nil
-}
-
-func (pl *pipeline) unlink(ctx context.Context, keys []string) error {
-	pl.unlinks = append(pl.unlinks, pl.pipe.Unlink(ctx, keys...))
-	pl.keys += len(keys)
-	return pl.maybeExec(ctx)
+	return q.exec(ctx)
 }
 
 // queueUnlinks queues UNLINK commands for the batch's exact keys in chunks.
@@ -235,7 +199,7 @@ func (pl *pipeline) unlink(ctx context.Context, keys []string) error {
 // server's lookup. On a cluster, a chunk holds keys of one hash slot only (a
 // multi-key command may not cross slots); the pipeline sends each to the
 // node that owns the slot.
-func (p *Publisher) queueUnlinks(ctx context.Context, pl *pipeline, batch []Applied) error {
+func (p *Publisher) queueUnlinks(ctx context.Context, q commands, batch []Applied) error {
 	var err error
 	each := func(fn func(string)) {
 		for _, c := range batch {
@@ -253,13 +217,13 @@ func (p *Publisher) queueUnlinks(ctx context.Context, pl *pipeline, batch []Appl
 			s := HashSlot(k)
 			bySlot[s] = append(bySlot[s], k)
 			if len(bySlot[s]) == p.cfg.UnlinkChunk {
-				err = pl.unlink(ctx, bySlot[s])
+				err = q.unlink(ctx, bySlot[s])
 				bySlot[s] = nil
 			}
 		})
 		for _, keys := range bySlot {
 			if len(keys) > 0 && err == nil {
-				err = pl.unlink(ctx, keys)
+				err = q.unlink(ctx, keys)
 			}
 		}
 		return err
@@ -268,12 +232,12 @@ func (p *Publisher) queueUnlinks(ctx context.Context, pl *pipeline, batch []Appl
 	each(func(k string) {
 		chunk = append(chunk, k)
 		if len(chunk) == p.cfg.UnlinkChunk {
-			err = pl.unlink(ctx, chunk)
-			chunk = chunk[:0] // UNLINK copied the keys into its arguments
+			err = q.unlink(ctx, chunk)
+			chunk = chunk[:0] // the queue copied the keys
 		}
 	})
 	if len(chunk) > 0 && err == nil {
-		err = pl.unlink(ctx, chunk)
+		err = q.unlink(ctx, chunk)
 	}
 	return err
 }
@@ -360,63 +324,63 @@ func unlinkScanned(ctx context.Context, c *redis.Client, keys []string, cluster 
 // journalMaxMessages bounds the messages a journal entry repeats verbatim.
 const journalMaxMessages = 1000
 
-// journalValues is the journal entry of one transaction: positions, what
-// was deleted, and the messages as published (so that replay can re-send
-// them verbatim); tail is the transaction's message tail. Short values are
-// carved from args.
-func (p *Publisher) journalValues(args *arena, c Applied, tail []byte) []any {
+// journalEntry is the journal entry of one transaction, its values
+// encoded: positions, what was deleted, and the messages as published (so
+// that replay can re-send them verbatim).
+type journalEntry struct {
+	lsn, endLSN, commitTime            []byte
+	xid                                uint32
+	keys, patterns, channels, messages []byte // JSON arrays
+}
+
+// journalEntry encodes the journal entry of one transaction; tail is the
+// transaction's message tail. The entry's values are valid until the next
+// call.
+func (p *Publisher) journalEntry(c Applied, tail []byte) *journalEntry {
 	res := c.Txn.Result()
-	p.buf = appendLSN(p.buf[:0], c.CommitLSN)
-	lsn := args.copy(p.buf)
-	p.buf = appendLSN(p.buf[:0], c.EndLSN)
-	endLSN := args.copy(p.buf)
-	p.buf = c.CommitTime.UTC().AppendFormat(p.buf[:0], TimeLayout)
-	commitTime := args.copy(p.buf)
+	b := p.jbuf[:0]
+	var end [7]int // where each value but the last ends in b
+	b = appendLSN(b, c.CommitLSN)
+	end[0] = len(b)
+	b = appendLSN(b, c.EndLSN)
+	end[1] = len(b)
+	b = c.CommitTime.UTC().AppendFormat(b, TimeLayout)
+	end[2] = len(b)
+	b = appendJSONArray(b, len(res.Keys), func(i int) string { return res.Keys[i] })
+	end[3] = len(b)
+	b = appendJSONArray(b, len(res.Patterns), func(i int) string { return res.Patterns[i] })
+	end[4] = len(b)
+	b = appendJSONArray(b, res.NumMessages(), res.Channel)
+	end[5] = len(b)
 	// The messages as published, so that replay re-sends them verbatim;
 	// left out of huge transactions (replay then re-applies the deletes and
 	// sends one message per channel rebuilt from the channel list).
-	p.buf = append(p.buf[:0], '[')
+	b = append(b, '[')
 	if res.NumMessages() <= journalMaxMessages {
 		for i := range res.NumMessages() {
 			if i > 0 {
-				p.buf = append(p.buf, ',')
+				b = append(b, ',')
 			}
 			m := res.Message(i)
-			p.buf = append(appendMessageHead(p.buf, &m), tail...)
+			b = append(appendMessageHead(b, &m), tail...)
 		}
 	}
-	p.buf = append(p.buf, ']')
-	return []any{
-		"lsn", lsn,
-		"end_lsn", endLSN,
-		"xid", c.Xid,
-		"commit_time", commitTime,
-		"keys", p.jsonArray(args, len(res.Keys), func(i int) string { return res.Keys[i] }),
-		"patterns", p.jsonArray(args, len(res.Patterns), func(i int) string { return res.Patterns[i] }),
-		"channels", p.jsonArray(args, res.NumMessages(), res.Channel),
-		"messages", args.copy(p.buf),
+	b = append(b, ']')
+	e := &p.jentry
+	*e = journalEntry{
+		lsn: b[:end[0]], endLSN: b[end[0]:end[1]], commitTime: b[end[1]:end[2]], xid: c.Xid,
+		keys: b[end[2]:end[3]], patterns: b[end[3]:end[4]], channels: b[end[4]:end[5]], messages: b[end[5]:],
 	}
+	if cap(b) <= maxScratch {
+		p.jbuf = b
+	} else {
+		p.jbuf = nil // a huge transaction's entry: not kept for the next one
+	}
+	return e
 }
 
-// jsonArray is the JSON array of the n strings at(0)…at(n-1): carved from
-// args when short, else (a huge transaction's) in an allocation of its own
-// size, not left behind in a scratch buffer.
-func (p *Publisher) jsonArray(args *arena, n int, at func(int) string) []byte {
-	size := 2
-	for i := range n {
-		size += len(at(i)) + 3
-	}
-	dst := p.buf2[:0]
-	if size > arenaBlock/4 {
-		dst = make([]byte, 0, size)
-	}
-	dst = appendJSONArray(dst, n, at)
-	if size > arenaBlock/4 {
-		return dst
-	}
-	p.buf2 = dst
-	return args.copy(dst)
-}
+// maxScratch bounds the scratch buffers a Publisher keeps between uses.
+const maxScratch = 1 << 20
 
 // Heartbeat publishes the heartbeat message.
 func (p *Publisher) Heartbeat(ctx context.Context, payload []byte) error {

@@ -73,6 +73,7 @@ func replayCommand(ctx context.Context, args []string, stdout, stderr io.Writer)
 		pub:    publisher.New(rdb, publisher.Config{ChannelPrefix: s.rules.ChannelPrefix, Sharded: s.cfg.RedisShardedPubSub}),
 		dryRun: f.dryRun, out: stdout, progress: newProgress(stderr),
 	}
+	defer func() { _ = r.pub.Close() }()
 	switch {
 	case f.table != "":
 		err = r.table(ctx, f.table, f.where, f.batch)

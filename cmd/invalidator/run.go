@@ -270,6 +270,7 @@ func startStreaming(ctx context.Context, cfg *config.Config, rules *router.Rules
 		JournalMaxLen: cfg.JournalMaxLen,
 		Sharded:       cfg.RedisShardedPubSub,
 	})
+	defer func() { _ = pub.Close() }() // after the applier, resync and heartbeat below have stopped
 	applier := publisher.NewApplier(pub, queue, stream, metrics, log.Named("publisher"), publisher.ApplierConfig{
 		MaxBatchTxns: cfg.BatchMaxTxns,
 		MaxBatchKeys: cfg.BatchMaxKeys,
