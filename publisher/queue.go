@@ -279,19 +279,25 @@ func (q *goredisQueue) publish(ctx context.Context, cmd, prefix, channel string,
 }
 
 func (q *goredisQueue) xadd(ctx context.Context, stream string, maxLen int64, e *journalEntry) error {
+	// the pipeline holds the values until it is sent, and the next entry
+	// reuses the buffer they are in unless it is fresh
+	keep := q.args.copy
+	if e.fresh {
+		keep = func(b []byte) []byte { return b }
+	}
 	q.pipe.XAdd(ctx, &redis.XAddArgs{
 		Stream: stream,
 		MaxLen: maxLen,
 		Approx: true,
 		Values: []any{
-			"lsn", q.args.copy(e.lsn),
-			"end_lsn", q.args.copy(e.endLSN),
+			"lsn", keep(e.lsn),
+			"end_lsn", keep(e.endLSN),
 			"xid", strconv.FormatUint(uint64(e.xid), 10),
-			"commit_time", q.args.copy(e.commitTime),
-			"keys", q.args.copy(e.keys),
-			"patterns", q.args.copy(e.patterns),
-			"channels", q.args.copy(e.channels),
-			"messages", q.args.copy(e.messages),
+			"commit_time", keep(e.commitTime),
+			"keys", keep(e.keys),
+			"patterns", keep(e.patterns),
+			"channels", keep(e.channels),
+			"messages", keep(e.messages),
 		},
 	})
 	return q.maybeExec(ctx)

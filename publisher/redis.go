@@ -331,15 +331,30 @@ type journalEntry struct {
 	lsn, endLSN, commitTime            []byte
 	xid                                uint32
 	keys, patterns, channels, messages []byte // JSON arrays
+	// fresh: the values are in a buffer of their own that the Publisher
+	// does not write again (a huge transaction's), so they need no copy
+	fresh bool
 }
 
 // journalEntry encodes the journal entry of one transaction; tail is the
 // transaction's message tail. The entry's values are valid until the next
-// call.
+// call, and after it too when the entry is fresh.
 func (p *Publisher) journalEntry(c Applied, tail []byte) *journalEntry {
 	res := c.Txn.Result()
+	// A huge transaction's key and channel lists are megabytes: sized
+	// once rather than grown by doubling, and not kept afterwards.
+	need := 2*32 + len(TimeLayout) + jsonArraySize(len(res.Keys), func(i int) string { return res.Keys[i] }) +
+		jsonArraySize(len(res.Patterns), func(i int) string { return res.Patterns[i] }) +
+		jsonArraySize(res.NumMessages(), res.Channel) + 2
+	if res.NumMessages() <= journalMaxMessages {
+		need += res.NumMessages() * (len(tail) + 128)
+	}
 	b := p.jbuf[:0]
-	var end [7]int // where each value but the last ends in b
+	fresh := need > maxScratch
+	if fresh || cap(b) < need {
+		b = make([]byte, 0, need)
+	}
+	var end [6]int // where each value but the last ends in b
 	b = appendLSN(b, c.CommitLSN)
 	end[0] = len(b)
 	b = appendLSN(b, c.EndLSN)
@@ -370,13 +385,24 @@ func (p *Publisher) journalEntry(c Applied, tail []byte) *journalEntry {
 	*e = journalEntry{
 		lsn: b[:end[0]], endLSN: b[end[0]:end[1]], commitTime: b[end[1]:end[2]], xid: c.Xid,
 		keys: b[end[2]:end[3]], patterns: b[end[3]:end[4]], channels: b[end[4]:end[5]], messages: b[end[5]:],
+		fresh: fresh || cap(b) > maxScratch,
 	}
-	if cap(b) <= maxScratch {
-		p.jbuf = b
-	} else {
+	if e.fresh {
 		p.jbuf = nil // a huge transaction's entry: not kept for the next one
+	} else {
+		p.jbuf = b
 	}
 	return e
+}
+
+// jsonArraySize is the size of the JSON array of the n strings at(0)…
+// at(n-1) when none needs escaping (escapes make it grow once).
+func jsonArraySize(n int, at func(int) string) int {
+	size := 2
+	for i := range n {
+		size += len(at(i)) + 3
+	}
+	return size
 }
 
 // maxScratch bounds the scratch buffers a Publisher keeps between uses.
