@@ -20,6 +20,13 @@ type usage struct {
 	WalsenderCPUSeconds float64 `json:"walsender_cpu_seconds"`
 	RedisCPUSeconds     float64 `json:"redis_cpu_seconds"`
 	SuiteCPUSeconds     float64 `json:"suite_cpu_seconds"`
+	// how long the daemon's threads and its walsender were ready to run
+	// but waited for a CPU
+	WaitedSeconds          float64 `json:"runqueue_wait_seconds"`
+	WalsenderWaitedSeconds float64 `json:"walsender_runqueue_wait_seconds"`
+	// context switches of the daemon's threads, and of its walsender
+	Switches          int64 `json:"context_switches"`
+	WalsenderSwitches int64 `json:"walsender_context_switches"`
 	// HostBusyPercent is the share of all CPUs that was busy.
 	HostBusyPercent float64 `json:"host_busy_percent"`
 	// OtherCPUSeconds is the busy CPU time of processes outside the suite's
@@ -94,12 +101,16 @@ func (m *meter) stop() (usage, error) {
 	}
 	b := m.before
 	u := usage{
-		PeakRSSMB:           float64(after.daemon.PeakRSS) / (1 << 20),
-		CPUSeconds:          (after.daemon.CPU - b.daemon.CPU).Seconds(),
-		WalsenderCPUSeconds: (after.walsender.CPU - b.walsender.CPU).Seconds(),
-		RedisCPUSeconds:     (after.redis.CPU - b.redis.CPU).Seconds(),
-		SuiteCPUSeconds:     (after.suite.CPU - b.suite.CPU).Seconds(),
-		Seconds:             after.at.Sub(b.at).Seconds(),
+		PeakRSSMB:              float64(after.daemon.PeakRSS) / (1 << 20),
+		CPUSeconds:             (after.daemon.CPU - b.daemon.CPU).Seconds(),
+		WalsenderCPUSeconds:    (after.walsender.CPU - b.walsender.CPU).Seconds(),
+		RedisCPUSeconds:        (after.redis.CPU - b.redis.CPU).Seconds(),
+		SuiteCPUSeconds:        (after.suite.CPU - b.suite.CPU).Seconds(),
+		WaitedSeconds:          (after.daemon.Waited - b.daemon.Waited).Seconds(),
+		WalsenderWaitedSeconds: (after.walsender.Waited - b.walsender.Waited).Seconds(),
+		Switches:               after.daemon.Switches - b.daemon.Switches,
+		WalsenderSwitches:      after.walsender.Switches - b.walsender.Switches,
+		Seconds:                after.at.Sub(b.at).Seconds(),
 	}
 	if total := after.hostTotal - b.hostTotal; total > 0 {
 		u.HostBusyPercent = 100 * float64(after.hostBusy-b.hostBusy) / float64(total)

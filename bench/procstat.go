@@ -16,6 +16,13 @@ const clockTicks = 100
 type procStats struct {
 	CPU     time.Duration
 	PeakRSS int64 // bytes, VmHWM
+	// Waited is how long its threads were runnable but not running (the
+	// run-queue delay of /proc/<pid>/task/*/schedstat; 0 when the kernel
+	// keeps no schedstats).
+	Waited time.Duration
+	// Switches counts its threads' context switches, voluntary or not
+	// (the same threads as Waited).
+	Switches int64
 }
 
 // readProcStats reads /proc/<pid>/stat (utime + stime) and
@@ -55,5 +62,40 @@ func readProcStats(pid int) (procStats, error) {
 			st.PeakRSS = kb * 1024
 		}
 	}
+	st.Waited, st.Switches = threadSched(pid)
 	return st, nil
+}
+
+// threadSched sums, over pid's threads, the run-queue delay (the second
+// field of schedstat, in ns) and the context switches (voluntary and not,
+// from status). Threads that exited are not counted; a thread that exits
+// while this reads is skipped.
+func threadSched(pid int) (waited time.Duration, switches int64) {
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return 0, 0
+	}
+	for _, t := range tasks {
+		dir := fmt.Sprintf("/proc/%d/task/%s/", pid, t.Name())
+		if b, err := os.ReadFile(dir + "schedstat"); err == nil {
+			if f := strings.Fields(string(b)); len(f) == 3 {
+				if ns, err := strconv.ParseInt(f[1], 10, 64); err == nil {
+					waited += time.Duration(ns)
+				}
+			}
+		}
+		b, err := os.ReadFile(dir + "status")
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			name, v, ok := strings.Cut(line, ":")
+			if ok && (name == "voluntary_ctxt_switches" || name == "nonvoluntary_ctxt_switches") {
+				if n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64); err == nil {
+					switches += n
+				}
+			}
+		}
+	}
+	return waited, switches
 }

@@ -113,7 +113,9 @@ func writeTable(out io.Writer, rep *report) error {
 	var res [][]string
 	addUsage := func(name string, u usage) {
 		res = append(res, []string{name, f1(u.Seconds), f1(u.PeakRSSMB), f2(u.CPUSeconds), f2(u.WalsenderCPUSeconds),
-			f2(u.RedisCPUSeconds), f2(u.SuiteCPUSeconds), f0(u.HostBusyPercent), f1(u.OtherCPUSeconds)})
+			f2(u.RedisCPUSeconds), f2(u.SuiteCPUSeconds), f1(u.WaitedSeconds) + " / " + f1(u.WalsenderWaitedSeconds),
+			i64(u.Switches) + " / " + i64(u.WalsenderSwitches),
+			f0(u.HostBusyPercent), f1(u.OtherCPUSeconds)})
 	}
 	if len(rep.Bulk) > 0 {
 		rows := [][]string{{"run", "max_keys/txn", "rows", "update_s", "floor_s", "daemon_s", "msgs_s", "floor/daemon", "ratio_range", "rows/s",
@@ -148,15 +150,16 @@ func writeTable(out io.Writer, rep *report) error {
 			"  txns/batch, apply (Redis round trip of a batch) and ack (COMMIT to Redis ack) from the daemon's /metrics (histogram bucket bounds)", rows)
 	}
 	if u := rep.Unthrottled; u != nil {
-		rows := [][]string{{"reader", "clients", "commit_rate/s", "committed", "received", "lost", "lag_at_end_s", "p50_ms", "p99_ms", "max_ms",
+		rows := [][]string{{"reader", "clients", "commit_rate/s", "committed", "received", "lost", "lag_at_end_s", "last_msg_s", "p50_ms", "p99_ms", "max_ms",
 			"behind_at_end_MB(walsender/daemon)", "txns/batch", "apply_p50/p99_ms<="},
-			{"pg_recvlogical", itoa(u.Clients), f1(u.FloorPgbench.TPS), i64(u.FloorPgbench.Processed), "-", "-", f3(u.FloorLagSeconds), "-", "-", "-", "-", "-", "-"},
-			{"daemon", itoa(u.Clients), f1(u.Pgbench.TPS), i64(u.Pgbench.Processed), itoa(u.Received), i64(u.Lost), f3(u.LagSeconds), f2(u.P50MS), f2(u.P99MS),
+			{"pg_recvlogical", itoa(u.Clients), f1(u.FloorPgbench.TPS), i64(u.FloorPgbench.Processed), "-", "-", f3(u.FloorLagSeconds), "-", "-", "-", "-", "-", "-", "-"},
+			{"daemon", itoa(u.Clients), f1(u.Pgbench.TPS), i64(u.Pgbench.Processed), itoa(u.Received), i64(u.Lost), f3(u.LagSeconds), f3(u.LastMessageSeconds), f2(u.P50MS), f2(u.P99MS),
 				f2(u.MaxMS), f1(u.WalsenderBehindMB) + " / " + f1(u.DaemonBehindMB), f1(u.Daemon.TxnsPerBatch),
 				bucket(u.Daemon.ApplyP50MS) + " / " + bucket(u.Daemon.ApplyP99MS)}}
 		addUsage("unthrottled", u.Usage)
 		tw("UNTHROTTLED: pgbench without -R, "+rep.Options.Duration+", run twice: read by pg_recvlogical alone (the floor; lag = until its walsender sent\n"+
-			"  all WAL written by then), then by the daemon alone (lag = pgbench exit to the last message)", rows)
+			"  all WAL written by then), then by the daemon alone (lag = the last commit to Redis deleting its keys, by the Redis time of\n"+
+			"  its journal entry; last_msg = pgbench exit to the suite's subscriber receiving the last message)", rows)
 	}
 	if h := rep.Huge; h != nil {
 		rows := [][]string{{"rows", "max_keys/txn", "update_s", "confirmed_s", "messages", "wide_msgs"},
@@ -165,9 +168,11 @@ func writeTable(out io.Writer, rep *report) error {
 		tw("HUGE: one transaction UPDATEs every row; confirmed = the slot's confirmed position passed the commit", rows)
 	}
 	if len(res) > 0 {
-		rows := append([][]string{{"workload", "window_s", "daemon_peak_RSS_MB", "daemon_CPU_s", "walsender_CPU_s", "redis_CPU_s", "suite_CPU_s", "host_busy_%", "other_CPU_s"}}, res...)
+		rows := append([][]string{{"workload", "window_s", "daemon_peak_RSS_MB", "daemon_CPU_s", "walsender_CPU_s", "redis_CPU_s", "suite_CPU_s",
+			"runq_wait_s(daemon/walsender)", "ctx_switches(daemon/walsender)", "host_busy_%", "other_CPU_s"}}, res...)
 		tw(fmt.Sprintf("RESOURCES: daemon restarted per workload (peak RSS = VmHWM since its start); CPU = utime+stime over the window\n"+
-			"  (bulk/huge: BEGIN to done; steady/unthrottled: pgbench start to drained); host_busy = all %d CPUs;\n"+
+			"  (bulk/huge: BEGIN to done; steady/unthrottled: pgbench start to drained); runq_wait = time the daemon's threads\n"+
+			"  (summed) and its walsender were ready to run but waiting for a CPU, and how often they were switched out; host_busy = all %d CPUs;\n"+
 			"  other = CPU used by processes outside the suite (its servers, daemon, pgbench included): others' work skews every figure", rep.Machine.CPUs), rows)
 	}
 	if len(rep.Targets) > 0 {

@@ -2,9 +2,13 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
+
+	"github.com/cachewire/invalidator/publisher"
 )
 
 // unthrottledResult is pgbench without a rate limit, twice: once read by
@@ -15,10 +19,16 @@ type unthrottledResult struct {
 	Pgbench pgbenchRun    `json:"pgbench"`
 	Daemon  daemonMetrics `json:"daemon_metrics"`
 	flow
-	// LagSeconds: from pgbench's exit to the last message's arrival
-	// (0 when it arrived before pgbench exited).
+	// LagSeconds: from the last transaction's commit (its commit_time) to
+	// Redis deleting its keys: the time Redis gave the journal entry that
+	// the daemon appends right after the transaction's UNLINK (the entry
+	// ID, in ms). Both clocks are this machine's.
 	LagSeconds float64 `json:"lag_at_end_seconds"`
-	Usage      usage   `json:"resources"`
+	// LastMessageSeconds: from pgbench's exit to the suite's subscriber
+	// receiving the last message (0 when before); it adds the
+	// subscriber's own delay, itself short of CPU during the run.
+	LastMessageSeconds float64 `json:"last_message_after_end_seconds"`
+	Usage              usage   `json:"resources"`
 	// the floor run: pgbench with pg_recvlogical as the only consumer
 	FloorPgbench pgbenchRun `json:"floor_pgbench"`
 	// FloorLagSeconds: from pgbench's exit until pg_recvlogical's walsender
@@ -53,10 +63,40 @@ func (s *suite) unthrottled(ctx context.Context) (unthrottledResult, error) {
 	}
 	r.Usage = u
 	if !r.lastAt.IsZero() {
-		r.LagSeconds = max(0, r.lastAt.Sub(r.Pgbench.ended).Seconds())
+		r.LastMessageSeconds = max(0, r.lastAt.Sub(r.Pgbench.ended).Seconds())
 	}
-	s.log.printf("unthrottled: %.0f tps, lag at end %.3fs, lost %d", r.Pgbench.TPS, r.LagSeconds, r.Lost)
+	if r.LagSeconds, err = s.lastDeletionLag(ctx); err != nil {
+		return r, err
+	}
+	s.log.printf("unthrottled: %.0f tps, lag at end %.3fs (last message received %.3fs after pgbench), lost %d",
+		r.Pgbench.TPS, r.LagSeconds, r.LastMessageSeconds, r.Lost)
 	return r, nil
+}
+
+// lastDeletionLag is how long after its commit the last transaction's keys
+// were deleted: the daemon appends a transaction's journal entry in the
+// round trip that unlinks its keys, right after the UNLINK, and Redis
+// names the entry after its clock in milliseconds.
+func (s *suite) lastDeletionLag(ctx context.Context) (float64, error) {
+	entries, err := s.srv.rdb.XRevRangeN(ctx, publisher.JournalKey(channelPrefix), "+", "-", 1).Result()
+	if err != nil {
+		return 0, fmt.Errorf("last journal entry: %w", err)
+	}
+	if len(entries) == 0 {
+		return 0, errors.New("the journal is empty")
+	}
+	e := entries[0]
+	msStr, _, _ := strings.Cut(e.ID, "-")
+	ms, err := strconv.ParseInt(msStr, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("journal entry ID %q: %w", e.ID, err)
+	}
+	ct, _ := e.Values["commit_time"].(string)
+	commit, err := time.Parse(publisher.TimeLayout, ct)
+	if err != nil {
+		return 0, fmt.Errorf("journal entry %s: commit_time %q: %w", e.ID, ct, err)
+	}
+	return max(0, time.UnixMilli(ms).Sub(commit).Seconds()), nil
 }
 
 // unthrottledFloor runs pgbench while only pg_recvlogical reads the
