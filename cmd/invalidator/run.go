@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -32,6 +33,18 @@ SIGTERM or SIGINT drains what is in flight, confirms it and exits 0.`
 // blocks when it is full (backpressure reaches PostgreSQL, not memory).
 const queueLen = 256
 
+// defaultProcs runs Go code on one thread at a time unless GOMAXPROCS is
+// set (ADR 12): the daemon's work is one reader and one applier, fed by
+// one single-threaded walsender, and a second P mostly adds wake-ups, CPU
+// taken from PostgreSQL on a shared machine. It returns the setting.
+func defaultProcs() int {
+	if os.Getenv("GOMAXPROCS") != "" {
+		return runtime.GOMAXPROCS(0)
+	}
+	runtime.GOMAXPROCS(1)
+	return 1
+}
+
 func runCommand(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	s, code, done := load("run", runHelp, args, stdout, stderr, (*config.Config).BindRunFlags, (*config.Config).Validate)
 	if done {
@@ -46,8 +59,9 @@ func runCommand(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	// go-redis logs through a process-wide logger: route it into ours
 	// (main owns the process, so this is the place to set it).
 	redis.SetLogger(redisLogger{log.Named("redis")})
+	procs := defaultProcs()
 	log.Info("starting", zap.String("version", version()), zap.Any("config", s.cfg.Redacted()),
-		zap.Int("rules", len(s.rules.Rules)), zap.Strings("tables", s.rules.Tables()))
+		zap.Int("rules", len(s.rules.Rules)), zap.Strings("tables", s.rules.Tables()), zap.Int("gomaxprocs", procs))
 
 	err = runDaemon(ctx, s.cfg, s.rules, log)
 	var rerr *router.Error
