@@ -67,8 +67,7 @@ func (p *Publisher) closeConn() {
 	}
 }
 
-// replyError is an error reply to one command of a round trip; the
-// connection itself is fine.
+// replyError is an error reply to one command of a round trip.
 type replyError struct {
 	cmd string
 	err resp.Error

@@ -3,9 +3,11 @@ package publisher
 import (
 	"context"
 	"fmt"
+	"net"
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -195,9 +197,9 @@ func TestApply_DirectAsGoRedis(t *testing.T) {
 	}
 }
 
-// An error reply fails the Apply, names the command, and leaves the
-// connection in step: once the cause is gone the same batch applies on the
-// same connection.
+// An error reply fails the Apply and names the command; the commands
+// before it were applied, and the next Apply, on a new connection, applies
+// the batch once the cause is gone.
 func TestApply_DirectErrorReply(t *testing.T) {
 	rdb := queueRedis(t)
 	batch, keys := queueBatch(t)
@@ -215,9 +217,8 @@ func TestApply_DirectErrorReply(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "XADD") || !strings.Contains(err.Error(), "WRONGTYPE") {
 		t.Fatalf("apply with the journal key of the wrong type: %v, want a WRONGTYPE error of XADD", err)
 	}
-	conn := p.conn
-	if conn == nil {
-		t.Fatal("an error reply closed the connection")
+	if p.conn != nil {
+		t.Error("the connection was kept after a failed Apply")
 	}
 	if n, _ := rdb.Exists(ctx, keys[0]).Result(); n != 0 {
 		t.Error("the keys queued before the failed command were not deleted")
@@ -229,10 +230,80 @@ func TestApply_DirectErrorReply(t *testing.T) {
 	if err != nil {
 		t.Fatalf("apply again: %v", err)
 	}
-	if p.conn != conn {
-		t.Error("the second Apply dialled again")
-	}
 	if n, _ := rdb.XLen(ctx, JournalKey("inv:")).Result(); n != 3 || st.Messages != 3 {
 		t.Errorf("second apply: %d journal entries and %d messages, want 3 and 3", n, st.Messages)
+	}
+}
+
+// A master demoted behind the same address answers READONLY: the failed
+// Apply drops the connection, and the next one reaches the new master.
+func TestApply_DirectReadonlyFailover(t *testing.T) {
+	a, b := queueRedis(t), queueRedis(t)
+	ctx := context.Background()
+	var toB atomic.Bool
+	var d net.Dialer
+	rdb := redis.NewClient(&redis.Options{
+		Addr: a.Options().Addr,
+		Dialer: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			if toB.Load() {
+				return d.DialContext(ctx, network, b.Options().Addr)
+			}
+			return d.DialContext(ctx, network, a.Options().Addr)
+		},
+	})
+	defer rdb.Close()
+	batch, keys := queueBatch(t)
+	batch = batch[:3]
+	p := New(rdb, Config{ChannelPrefix: "inv:", Journal: true})
+	defer p.Close()
+	if _, err := p.Apply(ctx, batch); err != nil {
+		t.Fatalf("apply on the first master: %v", err)
+	}
+	host, port, _ := net.SplitHostPort(b.Options().Addr)
+	if err := a.ReplicaOf(ctx, host, port).Err(); err != nil {
+		t.Fatal(err)
+	}
+	toB.Store(true)
+	if err := b.Set(ctx, keys[0], "cached", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Apply(ctx, batch); err == nil || !strings.Contains(err.Error(), "READONLY") {
+		t.Fatalf("apply on the demoted master: %v, want READONLY", err)
+	}
+	if _, err := p.Apply(ctx, batch); err != nil {
+		t.Fatalf("apply after READONLY: %v, want it applied on the new master", err)
+	}
+	if n, _ := b.Exists(ctx, keys[0]).Result(); n != 0 {
+		t.Error("the key on the new master was not deleted")
+	}
+}
+
+// A connection the server closed while it was idle costs no failed
+// Apply: the Publisher dials again and applies at once.
+func TestApply_DirectRedialsAfterIdleClose(t *testing.T) {
+	rdb := queueRedis(t)
+	ctx := context.Background()
+	batch, keys := queueBatch(t)
+	batch = batch[:3]
+	p := New(rdb, Config{ChannelPrefix: "inv:"})
+	defer p.Close()
+	if _, err := p.Apply(ctx, batch); err != nil {
+		t.Fatal(err)
+	}
+	first := p.conn
+	if err := rdb.Do(ctx, "CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := rdb.Set(ctx, keys[0], "cached", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Apply(ctx, batch); err != nil {
+		t.Fatalf("apply after the server closed the idle connection: %v", err)
+	}
+	if p.conn == first {
+		t.Error("the Publisher kept the closed connection")
+	}
+	if n, _ := rdb.Exists(ctx, keys[0]).Result(); n != 0 {
+		t.Error("the key was not deleted")
 	}
 }

@@ -140,16 +140,29 @@ func (p *Publisher) apply(ctx context.Context, batch []Applied) (Stats, error) {
 		}
 	}
 
-	q, err := p.queue(ctx)
-	if err != nil {
-		return st, err
+	for attempt := 1; ; attempt++ {
+		reused := p.conn != nil
+		q, err := p.queue(ctx)
+		if err != nil {
+			return st, err
+		}
+		err = p.queueCommands(ctx, q, batch, &st)
+		st.KeysDeleted += q.deleted()
+		if err == nil || p.direct == nil {
+			return st, err
+		}
+		// Any failure drops the connection: an I/O error may leave it out
+		// of step, and an error reply may be for the server behind it
+		// (READONLY: a master demoted behind the same address), which a
+		// new connection may not reach.
+		p.closeConn()
+		// A connection that sat idle may have been closed by the server
+		// or a proxy meanwhile: one immediate retry on a new one (the
+		// batch is idempotent), as a connection pool would.
+		if !reused || attempt > 1 || isReplyError(err) || ctx.Err() != nil {
+			return st, err
+		}
 	}
-	err = p.queueCommands(ctx, q, batch, &st)
-	st.KeysDeleted += q.deleted()
-	if err != nil && !isReplyError(err) {
-		p.closeConn() // out of step with the server: dial again next time
-	}
-	return st, err
 }
 
 // queueCommands queues and sends the batch's UNLINKs, then its messages

@@ -43,16 +43,16 @@ func Dial(ctx context.Context, o Options) (*Conn, error) {
 		return nil, fmt.Errorf("connect to redis at %s: %w", o.Addr, err)
 	}
 	c := &Conn{nc: nc, br: bufio.NewReaderSize(nc, readBuffer), opts: o}
-	if err := c.hello(ctx); err != nil {
+	if err := c.handshake(ctx); err != nil {
 		_ = nc.Close()
 		return nil, err
 	}
 	return c, nil
 }
 
-// hello sends what the connection needs before any command: AUTH, SELECT
+// handshake sends what the connection needs before any command: AUTH, SELECT
 // and CLIENT SETNAME, each only when configured.
-func (c *Conn) hello(ctx context.Context) error {
+func (c *Conn) handshake(ctx context.Context) error {
 	var b []byte
 	var names []string
 	o := &c.opts
@@ -85,8 +85,7 @@ func (c *Conn) hello(ctx context.Context) error {
 	var first error
 	err := c.ReadReplies(ctx, len(names), func(i int, r Reply) {
 		if r.Kind == ErrorReply && first == nil {
-			// the reply never repeats the password
-			first = fmt.Errorf("redis %s: %w", names[i], r.Err)
+			first = fmt.Errorf("redis %s at %s: %w", names[i], o.Addr, r.Err)
 		}
 	})
 	if err != nil {
@@ -99,15 +98,26 @@ func (c *Conn) hello(ctx context.Context) error {
 // follows in the next Write).
 func (c *Conn) Write(ctx context.Context, b []byte) error {
 	if err := ctx.Err(); err != nil {
-		return err
-	}
-	stop := c.interruptOn(ctx)
-	defer stop()
-	if err := c.nc.SetWriteDeadline(c.deadline(ctx, c.opts.WriteTimeout)); err != nil {
 		return fmt.Errorf("redis write: %w", err)
 	}
-	if _, err := c.nc.Write(b); err != nil {
-		return fmt.Errorf("redis write: %w", c.cause(ctx, err))
+	stop := c.interruptOn(ctx)
+	if err := c.nc.SetWriteDeadline(c.deadline(ctx, c.opts.WriteTimeout)); err != nil {
+		stop()
+		return fmt.Errorf("redis write: %w", err)
+	}
+	_, err := c.nc.Write(b)
+	return c.done(ctx, stop, "redis write", err)
+}
+
+// done ends an I/O under interruptOn. When ctx ended meanwhile, the
+// interruption may still set a past deadline at any moment: the call
+// fails with ctx's error, and the connection must not be used again.
+func (c *Conn) done(ctx context.Context, stop func() bool, what string, err error) error {
+	if !stop() {
+		return fmt.Errorf("%s: %w", what, context.Cause(ctx))
+	}
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, c.cause(ctx, err))
 	}
 	return nil
 }
@@ -117,21 +127,21 @@ func (c *Conn) Write(ctx context.Context, b []byte) error {
 // returned is of the connection (I/O, protocol or ctx).
 func (c *Conn) ReadReplies(ctx context.Context, n int, fn func(i int, r Reply)) error {
 	if err := ctx.Err(); err != nil {
-		return err
+		return fmt.Errorf("redis read: %w", err)
 	}
 	stop := c.interruptOn(ctx)
-	defer stop()
 	if err := c.nc.SetReadDeadline(c.deadline(ctx, c.opts.ReadTimeout)); err != nil {
+		stop()
 		return fmt.Errorf("redis read: %w", err)
 	}
 	for i := range n {
 		r, err := ReadReply(c.br)
 		if err != nil {
-			return fmt.Errorf("redis read (reply %d of %d): %w", i+1, n, c.cause(ctx, err))
+			return c.done(ctx, stop, fmt.Sprintf("redis read (reply %d of %d)", i+1, n), err)
 		}
 		fn(i, r)
 	}
-	return nil
+	return c.done(ctx, stop, "redis read", nil)
 }
 
 // Close closes the connection.
