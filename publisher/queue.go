@@ -18,9 +18,9 @@ import (
 // single Redis in the order they are queued.
 type commands interface {
 	unlink(ctx context.Context, keys []string) error
-	// publish sends payload on prefix+channel with the command cmd
-	// (PUBLISH or SPUBLISH).
-	publish(ctx context.Context, cmd, prefix, channel string, payload []byte) error
+	// publish sends payload on prefix+channel with kind's command
+	// (cmdPublish or cmdSPublish).
+	publish(ctx context.Context, kind cmdKind, prefix, channel string, payload []byte) error
 	xadd(ctx context.Context, stream string, maxLen int64, e *journalEntry) error
 	// exec sends what is queued and reads the replies.
 	exec(ctx context.Context) error
@@ -60,12 +60,7 @@ func (p *Publisher) queue(ctx context.Context) (commands, error) {
 
 // closeConn drops the Publisher's connection after an error that may have
 // left it out of step with the server.
-func (p *Publisher) closeConn() {
-	if p.conn != nil {
-		_ = p.conn.Close()
-		p.conn = nil
-	}
-}
+func (p *Publisher) closeConn() { _ = p.Close() }
 
 // replyError is an error reply to one command of a round trip.
 type replyError struct {
@@ -137,11 +132,7 @@ func (q *directQueue) unlink(ctx context.Context, keys []string) error {
 	return q.queued(ctx, cmdUnlink)
 }
 
-func (q *directQueue) publish(ctx context.Context, cmd, prefix, channel string, payload []byte) error {
-	kind := cmdPublish
-	if cmd == "SPUBLISH" {
-		kind = cmdSPublish
-	}
+func (q *directQueue) publish(ctx context.Context, kind cmdKind, prefix, channel string, payload []byte) error {
 	q.buf = resp.AppendString(resp.AppendCommand(q.buf, 3), kind.String())
 	q.buf = resp.AppendStrings(q.buf, prefix, channel)
 	if err := q.bulk(ctx, payload); err != nil {
@@ -267,9 +258,9 @@ func (q *goredisQueue) unlink(ctx context.Context, keys []string) error {
 	return q.maybeExec(ctx)
 }
 
-func (q *goredisQueue) publish(ctx context.Context, cmd, prefix, channel string, payload []byte) error {
+func (q *goredisQueue) publish(ctx context.Context, kind cmdKind, prefix, channel string, payload []byte) error {
 	ch := prefix + channel // a string: cluster routing hashes it
-	if cmd == "SPUBLISH" {
+	if kind == cmdSPublish {
 		q.pipe.SPublish(ctx, ch, q.args.copy(payload))
 	} else {
 		q.pipe.Publish(ctx, ch, q.args.copy(payload))

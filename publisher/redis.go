@@ -179,9 +179,9 @@ func (p *Publisher) queueCommands(ctx context.Context, q commands, batch []Appli
 			return err
 		}
 	}
-	publish := "PUBLISH"
+	publish := cmdPublish
 	if p.cfg.Sharded {
-		publish = "SPUBLISH"
+		publish = cmdSPublish
 	}
 	journal := JournalKey(p.cfg.ChannelPrefix)
 	for _, c := range batch {
@@ -356,9 +356,10 @@ func (p *Publisher) journalEntry(c Applied, tail []byte) *journalEntry {
 	res := c.Txn.Result()
 	// A huge transaction's key and channel lists are megabytes: sized
 	// once rather than grown by doubling, and not kept afterwards.
-	need := 2*32 + len(TimeLayout) + jsonArraySize(len(res.Keys), func(i int) string { return res.Keys[i] }) +
-		jsonArraySize(len(res.Patterns), func(i int) string { return res.Patterns[i] }) +
-		jsonArraySize(res.NumMessages(), res.Channel) + 2
+	key := func(i int) string { return res.Keys[i] }
+	pattern := func(i int) string { return res.Patterns[i] }
+	need := 2*32 + len(TimeLayout) + jsonArraySize(len(res.Keys), key) +
+		jsonArraySize(len(res.Patterns), pattern) + jsonArraySize(res.NumMessages(), res.Channel) + 2
 	if res.NumMessages() <= journalMaxMessages {
 		need += res.NumMessages() * (len(tail) + 128)
 	}
@@ -374,9 +375,9 @@ func (p *Publisher) journalEntry(c Applied, tail []byte) *journalEntry {
 	end[1] = len(b)
 	b = c.CommitTime.UTC().AppendFormat(b, TimeLayout)
 	end[2] = len(b)
-	b = appendJSONArray(b, len(res.Keys), func(i int) string { return res.Keys[i] })
+	b = appendJSONArray(b, len(res.Keys), key)
 	end[3] = len(b)
-	b = appendJSONArray(b, len(res.Patterns), func(i int) string { return res.Patterns[i] })
+	b = appendJSONArray(b, len(res.Patterns), pattern)
 	end[4] = len(b)
 	b = appendJSONArray(b, res.NumMessages(), res.Channel)
 	end[5] = len(b)

@@ -97,16 +97,27 @@ func (c *Conn) handshake(ctx context.Context) error {
 // Write writes b (whole commands, or the start of a command whose rest
 // follows in the next Write).
 func (c *Conn) Write(ctx context.Context, b []byte) error {
-	if err := ctx.Err(); err != nil {
+	stop, err := c.begin(ctx, c.nc.SetWriteDeadline, c.opts.WriteTimeout)
+	if err != nil {
 		return fmt.Errorf("redis write: %w", err)
 	}
-	stop := c.interruptOn(ctx)
-	if err := c.nc.SetWriteDeadline(c.deadline(ctx, c.opts.WriteTimeout)); err != nil {
-		stop()
-		return fmt.Errorf("redis write: %w", err)
-	}
-	_, err := c.nc.Write(b)
+	_, err = c.nc.Write(b)
 	return c.done(ctx, stop, "redis write", err)
+}
+
+// begin starts an I/O: it sets the deadline with set, from timeout and
+// ctx's deadline, and arranges for ctx ending to interrupt the I/O. The
+// caller ends it with done.
+func (c *Conn) begin(ctx context.Context, set func(time.Time) error, timeout time.Duration) (stop func() bool, err error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	stop = c.interruptOn(ctx)
+	if err := set(c.deadline(ctx, timeout)); err != nil {
+		stop()
+		return nil, err
+	}
+	return stop, nil
 }
 
 // done ends an I/O under interruptOn. When ctx ended meanwhile, the
@@ -126,12 +137,8 @@ func (c *Conn) done(ctx context.Context, stop func() bool, what string, err erro
 // with each. An error reply is handed to fn like any other; an error
 // returned is of the connection (I/O, protocol or ctx).
 func (c *Conn) ReadReplies(ctx context.Context, n int, fn func(i int, r Reply)) error {
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("redis read: %w", err)
-	}
-	stop := c.interruptOn(ctx)
-	if err := c.nc.SetReadDeadline(c.deadline(ctx, c.opts.ReadTimeout)); err != nil {
-		stop()
+	stop, err := c.begin(ctx, c.nc.SetReadDeadline, c.opts.ReadTimeout)
+	if err != nil {
 		return fmt.Errorf("redis read: %w", err)
 	}
 	for i := range n {
