@@ -180,8 +180,8 @@ func (s *suite) waitBulk(ctx context.Context, d *daemon, fl *floor, xid uint32, 
 			if rec.wide {
 				r.WideMessages++
 			}
-			if rec.at.After(lastMsg) {
-				lastMsg = rec.at
+			if rec.at().After(lastMsg) {
+				lastMsg = rec.at()
 			}
 		}
 		// Messages are published after the deletes, in the same pipeline:

@@ -125,15 +125,15 @@ func (s *suite) pgbenchFlow(ctx context.Context, m *meter, name string, a pgbenc
 	f.Lost = run.Processed - int64(f.Received)
 	lat := make([]int64, 0, len(first))
 	for _, rec := range first {
-		lat = append(lat, rec.at.UnixMicro()-rec.commitUS)
-		if rec.at.After(f.lastAt) {
-			f.lastAt = rec.at
+		lat = append(lat, rec.atNS/1000-rec.commitUS)
+		if rec.at().After(f.lastAt) {
+			f.lastAt = rec.at()
 		}
 	}
 	if prefix := s.opts.latencyDump; prefix != "" {
 		var sb strings.Builder
 		for _, rec := range first {
-			fmt.Fprintf(&sb, "%d %d\n", rec.commitUS, rec.at.UnixMicro()-rec.commitUS)
+			fmt.Fprintf(&sb, "%d %d\n", rec.commitUS, rec.atNS/1000-rec.commitUS)
 		}
 		if err := os.WriteFile(prefix+"."+name, []byte(sb.String()), 0o644); err != nil {
 			return run, f, fmt.Errorf("-latency-dump: %w", err)

@@ -20,7 +20,7 @@ type suite struct {
 // runWorkloads runs the chosen workloads in a fixed order, each against a
 // freshly started daemon so that its peak RSS is its own.
 func (s *suite) runWorkloads(ctx context.Context, rep *report) error {
-	sub, err := startSubscriber(ctx, s.srv.rdb, channelPrefix+"shard:*")
+	sub, err := startSubscriber(ctx, s.srv.redis.Addr(), channelPrefix+"shard:*")
 	if err != nil {
 		return err
 	}
