@@ -55,7 +55,7 @@ func (s *suite) startDaemon(ctx context.Context, name string, extraEnv ...string
 	d.cmd = exec.Command(s.bin, "run")
 	d.cmd.Env = append(withoutInvalidatorEnv(os.Environ()), append(append(env, s.opts.daemonEnv...), extraEnv...)...)
 	d.cmd.Stdout, d.cmd.Stderr = d.logFile, d.logFile
-	d.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	d.cmd.SysProcAttr = ownSession()
 	if err := d.cmd.Start(); err != nil {
 		_ = d.logFile.Close()
 		return nil, fmt.Errorf("start daemon: %w", err)

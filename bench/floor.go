@@ -68,7 +68,7 @@ func (s *suite) startFloor(ctx context.Context) (*floor, error) {
 		"-S", floorSlot, "--start", "--no-loop", "-f", f.outPath,
 		"-P", "pgoutput", "-o", "proto_version=2", "-o", "publication_names="+floorPublication,
 		"--fsync-interval=0", "--status-interval=1")
-	f.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	f.cmd.SysProcAttr = ownSession()
 	stderrPath := filepath.Join(s.dir, "pg_recvlogical.log")
 	logFile, err := os.Create(stderrPath)
 	if err != nil {

@@ -62,7 +62,7 @@ func (s *suite) steadyFloor(ctx context.Context, name string, args pgbenchArgs) 
 		"-h", "127.0.0.1", "-p", strconv.Itoa(s.srv.pg.Port), "-U", "postgres", "-d", benchDB,
 		"-S", latencyFloorSlot, "--start", "--no-loop", "-f", outPath,
 		"-o", "include-timestamp=on", "-o", "skip-empty-xacts=on", "--fsync-interval=0", "--status-interval=1")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = ownSession()
 	logPath := filepath.Join(s.dir, name+"-floor.log")
 	logFile, err := os.Create(logPath)
 	if err != nil {

@@ -63,7 +63,7 @@ func (s *suite) runPgbench(ctx context.Context, name string, a pgbenchArgs) (pgb
 	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGINT) }
 	cmd.WaitDelay = 10 * time.Second
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = ownSession()
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	s.log.printf("%s: pgbench %v", name, args)

@@ -103,8 +103,12 @@ func (p *process) start(args []string) error {
 	cmd.Env = p.env
 	cmd.Stdout = logFile
 	cmd.Stderr = logFile
+	// A session of its own, as a service has: its own process group (killed
+	// whole at the end), and, where the kernel groups tasks by session for
+	// scheduling (sched_autogroup_enabled), its own share of the CPU rather
+	// than one shared with the test or benchmark that started it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{
-		Setpgid:    true,
+		Setsid:     true,
 		Pdeathsig:  syscall.SIGKILL,
 		Credential: p.cred,
 	}
