@@ -111,6 +111,8 @@ type Stream[T Txn] struct {
 	serverWAL       LSN    // latest WAL end the server reported
 	system          string // system id and timeline of the last session's server
 
+	busyRate float64 // see busyRate; tests lower it
+
 	// OnMessage receives logical decoding messages, see Decoder.OnMessage.
 	OnMessage func(transactional bool, lsn LSN, prefix string, content []byte)
 }
@@ -139,7 +141,7 @@ func NewStream[T Txn](cfg StreamConfig, log *zap.Logger, obs Observer, newTxn fu
 	if obs == nil {
 		obs = nopObserver{}
 	}
-	return &Stream[T]{cfg: cfg, log: log, obs: obs, out: out, newTxn: newTxn, progress: make(chan struct{}, 1)}
+	return &Stream[T]{cfg: cfg, log: log, obs: obs, out: out, newTxn: newTxn, progress: make(chan struct{}, 1), busyRate: busyRate}
 }
 
 // Confirm records that every transaction handed on with an end LSN up to
@@ -379,7 +381,7 @@ func (s *Stream[T]) drain(conn *pgconn.PgConn, dec *Decoder[T]) {
 
 func (s *Stream[T]) loop(ctx context.Context, conn *pgconn.PgConn, dec *Decoder[T]) error {
 	netConn := conn.Conn()
-	gulp := gulper{conn: netConn, log: s.log}
+	gulp := gulper{conn: netConn, log: s.log, busy: busyMeter{rate: s.busyRate}}
 
 	nextStatus := time.Now().Add(s.cfg.StatusInterval)
 	lastStatus := time.Time{}
@@ -389,6 +391,9 @@ func (s *Stream[T]) loop(ctx context.Context, conn *pgconn.PgConn, dec *Decoder[
 			return ctx.Err()
 		}
 		now := time.Now()
+		if err := gulp.tick(now); err != nil {
+			return err
+		}
 		want := s.confirmable(dec)
 		if now.After(nextStatus) || (want > s.confirmedSent && now.Sub(lastStatus) >= s.cfg.AckDelay) {
 			if err := s.sendStatus(conn, dec, false); err != nil {
@@ -457,7 +462,7 @@ func (s *Stream[T]) loop(ctx context.Context, conn *pgconn.PgConn, dec *Decoder[
 				if err != nil {
 					return fmt.Errorf("decode at %s: %w", LSN(beUint64(msg.Data[1:9])), err)
 				}
-				if err := gulp.update(dec.Receiving()); err != nil {
+				if err := gulp.update(now, dec.Receiving(), ok); err != nil {
 					return err
 				}
 				if ok {
