@@ -1,9 +1,11 @@
 package cdc
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net/url"
 	"strconv"
@@ -281,7 +283,12 @@ func (s *Stream[T]) session(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrFatal, err)
 	}
-	conn, err := pgconn.Connect(ctx, connURL)
+	connCfg, err := pgconn.ParseConfig(connURL)
+	if err != nil {
+		return fmt.Errorf("connect: %w", err)
+	}
+	connCfg.BuildFrontend = bufferedFrontend
+	conn, err := pgconn.ConnectConfig(ctx, connCfg)
 	if err != nil {
 		return fmt.Errorf("connect: %w", err)
 	}
@@ -477,6 +484,19 @@ func (s *Stream[T]) loop(ctx context.Context, conn *pgconn.PgConn, dec *Decoder[
 			return errors.New("server ended the replication stream")
 		}
 	}
+}
+
+// streamReadBuffer is the read buffer of a replication connection.
+// pgproto3 reads into its own 8 KiB buffer, often into just the part of it
+// left after the last message, so a busy stream took several small reads
+// (each a system call that also sends the walsender an ACK) for what had
+// arrived at once; buffered, a gulp is read in one.
+const streamReadBuffer = 64 << 10
+
+// bufferedFrontend is pgproto3.NewFrontend reading through a buffer of
+// streamReadBuffer.
+func bufferedFrontend(r io.Reader, w io.Writer) *pgproto3.Frontend {
+	return pgproto3.NewFrontend(bufio.NewReaderSize(r, streamReadBuffer), w)
 }
 
 func beUint64(b []byte) uint64 {
