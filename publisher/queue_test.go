@@ -197,6 +197,45 @@ func TestApply_DirectAsGoRedis(t *testing.T) {
 	}
 }
 
+// A batch of more commands than one round trip carries (maxPipeline) is
+// written and read in several, in order, as go-redis's pipeline does it.
+func TestApply_DirectManyRoundTrips(t *testing.T) {
+	rdb := queueRedis(t)
+	batch, keys := queueBatch(t)
+	one := batch[:20] // the single-row transactions
+	for len(batch) < 3*maxPipeline {
+		batch = append(batch, one...)
+	}
+	batch = batch[len(one)+2:] // from the third repeat's start: no big transaction
+	cfg := Config{ChannelPrefix: "inv:", Journal: true}
+	direct := New(rdb, cfg)
+	defer direct.Close()
+	viaGoRedis := New(rdb, cfg)
+	viaGoRedis.direct = nil
+
+	d := applyAndObserve(t, rdb, direct, batch, keys[:20])
+	g := applyAndObserve(t, rdb, viaGoRedis, batch, keys[:20])
+	// a message and a journal entry a transaction: past maxPipeline twice
+	if len(batch) <= maxPipeline || d.stats.Messages != len(batch) || len(d.journal) != len(batch) {
+		t.Fatalf("direct: %d messages and %d journal entries for %d transactions", d.stats.Messages, len(d.journal), len(batch))
+	}
+	if !slices.Equal(d.left, []string{"tenant:unrelated"}) {
+		t.Errorf("direct: keys left %v, want only tenant:unrelated", d.left)
+	}
+	if d.stats != g.stats || !slices.Equal(d.messages, g.messages) || fmt.Sprint(d.journal) != fmt.Sprint(g.journal) {
+		t.Errorf("direct and go-redis differ: stats %+v and %+v, %d and %d messages", d.stats, g.stats, len(d.messages), len(g.messages))
+	}
+	// every reply was read: the next Apply on the same connection reads its
+	// own, here the error of its XADD
+	ctx := context.Background()
+	if err := rdb.Set(ctx, JournalKey("inv:"), "not a stream", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := direct.Apply(ctx, one[:1]); err == nil || !strings.Contains(err.Error(), "WRONGTYPE") {
+		t.Errorf("the next Apply: %v, want its own WRONGTYPE error", err)
+	}
+}
+
 // An error reply fails the Apply and names the command; the commands
 // before it were applied, and the next Apply, on a new connection, applies
 // the batch once the cause is gone.
