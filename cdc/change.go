@@ -90,6 +90,11 @@ type Committed[T Txn] struct {
 	CommitLSN  LSN // position of the commit record
 	EndLSN     LSN // end of the commit record: the position to confirm once applied
 	CommitTime time.Time
+	// Early marks a head start: part of a transaction that has committed
+	// but is still arriving (see Decoder.Early). Its Txn is what was split
+	// off, its EndLSN is zero (there is nothing to confirm yet) and the
+	// rest of the transaction follows, complete, as an ordinary Committed.
+	Early bool
 }
 
 // Txn accumulates the changes of one transaction until it commits.

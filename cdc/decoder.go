@@ -1,6 +1,9 @@
 package cdc
 
-import "fmt"
+import (
+	"fmt"
+	"time"
+)
 
 // Decoder turns a sequence of pgoutput (protocol version 2) messages into
 // committed transactions. It follows relation descriptions as they change,
@@ -15,10 +18,12 @@ type Decoder[T Txn] struct {
 	rels relationCache
 
 	// the transaction between Begin and Commit (not streamed)
-	inTxn    bool
-	skipping bool
-	txn      T
-	xid      uint32
+	inTxn      bool
+	skipping   bool
+	txn        T
+	xid        uint32
+	finalLSN   LSN // its commit LSN and time, from Begin
+	commitTime time.Time
 
 	// streamed transactions, by top-level xid
 	inStream  bool
@@ -36,6 +41,15 @@ type Decoder[T Txn] struct {
 	// OnUnknownRelation, when set, is told about changes that name a
 	// relation never described; such changes are skipped.
 	OnUnknownRelation func(relID uint32)
+	// Early, when set, is asked after each row change of a transaction
+	// that is not streamed whether part of it can be handed on before its
+	// Commit arrives; when it returns ok, Decode returns that part marked
+	// Early. Such a transaction is committed before the server sends its
+	// Begin (Begin carries its commit LSN and time), so what depends only
+	// on committed data (deleting its keys) need not wait for the last of
+	// a large transaction's changes. Streamed transactions may still
+	// abort and are never split.
+	Early func(T) (T, bool)
 }
 
 // NewDecoder returns a Decoder that creates one T per transaction.
@@ -82,12 +96,12 @@ func (d *Decoder[T]) Decode(msg []byte) (c Committed[T], ok bool, err error) {
 	switch kind := msg[0]; kind {
 	case 'B':
 		finalLSN := LSN(r.u64("begin final lsn"))
-		r.u64("begin commit time")
+		ts := r.time("begin commit time")
 		xid := r.u32("begin xid")
 		if r.err != nil {
 			return c, false, r.err
 		}
-		d.inTxn, d.xid = true, xid
+		d.inTxn, d.xid, d.finalLSN, d.commitTime = true, xid, finalLSN, ts
 		d.skipping = finalLSN != 0 && finalLSN <= d.skipThrough
 		if !d.skipping {
 			d.txn = d.newTxn(xid)
@@ -161,7 +175,10 @@ func (d *Decoder[T]) Decode(msg []byte) (c Committed[T], ok bool, err error) {
 		}
 		d.rels.put(rel)
 	case 'I', 'U', 'D':
-		return c, false, d.rowChange(kind, &r)
+		if err := d.rowChange(kind, &r); err != nil {
+			return c, false, err
+		}
+		return d.early()
 	case 'T':
 		return c, false, d.truncate(&r)
 	case 'M':
@@ -183,6 +200,19 @@ func (d *Decoder[T]) Decode(msg []byte) (c Committed[T], ok bool, err error) {
 		return c, false, fmt.Errorf("%w: unknown message type %q", ErrMalformed, kind)
 	}
 	return c, false, nil
+}
+
+// early splits off what the transaction being received can hand on
+// before its Commit, if anything (see Early).
+func (d *Decoder[T]) early() (c Committed[T], ok bool, err error) {
+	if d.Early == nil || !d.inTxn || d.skipping || d.inStream {
+		return c, false, nil
+	}
+	part, ok := d.Early(d.txn)
+	if !ok {
+		return c, false, nil
+	}
+	return Committed[T]{Txn: part, Xid: d.xid, CommitLSN: d.finalLSN, CommitTime: d.commitTime, Early: true}, true, nil
 }
 
 // streamedXid reads the xid that prefixes a message inside a stream block.

@@ -338,3 +338,55 @@ func FuzzDecoder(f *testing.F) {
 		_, _, _ = d.Decode(b)
 	})
 }
+
+// TestDecoder_Early: a transaction that is not streamed is split where
+// Early says, each part marked Early with the commit LSN and time from
+// Begin and nothing to confirm; streamed and skipped transactions never are.
+func TestDecoder_Early(t *testing.T) {
+	ins := func(id string) msg { return m('I').u32(1).u8('N').tuple(txt("a"), txt(id), null()) }
+	// split off every two changes
+	split := func(r *recTxn) (*recTxn, bool) {
+		if len(r.changes) < 2 {
+			return nil, false
+		}
+		part := &recTxn{xid: r.xid, changes: r.changes}
+		r.changes = nil
+		return part, true
+	}
+	d := newDecoder()
+	d.Early = split
+	d.SkipThrough(0x100)
+	got := feed(t, d, relation(1),
+		begin(0x100, 1), ins("0"), ins("1"), ins("2"), commit(0x100, 0x108), // already handed on: skipped
+		begin(0x300, 7), ins("1"), ins("2"), ins("3"), ins("4"), ins("5"), commit(0x300, 0x308),
+		m('S').u32(9).u8(1), m('I').u32(9).u32(1).u8('N').tuple(txt("a"), txt("6"), null()),
+		m('I').u32(9).u32(1).u8('N').tuple(txt("a"), txt("7"), null()), m('E'),
+		m('c').u32(9).u8(0).u64(0x400).u64(0x408).u64(0),
+	)
+	wantTime := time.Date(2026, 11, 22, 10, 0, 0, 123456000, time.UTC)
+	type summary struct {
+		early         bool
+		xid           uint32
+		commit, end   cdc.LSN
+		changes       int
+		timeFromBegin bool
+	}
+	var sums []summary
+	for _, c := range got {
+		sums = append(sums, summary{c.Early, c.Xid, c.CommitLSN, c.EndLSN, len(c.Txn.changes), c.CommitTime.Equal(wantTime)})
+	}
+	want := []summary{
+		{true, 7, 0x300, 0, 2, true},
+		{true, 7, 0x300, 0, 2, true},
+		{false, 7, 0x300, 0x308, 1, true},
+		{false, 9, 0x400, 0x408, 2, false},
+	}
+	if !slices.Equal(sums, want) {
+		t.Errorf("handed on\n got %+v\nwant %+v", sums, want)
+	}
+	for _, c := range got {
+		if c.Early && c.Txn.committed {
+			t.Errorf("an early part was committed as a transaction: %+v", c)
+		}
+	}
+}

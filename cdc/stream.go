@@ -117,6 +117,10 @@ type Stream[T Txn] struct {
 
 	// OnMessage receives logical decoding messages, see Decoder.OnMessage.
 	OnMessage func(transactional bool, lsn LSN, prefix string, content []byte)
+	// Early splits off the part of a large transaction that can be handed
+	// on before its Commit arrives, see Decoder.Early. Such parts go to out
+	// marked Early, before the transaction itself, and confirm nothing.
+	Early func(T) (T, bool)
 }
 
 // NewStream returns a Stream that creates one T per transaction with newTxn
@@ -335,6 +339,7 @@ func (s *Stream[T]) session(ctx context.Context) (err error) {
 	dec := NewDecoder(s.newTxn)
 	dec.SkipThrough(s.submittedCommit)
 	dec.OnMessage = s.OnMessage
+	dec.Early = s.Early
 	dec.OnUnknownRelation = func(id uint32) {
 		s.obs.StreamError("unknown_relation")
 		s.log.Warn("change for a relation never described; skipped", zap.Uint32("relation_id", id))
@@ -469,8 +474,12 @@ func (s *Stream[T]) loop(ctx context.Context, conn *pgconn.PgConn, dec *Decoder[
 				if err != nil {
 					return fmt.Errorf("decode at %s: %w", LSN(beUint64(msg.Data[1:9])), err)
 				}
-				if err := gulp.update(now, dec.Receiving(), ok); err != nil {
+				if err := gulp.update(now, dec.Receiving(), ok && !c.Early); err != nil {
 					return err
+				}
+				if ok && c.Early {
+					s.log.Debug("handing on part of a transaction before its commit arrives",
+						zap.Uint32("xid", c.Xid), zap.Stringer("commit_lsn", c.CommitLSN))
 				}
 				if ok {
 					if err := s.handOn(ctx, conn, dec, c); err != nil {
@@ -603,6 +612,8 @@ func (s *Stream[T]) handOn(ctx context.Context, conn *pgconn.PgConn, dec *Decode
 			}
 		}
 	}
-	s.submittedCommit, s.submittedEnd = c.CommitLSN, c.EndLSN
+	if !c.Early {
+		s.submittedCommit, s.submittedEnd = c.CommitLSN, c.EndLSN
+	}
 	return nil
 }

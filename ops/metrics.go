@@ -136,10 +136,16 @@ func (m *Metrics) NoRule(table string, first bool) {
 func (m *Metrics) Applied(batch []publisher.Applied, st publisher.Stats, took time.Duration) {
 	m.state.redisFailing.Store(false)
 	now := time.Now()
-	keys := 0
+	keys, txns := 0, 0
+	var last time.Time
 	for _, c := range batch {
 		res := c.Txn.Result()
-		keys += len(res.Keys)
+		keys += len(res.ToUnlink())
+		if c.Early {
+			continue // keys of a transaction still arriving: counted with it
+		}
+		txns++
+		last = c.CommitTime
 		m.latency.Observe(now.Sub(c.CommitTime).Seconds())
 		for _, cc := range res.Counts {
 			m.changes.WithLabelValues(cc.Table, cc.Op.String()).Add(float64(cc.N))
@@ -148,13 +154,14 @@ func (m *Metrics) Applied(batch []publisher.Applied, st publisher.Stats, took ti
 			m.wide.WithLabelValues(r).Inc()
 		}
 	}
-	last := batch[len(batch)-1].CommitTime
-	m.state.lastCommitNano.Store(last.UnixNano())
-	m.lastCommit.Set(float64(last.UnixNano()) / 1e9)
-	m.transactions.Add(float64(len(batch)))
+	if txns > 0 {
+		m.state.lastCommitNano.Store(last.UnixNano())
+		m.lastCommit.Set(float64(last.UnixNano()) / 1e9)
+	}
+	m.transactions.Add(float64(txns))
 	m.keysDeleted.Add(float64(st.KeysDeleted))
 	m.messages.WithLabelValues("redis").Add(float64(st.Messages))
-	m.batchTxns.Observe(float64(len(batch)))
+	m.batchTxns.Observe(float64(txns))
 	m.batchKeys.Observe(float64(keys))
 	m.applySeconds.Observe(took.Seconds())
 }

@@ -110,10 +110,23 @@ func (a *Applier) Run(ctx context.Context) error {
 				return err
 			}
 		}
-		a.conf.Confirm(a.batch[len(a.batch)-1].EndLSN)
+		if end, ok := lastEnd(a.batch); ok {
+			a.conf.Confirm(end)
+		}
 		clear(a.batch)
 		a.batch = a.batch[:0]
 	}
+}
+
+// lastEnd is the end position of the batch's last complete transaction:
+// an early part (cdc.Committed.Early) confirms nothing.
+func lastEnd(batch []Applied) (cdc.LSN, bool) {
+	for i := len(batch) - 1; i >= 0; i-- {
+		if !batch[i].Early {
+			return batch[i].EndLSN, true
+		}
+	}
+	return 0, false
 }
 
 // Pacing: while transactions arrive faster than paceAbove a second, a
@@ -167,7 +180,7 @@ func (p *pacer) wait(now time.Time) time.Duration {
 // collect starts a batch with first and adds what is waiting, within bounds.
 func (a *Applier) collect(ctx context.Context, first Applied) {
 	a.batch = append(a.batch[:0], first)
-	keys := len(first.Txn.Result().Keys)
+	keys := len(first.Txn.Result().ToUnlink())
 	var linger <-chan time.Time
 	if a.cfg.Linger > 0 {
 		t := time.NewTimer(a.cfg.Linger)
@@ -181,7 +194,7 @@ func (a *Applier) collect(ctx context.Context, first Applied) {
 				return
 			}
 			a.batch = append(a.batch, c)
-			keys += len(c.Txn.Result().Keys)
+			keys += len(c.Txn.Result().ToUnlink())
 			continue
 		default:
 		}
@@ -194,7 +207,7 @@ func (a *Applier) collect(ctx context.Context, first Applied) {
 				return
 			}
 			a.batch = append(a.batch, c)
-			keys += len(c.Txn.Result().Keys)
+			keys += len(c.Txn.Result().ToUnlink())
 		case <-linger:
 			return
 		case <-ctx.Done():

@@ -87,7 +87,8 @@ type Stats struct {
 	Messages    int
 }
 
-// Applied is one committed transaction's invalidations.
+// Applied is one committed transaction's invalidations, or the keys of
+// one still arriving (Early: deleted, with no message or journal entry).
 type Applied = cdc.Committed[*router.Txn]
 
 // Apply deletes the batch's keys and pattern matches, then publishes its
@@ -197,7 +198,7 @@ func (p *Publisher) queueCommands(ctx context.Context, q commands, batch []Appli
 			}
 			st.Messages++
 		}
-		if p.cfg.Journal && !res.Empty() {
+		if p.cfg.Journal && !c.Early && !res.Empty() {
 			if err := q.xadd(ctx, journal, p.cfg.JournalMaxLen, p.journalEntry(c, p.tail)); err != nil {
 				return err
 			}
@@ -216,7 +217,7 @@ func (p *Publisher) queueUnlinks(ctx context.Context, q commands, batch []Applie
 	var err error
 	each := func(fn func(string)) {
 		for _, c := range batch {
-			for _, k := range c.Txn.Result().Keys {
+			for _, k := range c.Txn.Result().ToUnlink() {
 				if err != nil {
 					return
 				}

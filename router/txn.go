@@ -25,7 +25,11 @@ type Message struct {
 // have a million): read them with NumMessages and Message, which returns
 // a view into the Result without allocating.
 type Result struct {
-	Keys     []string // exact keys, key prefix included, de-duplicated
+	Keys []string // exact keys, key prefix included, de-duplicated
+	// Unlinked: Keys[:Unlinked] were handed on ahead of the commit (see
+	// Txn.Early) and need no deleting again; they are still the
+	// transaction's keys, for its messages and its journal entry.
+	Unlinked int
 	Patterns []string // MATCH patterns, key prefix included, de-duplicated
 	Changes  int      // row changes the rules looked at
 	// Counts breaks Changes down by table and operation.
@@ -149,6 +153,9 @@ type ChangeCount struct {
 	N     int
 }
 
+// ToUnlink returns the keys still to delete: those not handed on early.
+func (r *Result) ToUnlink() []string { return r.Keys[r.Unlinked:] }
+
 // Empty reports whether there is nothing to invalidate or publish.
 func (r *Result) Empty() bool {
 	return len(r.Keys) == 0 && len(r.Patterns) == 0 && r.msgs.len() == 0
@@ -177,6 +184,8 @@ type Txn struct {
 	// everyRule makes every rule of a table fire, whatever its on and
 	// changed say (replay re-reads current rows).
 	everyRule bool
+	// early: the main part's first early keys were handed on by Early
+	early int
 }
 
 type part struct {
@@ -668,6 +677,34 @@ func (t *Txn) widePattern(p *part, bt *boundTemplate, m mode, row cdc.Tuple, all
 	t.addPattern(p, msg)
 }
 
+// EarlyKeys is how many exact keys a transaction gathers before Early
+// hands them on: as many as one round trip of UNLINKs carries.
+const EarlyKeys = 16384
+
+// Early is for a transaction that has committed but is still arriving
+// (cdc.Decoder.Early): once it holds EarlyKeys exact keys not handed on
+// yet, it returns them as a finished transaction of their own, with no
+// messages, and ok. Deleting them cannot wait for anything: the data they
+// cache has committed. The keys stay in t (a later change rendering one
+// again adds nothing, and the messages and journal entry list every key);
+// t's Result marks them Unlinked. A transaction with streamed
+// subtransactions, which may still abort, is never split.
+func (t *Txn) Early() (*Txn, bool) {
+	n := t.main.keyList.len()
+	if n-t.early < EarlyKeys || t.result != nil || len(t.subs) > 0 {
+		return nil, false
+	}
+	if len(t.strs.cur) > 0 {
+		t.strs.flush() // every key so far into a finished chunk, readable by str
+	}
+	keys := make([]string, 0, n-t.early)
+	for i := t.early; i < n; i++ {
+		keys = append(keys, str(t.strs.done, t.main.keyRef(int32(i))))
+	}
+	t.early = n
+	return t.rt.Finished(&Result{Keys: keys, names: t.rt.names}), true
+}
+
 // Commit implements cdc.Txn: it computes the result and drops the
 // accumulation maps, so a transaction waiting in the queue holds only its
 // final lists.
@@ -681,6 +718,7 @@ func (t *Txn) Result() *Result {
 	}
 	t.strs.finish()
 	res := t.partResult(&t.main)
+	res.Unlinked = t.early
 	wide := func(p *part) {
 		for _, r := range t.rt.rules.Rules {
 			if p.wide[r] != nil && !slices.Contains(res.Wide, r.Name) {
@@ -772,7 +810,7 @@ func (t *Txn) mergeSubs(res *Result, wide func(*part)) *Result {
 			msgs = append(msgs, m)
 		}
 	}
-	merged := &Result{Keys: res.Keys, Patterns: res.Patterns, Changes: res.Changes, Counts: res.Counts, Wide: res.Wide, names: t.rt.names}
+	merged := &Result{Keys: res.Keys, Unlinked: res.Unlinked, Patterns: res.Patterns, Changes: res.Changes, Counts: res.Counts, Wide: res.Wide, names: t.rt.names}
 	for _, m := range msgs {
 		merged.AddMessage(m)
 	}

@@ -776,3 +776,84 @@ func TestResult_AddMessage(t *testing.T) {
 		t.Errorf("NumMessages %d, Channel(2) %q, Empty %v", res.NumMessages(), res.Channel(2), res.Empty())
 	}
 }
+
+// TestTxn_Early: a large transaction hands its keys on in parts while it
+// arrives; the parts are exactly the result's first keys, each once, still
+// intact after the transaction went on rendering, and the result marks
+// them unlinked but still lists them (and its messages their keys).
+func TestTxn_Early(t *testing.T) {
+	shards := shardsRel(t)
+	const rows = 2*router.EarlyKeys + router.EarlyKeys/2
+	txn := renderRouter(t, 8*router.EarlyKeys, nil).NewTxn(7) // the bound counts keys and channels
+	key := func(i int) string { return "app:tenant:t1:shard:" + strconv.Itoa(i) + ":structured" }
+	var early []string
+	parts := 0
+	add := func(i int) {
+		txn.Add(insert(shards, row(t, strconv.Itoa(i), "t1", "title", "p")))
+		part, ok := txn.Early()
+		if !ok {
+			return
+		}
+		parts++
+		res := part.Result()
+		if res.NumMessages() != 0 || len(res.Patterns) != 0 || res.Unlinked != 0 {
+			t.Fatalf("early part %d: %d messages, patterns %q, unlinked %d: want keys only",
+				parts, res.NumMessages(), res.Patterns, res.Unlinked)
+		}
+		if len(res.Keys) != router.EarlyKeys {
+			t.Errorf("early part %d has %d keys, want %d", parts, len(res.Keys), router.EarlyKeys)
+		}
+		early = append(early, res.Keys...)
+	}
+	for i := range rows {
+		add(i)
+		if i == router.EarlyKeys+5 {
+			add(3) // a key handed on already: not handed on again
+		}
+	}
+	res := txn.Result()
+	if parts != 2 {
+		t.Fatalf("%d early parts, want 2", parts)
+	}
+	if len(res.Keys) != rows {
+		t.Fatalf("result has %d keys, want %d", len(res.Keys), rows)
+	}
+	for i, k := range res.Keys {
+		if k != key(i) {
+			t.Fatalf("result key %d = %q, want %q", i, k, key(i))
+		}
+	}
+	if res.Unlinked != len(early) || !slices.Equal(early, res.Keys[:res.Unlinked]) {
+		t.Errorf("unlinked %d; early keys (%d) are not the result's first keys", res.Unlinked, len(early))
+	}
+	if got := res.ToUnlink(); len(got) != rows-2*router.EarlyKeys || got[0] != key(2*router.EarlyKeys) {
+		t.Errorf("ToUnlink has %d keys from %q, want %d from %q", len(got), got[0], rows-2*router.EarlyKeys, key(2*router.EarlyKeys))
+	}
+	if res.NumMessages() != rows {
+		t.Errorf("%d messages, want one per row (%d)", res.NumMessages(), rows)
+	}
+	if m := findMessage(t, res, "shard:t1:3"); !slices.Equal(m.Keys, []string{key(3)}) {
+		t.Errorf("message of an early key lists %q, want %q", m.Keys, key(3))
+	}
+	if _, ok := txn.Early(); ok {
+		t.Error("Early split a finished transaction")
+	}
+}
+
+// TestTxn_Early_Streamed: a transaction with streamed subtransactions may
+// still lose one to an abort, so it is never split.
+func TestTxn_Early_Streamed(t *testing.T) {
+	shards := shardsRel(t)
+	txn := renderRouter(t, 8*router.EarlyKeys, nil).NewTxn(100) // the bound counts keys and channels
+	for i := range 2 * router.EarlyKeys {
+		c := insert(shards, row(t, strconv.Itoa(i), "t1", "title", "p"))
+		c.Xid = 100 + uint32(i%2) // every other change in subtransaction 101
+		txn.Add(c)
+		if _, ok := txn.Early(); ok {
+			t.Fatalf("split after change %d of a streamed transaction", i)
+		}
+	}
+	if res := txn.Result(); res.Unlinked != 0 || len(res.ToUnlink()) != 2*router.EarlyKeys {
+		t.Errorf("unlinked %d, to unlink %d: want 0 and %d", res.Unlinked, len(res.ToUnlink()), 2*router.EarlyKeys)
+	}
+}

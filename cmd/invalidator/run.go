@@ -278,6 +278,8 @@ func startStreaming(ctx context.Context, cfg *config.Config, rules *router.Rules
 		ExpectSlot:   expectSlot,
 	}, log.Named("cdc"), metrics, rt.NewTxn, queue)
 	stream.OnMessage = onProbe(cfg.Slot, metrics)
+	// a large transaction's keys are deleted while the rest of it arrives (ADR 14)
+	stream.Early = (*router.Txn).Early
 	pub := publisher.New(rdb, publisher.Config{
 		ChannelPrefix: rules.ChannelPrefix,
 		Journal:       cfg.Journal,

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -10,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/cachewire/invalidator/router"
 )
 
 const waitLong = 60 * time.Second
@@ -265,6 +268,66 @@ func TestRun_LargeTransactionTail(t *testing.T) {
 		if n := mine(); n != rows {
 			t.Errorf("%s: %d messages, want %d", tenant, n, rows)
 		}
+	}
+}
+
+// TestRun_LargeTransactionEarlyDeletes checks a transaction decoded in
+// memory and large enough to be applied in parts while it arrives (ADR
+// 14): every key goes, each row gets its message with its key, and the
+// journal has one entry for the whole transaction.
+func TestRun_LargeTransactionEarlyDeletes(t *testing.T) {
+	f := newFixture(t)
+	f.exec(fmt.Sprintf(`ALTER DATABASE %s SET logical_decoding_work_mem = '64MB'`, f.db))
+	d := f.startReady()
+	const rows = 2*router.EarlyKeys + 1000
+	key := func(i int) string { return fmt.Sprintf("tenant:e:user:%d:profile", i) }
+	keys := []string{key(1), key(router.EarlyKeys), key(router.EarlyKeys + 1), key(rows)}
+	f.set(keys...)
+	f.exec(fmt.Sprintf(`INSERT INTO users SELECT 'e', g, 'x' FROM generate_series(1, %d) g`, rows))
+	f.sync()
+	first := f.sub.on("cache:invalidate:user:e:1")
+	if len(first) != 1 {
+		t.Fatalf("%d messages for row 1, want 1", len(first))
+	}
+	xid := fmt.Sprint(first[0].Msg["xid"])
+	for _, k := range keys {
+		if f.exists(k) {
+			t.Errorf("key %s of the transaction survived", k)
+		}
+	}
+	if n := strings.Count(d.out.String(), "handing on part of a transaction before its commit"); n != 2 {
+		t.Errorf("%d early parts logged, want 2", n)
+	}
+	perRow := map[string]bool{}
+	for _, m := range f.sub.all() {
+		if !strings.HasPrefix(m.Channel, "cache:invalidate:user:e:") {
+			continue
+		}
+		id := strings.TrimPrefix(m.Channel, "cache:invalidate:user:e:")
+		want := fmt.Sprintf(`"keys":["tenant:e:user:%s:profile"]`, id)
+		if !strings.Contains(m.Raw, want) || perRow[id] || fmt.Sprint(m.Msg["xid"]) != xid {
+			t.Fatalf("message %s: %s (want %s, xid %s, once)", m.Channel, m.Raw, want, xid)
+		}
+		perRow[id] = true
+	}
+	if len(perRow) != rows {
+		t.Errorf("%d rows got a message, want %d", len(perRow), rows)
+	}
+	entries, err := f.rdb.XRange(context.Background(), "cache:invalidate:_journal", "-", "+").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	mine := 0
+	for _, e := range entries {
+		if fmt.Sprint(e.Values["xid"]) == xid {
+			mine++
+			if k, _ := e.Values["keys"].(string); strings.Count(k, `"tenant:e:user:`) != rows {
+				t.Errorf("the journal entry lists %d keys, want %d", strings.Count(k, `"tenant:e:user:`), rows)
+			}
+		}
+	}
+	if mine != 1 {
+		t.Errorf("%d journal entries for xid %s, want 1", mine, xid)
 	}
 }
 
