@@ -13,6 +13,7 @@ build:
 ## PostgreSQL/Redis/NATS, the deploy manifests, and the README's demo.
 test: lint
 	$(GO) test -count=1 -timeout 30m ./...
+	$(GO) test -race -count=1 ./router/
 	$(MAKE) deploy-check
 	./demo/demo.sh --once
 

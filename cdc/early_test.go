@@ -3,6 +3,7 @@ package cdc
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -32,9 +33,8 @@ func TestStream_EarlyPartsThenReconnect(t *testing.T) {
 	url := pg.CreateDatabase(t, "early")
 	pg.Exec(t, "early", `CREATE TABLE t (id int PRIMARY KEY, v text)`)
 	// the test servers stream any transaction past 64kB; this one must
-	// arrive after its commit, as transactions below PostgreSQL's default
-	// logical_decoding_work_mem (64MB) do
-	pg.Exec(t, "early", `ALTER DATABASE early SET logical_decoding_work_mem = '64MB'`)
+	// arrive after its commit, as those within logical_decoding_work_mem do
+	pg.Exec(t, "early", `ALTER DATABASE early SET logical_decoding_work_mem = '1GB'`)
 
 	var mu sync.Mutex
 	begun := 0 // transactions started by the decoder
@@ -74,8 +74,10 @@ func TestStream_EarlyPartsThenReconnect(t *testing.T) {
 	})
 	waitFor(t, "the stream active", func() bool { return st.Role() == RoleActive })
 
-	const rows = 200_000 // megabytes: more than the socket and read buffers hold
-	pg.Exec(t, "early", `INSERT INTO t SELECT i, 'x' FROM generate_series(1, 200000) i`)
+	// about 27 MB on the wire: more than the socket buffers (up to about
+	// 10 MB with Linux's defaults) and the read buffer hold
+	const rows = 500_000
+	pg.Exec(t, "early", fmt.Sprintf(`INSERT INTO t SELECT i, 'x' FROM generate_series(1, %d) i`, rows))
 	select {
 	case <-firstSplit:
 	case <-time.After(60 * time.Second):

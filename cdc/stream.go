@@ -92,7 +92,8 @@ func (nopObserver) Position(LSN, LSN)  {}
 func (nopObserver) StreamError(string) {}
 
 // Stream reads a logical replication slot and hands committed transactions
-// to out in commit order. It confirms to PostgreSQL only positions reported
+// to out in commit order (a large one preceded by its early parts, see
+// Early). It confirms to PostgreSQL only positions reported
 // through Confirm: what has been applied, never what was merely received.
 type Stream[T Txn] struct {
 	cfg    StreamConfig
@@ -251,8 +252,9 @@ func serverMajor(version string) int {
 	return n
 }
 
-// Rebase waits until everything handed on has been applied (or ctx ends)
-// and then forgets every position: the next session starts from the slot
+// Rebase waits until every transaction handed on has been applied (or ctx
+// ends; early parts of one cut off are not waited for) and then forgets
+// every position: the next session starts from the slot
 // alone. For a recreated slot or another server, whose positions have no
 // relation to the old ones. Call it only while Run is not running.
 func (s *Stream[T]) Rebase(ctx context.Context) error {

@@ -142,7 +142,7 @@ func (m *Metrics) Applied(batch []publisher.Applied, st publisher.Stats, took ti
 		res := c.Txn.Result()
 		keys += len(res.ToUnlink())
 		if c.Early {
-			continue // keys of a transaction still arriving: counted with it
+			continue // part of a transaction still arriving: only its keys count
 		}
 		txns++
 		last = c.CommitTime
@@ -161,7 +161,9 @@ func (m *Metrics) Applied(batch []publisher.Applied, st publisher.Stats, took ti
 	m.transactions.Add(float64(txns))
 	m.keysDeleted.Add(float64(st.KeysDeleted))
 	m.messages.WithLabelValues("redis").Add(float64(st.Messages))
-	m.batchTxns.Observe(float64(txns))
+	if txns > 0 {
+		m.batchTxns.Observe(float64(txns))
+	}
 	m.batchKeys.Observe(float64(keys))
 	m.applySeconds.Observe(took.Seconds())
 }

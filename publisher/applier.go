@@ -105,12 +105,13 @@ func (a *Applier) Run(ctx context.Context) error {
 		if err := a.retry(ctx, "redis", a.applyRedis); err != nil {
 			return err
 		}
-		if a.Bridge != nil {
+		end, whole := lastEnd(a.batch)
+		if a.Bridge != nil && whole { // early parts have no messages
 			if err := a.retry(ctx, "nats", a.applyBridge); err != nil {
 				return err
 			}
 		}
-		if end, ok := lastEnd(a.batch); ok {
+		if whole {
 			a.conf.Confirm(end)
 		}
 		clear(a.batch)

@@ -682,8 +682,9 @@ func (t *Txn) widePattern(p *part, bt *boundTemplate, m mode, row cdc.Tuple, all
 const EarlyKeys = 16384
 
 // Early is for a transaction that has committed but is still arriving
-// (cdc.Decoder.Early): once it holds EarlyKeys exact keys not handed on
-// yet, it returns them as a finished transaction of their own, with no
+// (cdc.Decoder.Early; the caller vouches that it has committed): once it
+// holds EarlyKeys exact keys not handed on yet, it returns the first
+// EarlyKeys of them as a finished transaction of their own, with no
 // messages, and ok. Deleting them cannot wait for anything: the data they
 // cache has committed. The keys stay in t (a later change rendering one
 // again adds nothing, and the messages and journal entry list every key);
@@ -697,11 +698,11 @@ func (t *Txn) Early() (*Txn, bool) {
 	if len(t.strs.cur) > 0 {
 		t.strs.flush() // every key so far into a finished chunk, readable by str
 	}
-	keys := make([]string, 0, n-t.early)
-	for i := t.early; i < n; i++ {
+	keys := make([]string, 0, EarlyKeys)
+	for i := t.early; i < t.early+EarlyKeys; i++ {
 		keys = append(keys, str(t.strs.done, t.main.keyRef(int32(i))))
 	}
-	t.early = n
+	t.early += EarlyKeys
 	return t.rt.Finished(&Result{Keys: keys, names: t.rt.names}), true
 }
 

@@ -827,7 +827,7 @@ func TestTxn_Early(t *testing.T) {
 		t.Errorf("unlinked %d; early keys (%d) are not the result's first keys", res.Unlinked, len(early))
 	}
 	if got := res.ToUnlink(); len(got) != rows-2*router.EarlyKeys || got[0] != key(2*router.EarlyKeys) {
-		t.Errorf("ToUnlink has %d keys from %q, want %d from %q", len(got), got[0], rows-2*router.EarlyKeys, key(2*router.EarlyKeys))
+		t.Errorf("ToUnlink has %d keys from %.40q, want %d from %q", len(got), got, rows-2*router.EarlyKeys, key(2*router.EarlyKeys))
 	}
 	if res.NumMessages() != rows {
 		t.Errorf("%d messages, want one per row (%d)", res.NumMessages(), rows)
@@ -837,6 +837,44 @@ func TestTxn_Early(t *testing.T) {
 	}
 	if _, ok := txn.Early(); ok {
 		t.Error("Early split a finished transaction")
+	}
+}
+
+// TestTxn_Early_ReadConcurrently: the applier reads a part's keys while
+// the stream goes on adding to the transaction (run with -race: make test
+// does for this package).
+func TestTxn_Early_ReadConcurrently(t *testing.T) {
+	shards := shardsRel(t)
+	txn := renderRouter(t, 8*router.EarlyKeys, nil).NewTxn(7)
+	key := func(i int) string { return "app:tenant:t1:shard:" + strconv.Itoa(i) + ":structured" }
+	type checked struct{ from, bad int }
+	results := make(chan checked, 4)
+	parts := 0
+	for i := range 3*router.EarlyKeys + 10 {
+		txn.Add(insert(shards, row(t, strconv.Itoa(i), "t1", "title", "p")))
+		part, ok := txn.Early()
+		if !ok {
+			continue
+		}
+		from := parts * router.EarlyKeys
+		parts++
+		go func() {
+			bad := 0
+			for j, k := range part.Result().Keys {
+				if k != key(from+j) {
+					bad++
+				}
+			}
+			results <- checked{from, bad}
+		}()
+	}
+	if parts != 3 {
+		t.Fatalf("%d early parts, want 3", parts)
+	}
+	for range parts {
+		if c := <-results; c.bad > 0 {
+			t.Errorf("part from key %d: %d keys changed while the transaction went on", c.from, c.bad)
+		}
 	}
 }
 

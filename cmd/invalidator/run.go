@@ -280,12 +280,13 @@ func startStreaming(ctx context.Context, cfg *config.Config, rules *router.Rules
 	stream.OnMessage = onProbe(cfg.Slot, metrics)
 	// a large transaction's keys are deleted while the rest of it arrives (ADR 14)
 	stream.Early = (*router.Txn).Early
-	pub := publisher.New(rdb, publisher.Config{
+	pubCfg := publisher.Config{
 		ChannelPrefix: rules.ChannelPrefix,
 		Journal:       cfg.Journal,
 		JournalMaxLen: cfg.JournalMaxLen,
 		Sharded:       cfg.RedisShardedPubSub,
-	})
+	}
+	pub := publisher.New(rdb, pubCfg)
 	defer func() { _ = pub.Close() }() // after the applier, resync and heartbeat below have stopped
 	applier := publisher.NewApplier(pub, queue, stream, metrics, log.Named("publisher"), publisher.ApplierConfig{
 		MaxBatchTxns: cfg.BatchMaxTxns,
@@ -322,7 +323,7 @@ func startStreaming(ctx context.Context, cfg *config.Config, rules *router.Rules
 	defer stopStream()
 	streamDone := make(chan error, 1)
 	go func() {
-		streamDone <- streamWithResync(streamCtx, stream, cfg, rt, pub, log)
+		streamDone <- streamWithResync(streamCtx, stream, cfg, rt, publisher.New(rdb, pubCfg), log)
 	}()
 
 	var result error
@@ -378,8 +379,11 @@ func slotWasUsed(ctx context.Context, rdb redis.UniversalClient, key string, log
 
 // streamWithResync runs the stream; when the slot was lost it either stops
 // with instructions (fail) or recreates the slot, flushes every rule's wide
-// form and streams again (resync).
+// form and streams again (resync). pub is its own, for the flush, not the
+// applier's: early parts of a transaction cut off by the loss (ADR 14) may
+// still be applied meanwhile. It is closed on return.
 func streamWithResync(ctx context.Context, stream *cdc.Stream[*router.Txn], cfg *config.Config, rt *router.Router, pub *publisher.Publisher, log *zap.Logger) error {
+	defer func() { _ = pub.Close() }()
 	for {
 		err := stream.Run(ctx)
 		if !errors.Is(err, cdc.ErrSlotLost) {
@@ -393,8 +397,8 @@ func streamWithResync(ctx context.Context, stream *cdc.Stream[*router.Txn], cfg 
 			return err
 		}
 		log.Warn("the replication slot was lost: recreating it and flushing every rule's wide form", zap.Error(err), zap.String("slot", cfg.Slot))
-		// what was handed on is applied first (the applier and the flush
-		// must not share the publisher), then the old positions are dropped
+		// what was handed on is applied first, then the old positions are
+		// dropped
 		if err := stream.Rebase(ctx); err != nil {
 			return nil
 		}
