@@ -1,8 +1,6 @@
 package cdc
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"sync"
 	"testing"
@@ -63,16 +61,7 @@ func TestStream_EarlyPartsThenReconnect(t *testing.T) {
 		})
 		return part, true
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- st.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
-			t.Errorf("Run: %v", err)
-		}
-	})
-	waitFor(t, "the stream active", func() bool { return st.Role() == RoleActive })
+	done := runStream(t, st)
 
 	// about 27 MB on the wire: more than the socket buffers (up to about
 	// 10 MB with Linux's defaults) and the read buffer hold

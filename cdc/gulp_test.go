@@ -77,16 +77,7 @@ func TestStream_BusyGulpingDeliversEachCommit(t *testing.T) {
 		StatusInterval: time.Minute, AckDelay: time.Minute, // no other reason to wake
 	}, zap.New(core), nil, func(uint32) *countTxn { return &countTxn{} }, out)
 	st.busyRate = 1 // any commit makes the stream busy
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- st.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
-			t.Errorf("Run: %v", err)
-		}
-	})
-	waitFor(t, "the stream active", func() bool { return st.Role() == RoleActive })
+	done := runStream(t, st)
 
 	busyGulps := func() int {
 		return logs.FilterMessage("gulping reads").FilterField(zap.Bool("on", true)).FilterField(zap.Bool("busy", true)).Len()
@@ -114,6 +105,28 @@ func TestStream_BusyGulpingDeliversEachCommit(t *testing.T) {
 			t.Fatalf("transaction %d not delivered within 10s", i)
 		}
 	}
+}
+
+// runStream runs st until the test ends and waits until it is active; the
+// channel gets Run's result if it ends before.
+func runStream[T Txn](t *testing.T, st *Stream[T]) <-chan error {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	ended := make(chan error, 1)
+	go func() {
+		err := st.Run(ctx)
+		ended <- err
+		done <- err
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-ended; err != nil && !errors.Is(err, context.Canceled) {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	waitFor(t, "the stream active", func() bool { return st.Role() == RoleActive })
+	return done
 }
 
 func waitFor(t *testing.T, what string, cond func() bool) {
