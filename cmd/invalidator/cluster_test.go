@@ -52,9 +52,11 @@ func newClusterSubscriber(t testing.TB, cc *redis.ClusterClient, pattern string)
 	return collect(t, ps)
 }
 
-// sSubscribe subscribes to channel with SSUBSCRIBE (on the master of the
-// channel's slot) and waits for the confirmation.
-func sSubscribe(t testing.TB, cc *redis.ClusterClient, channel string) *collector {
+// sSubscribe subscribes to channel with SSUBSCRIBE (on a cluster, on the
+// master of the channel's slot) and waits for the confirmation.
+func sSubscribe(t testing.TB, cc interface {
+	SSubscribe(context.Context, ...string) *redis.PubSub
+}, channel string) *collector {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

@@ -12,8 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/cachewire/invalidator/router"
 )
 
@@ -340,39 +338,24 @@ func TestRun_LargeTransactionEarlyDeletes(t *testing.T) {
 func TestRun_ShardedPubSubSingleRedis(t *testing.T) {
 	f := newFixture(t, "INVALIDATOR_REDIS_SHARDED_PUBSUB=true")
 	f.startReady()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	ps := f.rdb.SSubscribe(ctx, "cache:invalidate:user:t1:7", "cache:invalidate:user:t1:8")
-	defer ps.Close()
-	for range 2 {
-		if v, err := ps.Receive(ctx); err != nil {
-			t.Fatalf("ssubscribe: %v", err)
-		} else if s, ok := v.(*redis.Subscription); !ok || s.Kind != "ssubscribe" {
-			t.Fatalf("ssubscribe: got %#v", v)
-		}
+	subs := map[string]*collector{}
+	for _, id := range []string{"7", "8"} {
+		subs[id] = sSubscribe(t, f.rdb, "cache:invalidate:user:t1:"+id)
 	}
 	f.set("tenant:t1:user:7:profile", "tenant:t1:user:8:profile")
 	f.exec(`INSERT INTO users VALUES ('t1', 7, 'ann')`)
 	f.exec(`INSERT INTO users VALUES ('t1', 8, 'bob')`)
-	for _, id := range []string{"7", "8"} {
-		m, err := ps.ReceiveMessage(ctx)
-		if err != nil {
-			t.Fatalf("sharded message %s: %v", id, err)
-		}
-		var msg map[string]any
-		if err := json.Unmarshal([]byte(m.Payload), &msg); err != nil {
-			t.Fatalf("message %q: %v", m.Payload, err)
-		}
-		checkMessage(t, received{Channel: m.Channel, Raw: m.Payload, Msg: msg}, "insert", "public.users", "user-profile",
-			[]string{"tenant:t1:user:" + id + ":profile"})
+	for id, sub := range subs {
+		m := sub.waitFor(t, 30*time.Second, "sharded message for user "+id, func(received) bool { return true })
+		checkMessage(t, m, "insert", "public.users", "user-profile", []string{"tenant:t1:user:" + id + ":profile"})
 		if f.exists("tenant:t1:user:" + id + ":profile") {
 			t.Errorf("user %s's key survived", id)
 		}
 	}
-	// both messages went to the sharded subscriber, in order; the pattern
-	// subscriber, which sees every classic PUBLISH, got neither (a marker
-	// published now reaches it after anything published before)
-	if err := f.rdb.Publish(ctx, "cache:invalidate:marker", "x").Err(); err != nil {
+	// the pattern subscriber, which sees every classic PUBLISH, got
+	// neither (a marker published now reaches it after anything
+	// published before)
+	if err := f.rdb.Publish(context.Background(), "cache:invalidate:marker", "x").Err(); err != nil {
 		t.Fatal(err)
 	}
 	f.sub.waitFor(t, 30*time.Second, "the marker", func(m received) bool { return m.Channel == "cache:invalidate:marker" })
