@@ -154,16 +154,14 @@ func (m *Metrics) Applied(batch []publisher.Applied, st publisher.Stats, took ti
 			m.wide.WithLabelValues(r).Inc()
 		}
 	}
-	if txns > 0 {
+	if txns > 0 { // not a batch of early parts only
 		m.state.lastCommitNano.Store(last.UnixNano())
 		m.lastCommit.Set(float64(last.UnixNano()) / 1e9)
-	}
-	m.transactions.Add(float64(txns))
-	m.keysDeleted.Add(float64(st.KeysDeleted))
-	m.messages.WithLabelValues("redis").Add(float64(st.Messages))
-	if txns > 0 {
+		m.transactions.Add(float64(txns))
 		m.batchTxns.Observe(float64(txns))
 	}
+	m.keysDeleted.Add(float64(st.KeysDeleted))
+	m.messages.WithLabelValues("redis").Add(float64(st.Messages))
 	m.batchKeys.Observe(float64(keys))
 	m.applySeconds.Observe(took.Seconds())
 }
