@@ -16,22 +16,11 @@ import (
 // it as the stream does while it arrives: its early parts, then itself.
 func earlyTxn(t *testing.T, rows int) (early []Applied, final Applied) {
 	t.Helper()
-	rules, err := router.ParseRules("rules.yaml", []byte(queueRules))
-	if err != nil {
-		t.Fatal(err)
-	}
-	rt := router.New(rules, 4*rows, nil)
-	rel := cdc.NewRelation("public.shards", []cdc.Column{
-		{Name: "tenant_id", Key: true, TypeOID: 25}, {Name: "id", Key: true, TypeOID: 23}, {Name: "payload", TypeOID: 25},
-	})
+	rt, row := queueRouter(t, 4*rows)
 	commitTime := time.Date(2026, 12, 6, 10, 0, 0, 0, time.UTC)
 	txn := rt.NewTxn(42)
 	for i := range rows {
-		txn.Add(&cdc.Change{Op: cdc.OpUpdate, Rel: rel, New: cdc.Tuple{
-			{Kind: cdc.DatumText, Data: []byte("t" + strconv.Itoa(i%3))},
-			{Kind: cdc.DatumText, Data: []byte(strconv.Itoa(i))},
-			{Kind: cdc.DatumText, Data: []byte("p")},
-		}})
+		txn.Add(row("t"+strconv.Itoa(i%3), i))
 		if part, ok := txn.Early(); ok {
 			early = append(early, Applied{Txn: part, Xid: 42, CommitLSN: 0x500, CommitTime: commitTime, Early: true})
 		}

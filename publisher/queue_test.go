@@ -41,27 +41,33 @@ func queueRedis(t *testing.T) *redis.Client {
 	return srv.Client(t)
 }
 
-// queueBatch is single-row transactions, one of 3,000 rows (its journal
-// entry's keys are written past the buffer, and it has too many messages
-// to repeat in the journal), and one that changes nothing cached.
-func queueBatch(t *testing.T) ([]Applied, []string) {
+// queueRouter returns a router for queueRules with the key bound maxKeys,
+// and a function making an UPDATE of one public.shards row.
+func queueRouter(t *testing.T, maxKeys int) (*router.Router, func(tenant string, id int) *cdc.Change) {
 	t.Helper()
 	rules, err := router.ParseRules("rules.yaml", []byte(queueRules))
 	if err != nil {
 		t.Fatal(err)
 	}
-	rt := router.New(rules, 0, nil)
 	rel := cdc.NewRelation("public.shards", []cdc.Column{
 		{Name: "tenant_id", Key: true, TypeOID: 25}, {Name: "id", Key: true, TypeOID: 23}, {Name: "payload", TypeOID: 25},
 	})
-	other := cdc.NewRelation("public.other", []cdc.Column{{Name: "id", Key: true, TypeOID: 23}})
-	row := func(tenant string, id int) *cdc.Change {
+	return router.New(rules, maxKeys, nil), func(tenant string, id int) *cdc.Change {
 		return &cdc.Change{Op: cdc.OpUpdate, Rel: rel, New: cdc.Tuple{
 			{Kind: cdc.DatumText, Data: []byte(tenant)},
 			{Kind: cdc.DatumText, Data: []byte(strconv.Itoa(id))},
 			{Kind: cdc.DatumText, Data: []byte("p")},
 		}}
 	}
+}
+
+// queueBatch is single-row transactions, one of 3,000 rows (its journal
+// entry's keys are written past the buffer, and it has too many messages
+// to repeat in the journal), and one that changes nothing cached.
+func queueBatch(t *testing.T) ([]Applied, []string) {
+	t.Helper()
+	rt, row := queueRouter(t, 0)
+	other := cdc.NewRelation("public.other", []cdc.Column{{Name: "id", Key: true, TypeOID: 23}})
 	var batch []Applied
 	var keys []string
 	add := func(txn *router.Txn) {
