@@ -305,6 +305,14 @@ func TestFiller_WaitRunsOut(t *testing.T) {
 		t.Fatalf("Get with Wait 0 = %q", v)
 	}
 
+	// A lease that expires while a reader waits: the reader takes its own
+	// lease and stores.
+	rdb.Set(context.Background(), "brief", alien, 30*time.Millisecond)
+	fw := newFiller(t, rdb, subscriber.FillConfig{LeaseTTL: time.Second, Wait: 5 * time.Second})
+	if v := get(t, fw, "brief", loadOf("after", &calls)); v != "after" || raw(t, rdb, "brief") != "after" {
+		t.Fatalf("after the other's lease expired: Get = %q, stored %q; want after stored", v, raw(t, rdb, "brief"))
+	}
+
 	// The wait honours ctx.
 	fl := newFiller(t, rdb, subscriber.FillConfig{LeaseTTL: time.Second, Wait: time.Hour})
 	ctx, cancel := context.WithCancel(context.Background())
