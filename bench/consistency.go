@@ -122,8 +122,9 @@ type consistencyMode struct {
 	FillSuccess float64 `json:"fill_success"`
 }
 
-// reader is one cache mode: read returns the value of row id and whether
-// it was a hit.
+// cacheMode is one way of filling a cache: read reads row id through it
+// and reports whether it was a hit; check compares its entries with the
+// rows.
 type cacheMode struct {
 	name  string
 	read  func(ctx context.Context, id int) (hit bool, err error)
@@ -203,8 +204,6 @@ type consistencyWorld struct {
 	modes     []*cacheMode
 	local     []*sub.Cache
 	sentinel  chan struct{}
-	sentinelM sync.Mutex
-	sentinelN int
 	subStop   context.CancelFunc
 	subDone   chan error
 	subClient *redis.Client
