@@ -1,11 +1,11 @@
 // Command bench measures the invalidator daemon end to end: it builds the
 // daemon binary, starts a throwaway PostgreSQL 15 and redis-server on
 // 127.0.0.1 (internal/testsrv), runs the workloads (bulk, steady,
-// unthrottled, huge) against the real binary, and prints a table (or JSON)
+// unthrottled, huge, consistency) against the real binary, and prints a table (or JSON)
 // of throughput, latency, memory and CPU figures. Everything it starts is
 // torn down at the end, on error and on Ctrl-C.
 //
-//	go run ./bench [-json] [-duration 30s] [-workloads bulk,steady,unthrottled,huge] [-out FILE]
+//	go run ./bench [-json] [-duration 30s] [-workloads bulk,steady,unthrottled,huge,consistency] [-out FILE]
 package main
 
 import (
@@ -58,7 +58,11 @@ const (
 	wlSteady      = "steady"
 	wlUnthrottled = "unthrottled"
 	wlHuge        = "huge"
+	wlConsistency = "consistency"
 )
+
+// allWorkloads are the workloads in the order they run.
+var allWorkloads = []string{wlBulk, wlSteady, wlUnthrottled, wlHuge, wlConsistency}
 
 // options are the command-line flags.
 type options struct {
@@ -76,6 +80,7 @@ type options struct {
 	keep        bool
 	latencyDump string
 	daemonEnv   []string
+	consistency consistencyOptions
 }
 
 func parseOptions(args []string, stderr io.Writer) (options, error) {
@@ -85,12 +90,12 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	var workloads, rates string
 	fs.BoolVar(&o.json, "json", false, "print the results as JSON instead of a table")
 	fs.DurationVar(&o.duration, "duration", 30*time.Second, "length of each steady and unthrottled run")
-	fs.StringVar(&workloads, "workloads", "bulk,steady,unthrottled,huge", "workloads to run, comma-separated")
+	fs.StringVar(&workloads, "workloads", strings.Join(allWorkloads, ","), "workloads to run, comma-separated")
 	fs.StringVar(&o.out, "out", "", "also write the report to this file")
 	fs.StringVar(&rates, "rates", "2000,10000", "transactions per second of the steady runs")
 	fs.IntVar(&o.bulkRows, "bulk-rows", 200_000, "rows of the bulk transaction (a multiple of 100)")
 	fs.IntVar(&o.bulkRepeat, "bulk-repeat", 3, "runs of each bulk workload; the report shows the median run and the range")
-	fs.IntVar(&o.hugeRows, "huge-rows", 1_000_000, "rows of the table and of the huge transaction (a multiple of 100)")
+	fs.IntVar(&o.hugeRows, "huge-rows", 1_000_000, "rows of the table and of the huge transaction (a multiple of 100); 100000 when neither bulk nor huge runs")
 	fs.StringVar(&o.workMem, "decoding-work-mem", "64MB", "logical_decoding_work_mem of the bench database (PostgreSQL's default is 64MB; the test servers use 64kB)")
 	fs.StringVar(&o.appendfsync, "redis-appendfsync", "off", "Redis persistence: off (appendonly no, as a cache usually runs), or appendonly yes with appendfsync always, everysec or no")
 	fs.StringVar(&o.perfDir, "perf", "", "record a `perf` CPU profile of the daemon during each workload into this directory")
@@ -103,6 +108,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 		o.daemonEnv = append(o.daemonEnv, v)
 		return nil
 	})
+	o.consistency.flags(fs)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return o, err
@@ -117,8 +123,8 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 		if w == "" {
 			continue
 		}
-		if !slices.Contains([]string{wlBulk, wlSteady, wlUnthrottled, wlHuge}, w) {
-			return o, usagef("-workloads: unknown workload %q (want bulk, steady, unthrottled, huge)", w)
+		if !slices.Contains(allWorkloads, w) {
+			return o, usagef("-workloads: unknown workload %q (want %s)", w, strings.Join(allWorkloads, ", "))
 		}
 		o.workloads = append(o.workloads, w)
 	}
@@ -128,6 +134,14 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 			return o, usagef("-rates: %q is not a positive integer", r)
 		}
 		o.rates = append(o.rates, n)
+	}
+	hugeSet := false
+	fs.Visit(func(f *flag.Flag) { hugeSet = hugeSet || f.Name == "huge-rows" })
+	if !hugeSet && !slices.Contains(o.workloads, wlBulk) && !slices.Contains(o.workloads, wlHuge) {
+		o.hugeRows, o.bulkRows = 100_000, min(o.bulkRows, 100_000) // loading a million rows would take most of the run
+	}
+	if err := o.consistency.check(); err != nil {
+		return o, err
 	}
 	switch {
 	case !slices.Contains([]string{"off", "always", "everysec", "no"}, o.appendfsync):

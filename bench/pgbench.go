@@ -28,6 +28,7 @@ type pgbenchArgs struct {
 	clients, threads int
 	rate             int // 0: unthrottled
 	duration         time.Duration
+	script           string // pgbench script; "" is updateScript
 }
 
 // updateScript is one single-row UPDATE transaction on a random preloaded row.
@@ -41,8 +42,11 @@ UPDATE shards SET payload = md5(random()::text) WHERE tenant_id = 't' || CAST(:t
 // runPgbench runs pgbench with the update script and parses its summary.
 func (s *suite) runPgbench(ctx context.Context, name string, a pgbenchArgs) (pgbenchRun, error) {
 	var res pgbenchRun
-	script := filepath.Join(s.dir, "update.sql")
-	if err := os.WriteFile(script, []byte(updateScript(s.opts.hugeRows/tenants)), 0o644); err != nil {
+	script, text := filepath.Join(s.dir, "update.sql"), updateScript(s.opts.hugeRows/tenants)
+	if a.script != "" {
+		script, text = filepath.Join(s.dir, name+".sql"), a.script
+	}
+	if err := os.WriteFile(script, []byte(text), 0o644); err != nil {
 		return res, fmt.Errorf("write pgbench script: %w", err)
 	}
 	secs := int(math.Ceil(a.duration.Seconds()))

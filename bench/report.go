@@ -11,14 +11,15 @@ import (
 
 // report is everything one run of the suite measured.
 type report struct {
-	Machine     machine            `json:"machine"`
-	Servers     serversInfo        `json:"servers"`
-	Options     optionsInfo        `json:"options"`
-	Bulk        []bulkResult       `json:"bulk,omitempty"`
-	Steady      []steadyResult     `json:"steady,omitempty"`
-	Unthrottled *unthrottledResult `json:"unthrottled,omitempty"`
-	Huge        *hugeResult        `json:"huge,omitempty"`
-	Targets     []target           `json:"targets"`
+	Machine     machine             `json:"machine"`
+	Servers     serversInfo         `json:"servers"`
+	Options     optionsInfo         `json:"options"`
+	Bulk        []bulkResult        `json:"bulk,omitempty"`
+	Steady      []steadyResult      `json:"steady,omitempty"`
+	Unthrottled *unthrottledResult  `json:"unthrottled,omitempty"`
+	Huge        *hugeResult         `json:"huge,omitempty"`
+	Consistency []consistencyResult `json:"consistency,omitempty"`
+	Targets     []target            `json:"targets"`
 }
 
 type optionsInfo struct {
@@ -29,10 +30,14 @@ type optionsInfo struct {
 	BulkRepeat int      `json:"bulk_repeat"`
 	HugeRows   int      `json:"huge_rows"`
 	DaemonEnv  []string `json:"daemon_env,omitempty"`
+	// consistency workload
+	ConsistencyDuration  string `json:"consistency_duration"`
+	ConsistencyLoadDelay string `json:"consistency_load_delay"`
 }
 
 func reportOptions(o options) optionsInfo {
-	return optionsInfo{Duration: o.duration.String(), Workloads: o.workloads, Rates: o.rates, BulkRows: o.bulkRows, BulkRepeat: o.bulkRepeat, HugeRows: o.hugeRows, DaemonEnv: o.daemonEnv}
+	return optionsInfo{Duration: o.duration.String(), Workloads: o.workloads, Rates: o.rates, BulkRows: o.bulkRows, BulkRepeat: o.bulkRepeat, HugeRows: o.hugeRows, DaemonEnv: o.daemonEnv,
+		ConsistencyDuration: o.consistency.duration.String(), ConsistencyLoadDelay: o.consistency.loadDelay.String()}
 }
 
 // target is one reference figure and whether the run met it.
@@ -76,6 +81,23 @@ func checkTargets(rep *report) []target {
 	}
 	if h := rep.Huge; h != nil {
 		atMost("huge: daemon peak RSS", h.Usage.PeakRSSMB, 256, "MB")
+	}
+	for _, c := range rep.Consistency {
+		rate := fmt.Sprintf("consistency %gk/s: ", float64(c.Rate)/1000)
+		plainStale := 0
+		for _, m := range c.Modes {
+			switch m.Mode {
+			case modeFiller, modeLocalLease:
+				atMost(rate+"stale, "+m.Mode, float64(m.Stale), 0, "entries")
+			case modePlain, modeLocalSet:
+				plainStale += m.Stale
+			}
+			if c.Rate == 2_000 && m.Mode == modeLocalLease {
+				atLeast(rate+"fill success, "+m.Mode, 100*m.FillSuccess, 99, " %")
+			}
+		}
+		// Stale entries in a plain mode show that the check can fail.
+		atLeast(rate+"stale, plain modes (the check can fail)", float64(plainStale), 1, " entries")
 	}
 	return ts
 }
@@ -166,6 +188,26 @@ func writeTable(out io.Writer, rep *report) error {
 			{itoa(h.Rows), h.MaxKeysPerTxn, f1(h.UpdateSeconds), f2(h.ConfirmedSeconds), itoa(h.Messages), itoa(h.WideMessages)}}
 		addUsage("huge", h.Usage)
 		tw("HUGE: one transaction UPDATEs every row; confirmed = the slot's confirmed position passed the commit", rows)
+	}
+	if len(rep.Consistency) > 0 {
+		rows := [][]string{{"rate/s", "pgbench_tps", "mode", "stale", "checked", "nines", "hit_ratio", "fill_success", "reads", "misses", "read_p50_ms", "read_p99_ms"}}
+		for _, c := range rep.Consistency {
+			for _, m := range c.Modes {
+				n := "inf"
+				if m.Nines != nil {
+					n = f2(*m.Nines)
+				}
+				rows = append(rows, []string{itoa(c.Rate), f1(c.Pgbench.TPS), m.Mode, itoa(m.Stale), itoa(m.Checked), n, f3(m.HitRatio), f3(m.FillSuccess),
+					i64(m.Reads), i64(m.Misses), f2(m.P50MS), f2(m.P99MS)})
+			}
+			addUsage("consistency-"+itoa(c.Rate), c.Usage)
+		}
+		c := rep.Consistency[0]
+		tw(fmt.Sprintf("CONSISTENCY: pgbench -R rate UPDATEs %d hot rows (each stores its xid, a version), %d rounds of %s, while %d readers per mode\n"+
+			"  read random rows through each cache mode at once (loads from PostgreSQL, then a %s pause); after each round's writers stop and\n"+
+			"  the daemon applied the last commit, every cached entry is compared with its row: stale = differs (no later invalidation will\n"+
+			"  remove it); stale and checked are summed over the rounds; nines = -log10(stale/checked); fill_success = loaded values stored / misses",
+			c.Rows, c.Rounds, rep.Options.ConsistencyDuration, c.Readers, rep.Options.ConsistencyLoadDelay), rows)
 	}
 	if len(res) > 0 {
 		rows := append([][]string{{"workload", "window_s", "daemon_peak_RSS_MB", "daemon_CPU_s", "walsender_CPU_s", "redis_CPU_s", "suite_CPU_s",

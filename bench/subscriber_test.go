@@ -2,6 +2,8 @@ package main
 
 import (
 	"bufio"
+	"io"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -70,5 +72,32 @@ func TestReadPush(t *testing.T) {
 	}
 	if _, err := readPush(r, on); err == nil {
 		t.Error("readPush of a status reply: no error")
+	}
+}
+
+func TestNines(t *testing.T) {
+	if n := nines(0, 1000); n != nil {
+		t.Errorf("nines(0, 1000) = %v, want none (no stale entry)", *n)
+	}
+	if n := nines(1, 1000); n == nil || *n < 2.999 || *n > 3.001 {
+		t.Errorf("nines(1, 1000) = %v, want 3", n)
+	}
+}
+
+func TestParseOptions_Consistency(t *testing.T) {
+	o, err := parseOptions(nil, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(o.workloads, wlConsistency) || o.hugeRows != 1_000_000 {
+		t.Errorf("defaults: workloads %v, huge rows %d; want consistency in the default run over a million rows", o.workloads, o.hugeRows)
+	}
+	if o, err = parseOptions([]string{"-workloads", "consistency"}, io.Discard); err != nil || o.hugeRows != 100_000 {
+		t.Errorf("-workloads consistency: huge rows %d, %v; want 100000", o.hugeRows, err)
+	}
+	for _, bad := range [][]string{{"-consistency-duration", "1500ms"}, {"-consistency-rounds", "0"}, {"-consistency-readers", "0"}} {
+		if _, err := parseOptions(bad, io.Discard); err == nil {
+			t.Errorf("parseOptions(%q) accepted", bad)
+		}
 	}
 }

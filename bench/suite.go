@@ -65,6 +65,15 @@ func (s *suite) runWorkloads(ctx context.Context, rep *report) error {
 		}
 		rep.Huge = &r
 	}
+	if want(wlConsistency) {
+		for _, rate := range s.opts.rates {
+			r, err := s.consistency(ctx, rate)
+			if err != nil {
+				return fmt.Errorf("consistency %d/s: %w", rate, err)
+			}
+			rep.Consistency = append(rep.Consistency, r)
+		}
+	}
 	if n := sub.unparsed(); n > 0 {
 		s.log.printf("warning: %d messages did not parse", n)
 	}

@@ -1,6 +1,10 @@
 package subscriber
 
-import "sync"
+import (
+	"context"
+	"fmt"
+	"sync"
+)
 
 // Cache is an in-process least-recently-used cache of values by Redis key
 // name, safe for concurrent use, that follows the daemon's invalidations:
@@ -18,15 +22,28 @@ import "sync"
 //
 // Filling the cache races with invalidation: a value read from the source of
 // truth just before a change commits can be stored just after the change's
-// message was applied, and would then be stale until evicted. Take a
-// Generation before reading and store with SetIfGeneration to close that
-// window.
+// message was applied, and would then be stale until evicted. Fill with
+// GetOrLoad to close that window per key (or, coarser, take a Generation
+// before reading and store with SetIfGeneration).
 type Cache struct {
 	mu         sync.Mutex
 	capacity   int
 	items      map[string]*entry
 	root       entry // sentinel of a circular list; root.next is the most recent
 	generation uint64
+	// pending are the keys GetOrLoad is loading, with their leases.
+	pending map[string]*pendingFill
+	// clears counts the invalidations of everything (Clear, Resync, a
+	// message of an unknown version); each voids every pending fill.
+	clears        uint64
+	fills, voided uint64
+}
+
+// pendingFill is the lease state of one key that GetOrLoad calls are
+// loading: epoch changes on every invalidation of the key.
+type pendingFill struct {
+	epoch uint64
+	refs  int
 }
 
 // entry is a node of Cache's recency list.
@@ -42,7 +59,7 @@ func NewCache(capacity int) *Cache {
 	if capacity < 1 {
 		panic("subscriber: NewCache: capacity must be at least 1")
 	}
-	c := &Cache{capacity: capacity, items: make(map[string]*entry)}
+	c := &Cache{capacity: capacity, items: make(map[string]*entry), pending: make(map[string]*pendingFill)}
 	c.root.next, c.root.prev = &c.root, &c.root
 	return c
 }
@@ -86,8 +103,9 @@ func (c *Cache) Generation() uint64 {
 //
 // A value read before an invalidation that concerned it is then never
 // stored after that invalidation. The check is coarse (any invalidation
-// counts), so under a high rate of invalidations some fills are skipped;
-// the next Get misses and loads again.
+// counts), so under a high rate of invalidations most fills are skipped and
+// the next Get misses and loads again; GetOrLoad voids a fill only for an
+// invalidation of its own key.
 func (c *Cache) SetIfGeneration(gen uint64, key string, value any) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -98,11 +116,76 @@ func (c *Cache) SetIfGeneration(gen uint64, key string, value any) bool {
 	return true
 }
 
+// CacheFillStats are counters of Cache.GetOrLoad's stores.
+type CacheFillStats struct {
+	Fills       uint64 // loaded values stored
+	FillsVoided uint64 // loaded values not stored: the key was invalidated meanwhile
+}
+
+// FillStats returns the counters of GetOrLoad.
+func (c *Cache) FillStats() CacheFillStats {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return CacheFillStats{Fills: c.fills, FillsVoided: c.voided}
+}
+
+// GetOrLoad returns the value stored under key, or else the value load
+// returns, which it stores unless key was invalidated while load ran: by
+// Delete, by a message naming key or with a pattern matching it
+// (MatchPattern), or by Clear, Resync or a message of an unknown version.
+// Invalidations of other keys do not prevent the store, so under a high
+// rate of changes fills keep succeeding (unlike SetIfGeneration's).
+//
+// Concurrent calls for the same missing key each call load. An error of
+// load is returned wrapped and nothing is stored.
+func (c *Cache) GetOrLoad(ctx context.Context, key string, load func(ctx context.Context) (any, error)) (any, error) {
+	c.mu.Lock()
+	if e, ok := c.items[key]; ok {
+		c.moveToFront(e)
+		c.mu.Unlock()
+		return e.value, nil
+	}
+	p := c.pending[key]
+	if p == nil {
+		p = &pendingFill{}
+		c.pending[key] = p
+	}
+	p.refs++
+	epoch, clears := p.epoch, c.clears
+	c.mu.Unlock()
+
+	v, err := load(ctx)
+
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if p.refs--; p.refs == 0 {
+		delete(c.pending, key)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("subscriber: load %q: %w", key, err)
+	}
+	if p.epoch != epoch || c.clears != clears {
+		c.voided++
+		return v, nil
+	}
+	c.fills++
+	c.set(key, v)
+	return v, nil
+}
+
+// voidKey voids the pending fills of key; c.mu is held.
+func (c *Cache) voidKey(key string) {
+	if p, ok := c.pending[key]; ok {
+		p.epoch++
+	}
+}
+
 // Delete removes key and reports whether it was present.
 func (c *Cache) Delete(key string) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.generation++
+	c.voidKey(key)
 	e, ok := c.items[key]
 	if ok {
 		c.remove(e)
@@ -134,6 +217,7 @@ func (c *Cache) Clear() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.generation++
+	c.clears++
 	clear(c.items)
 	c.root.next, c.root.prev = &c.root, &c.root
 }
@@ -166,6 +250,7 @@ func (c *Cache) Invalidate(m Message) int {
 	defer c.mu.Unlock()
 	c.generation++
 	if m.V != MessageVersion {
+		c.clears++
 		n := len(c.items)
 		clear(c.items)
 		c.root.next, c.root.prev = &c.root, &c.root
@@ -173,6 +258,7 @@ func (c *Cache) Invalidate(m Message) int {
 	}
 	n := 0
 	for _, k := range m.Keys {
+		c.voidKey(k)
 		if e, ok := c.items[k]; ok {
 			c.remove(e)
 			n++
@@ -181,16 +267,28 @@ func (c *Cache) Invalidate(m Message) int {
 	if len(m.Patterns) == 0 {
 		return n
 	}
+	for k, p := range c.pending {
+		if matchAny(m.Patterns, k) {
+			p.epoch++
+		}
+	}
 	for k, e := range c.items {
-		for _, p := range m.Patterns {
-			if MatchPattern(p, k) {
-				c.remove(e) // deleting during range is allowed
-				n++
-				break
-			}
+		if matchAny(m.Patterns, k) {
+			c.remove(e) // deleting during range is allowed
+			n++
 		}
 	}
 	return n
+}
+
+// matchAny reports whether key matches one of patterns.
+func matchAny(patterns []string, key string) bool {
+	for _, p := range patterns {
+		if MatchPattern(p, key) {
+			return true
+		}
+	}
+	return false
 }
 
 // set stores value under key; c.mu is held.

@@ -3,6 +3,7 @@ package subscriber_test
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -48,4 +49,40 @@ func ExampleMatchPattern() {
 	// Output:
 	// true
 	// false
+}
+
+// Filling Redis with leases: a value loaded before a change committed is
+// never stored after the daemon deleted the key.
+func ExampleFiller() {
+	rdb := redis.NewClient(&redis.Options{Addr: "localhost:6379"})
+	defer rdb.Close()
+
+	f, err := subscriber.NewFiller(rdb, subscriber.FillConfig{
+		TTL:      10 * time.Minute,
+		LeaseTTL: 2 * time.Second,
+		Wait:     50 * time.Millisecond,
+	})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	v, err := f.Get(context.Background(), "tenant:t1:shard:42:structured", func(ctx context.Context) ([]byte, error) {
+		return []byte("row 42, read from the primary"), nil
+	})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	fmt.Printf("%s\n", v)
+}
+
+// Filling the in-process Cache per key: only an invalidation of this key
+// (or a resync) while load runs prevents the store.
+func ExampleCache_GetOrLoad() {
+	cache := subscriber.NewCache(10_000)
+	v, err := cache.GetOrLoad(context.Background(), "tenant:t1:shard:42:structured", func(ctx context.Context) (any, error) {
+		return "row 42", nil
+	})
+	fmt.Println(v, err, cache.Len())
+	// Output: row 42 <nil> 1
 }

@@ -22,6 +22,11 @@
 //	})
 //	if err != nil { ... }
 //	err = sub.Run(ctx) // blocks until ctx is done
+//
+// Filling a cache races with invalidation: a value loaded just before a
+// change commits can be stored just after the daemon deleted the key.
+// Filler (for Redis) and Cache.GetOrLoad (in process) fill with leases that
+// an invalidation of the key voids, so that the old value is not stored.
 package subscriber
 
 import (

@@ -5,6 +5,7 @@ package warm
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -15,9 +16,9 @@ import (
 
 // Loop loads the string keys matching pattern (a Redis glob) into cache, up
 // to limit new entries per pass, once every interval, until ctx is done. It
-// returns only then. SetIfGeneration keeps a value read before an
-// invalidation from being stored after it; keys that are gone or are not
-// strings are skipped.
+// returns only then. GetOrLoad keeps a value read before an invalidation
+// of its key from being stored after it; keys that are gone, are not
+// strings or hold a Filler's lease marker (a fill in progress) are skipped.
 func Loop(ctx context.Context, rdb redis.UniversalClient, cache *subscriber.Cache, pattern string, limit int, interval time.Duration, log *zap.Logger) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
@@ -29,12 +30,15 @@ func Loop(ctx context.Context, rdb redis.UniversalClient, cache *subscriber.Cach
 			if _, ok := cache.Get(key); ok {
 				continue
 			}
-			gen := cache.Generation()
-			v, err := rdb.Get(ctx, key).Result()
-			if err != nil {
-				continue
-			}
-			if cache.SetIfGeneration(gen, key, v) {
+			before := cache.FillStats().Fills
+			_, err := cache.GetOrLoad(ctx, key, func(ctx context.Context) (any, error) {
+				v, err := rdb.Get(ctx, key).Result()
+				if err == nil && subscriber.IsLeaseMarker([]byte(v)) {
+					return nil, errLeased
+				}
+				return v, err
+			})
+			if err == nil && cache.FillStats().Fills > before {
 				loaded++
 			}
 		}
@@ -50,3 +54,6 @@ func Loop(ctx context.Context, rdb redis.UniversalClient, cache *subscriber.Cach
 		}
 	}
 }
+
+// errLeased: the key holds a lease marker, which is not a value.
+var errLeased = errors.New("a fill is in progress")

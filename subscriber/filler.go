@@ -1,0 +1,270 @@
+package subscriber
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// LeaseMarkerPrefix starts every lease marker a Filler writes into a key
+// while it loads the key's value. A reader of the same keys that does not use
+// a Filler must treat a value that starts with it as a miss (and must not
+// overwrite it: that would defeat the lease). It starts with a NUL byte, so
+// no text, JSON or protobuf value starts with it.
+const LeaseMarkerPrefix = "\x00invalidator:lease:"
+
+// FillConfig configures a Filler.
+type FillConfig struct {
+	// TTL is the lifetime of a stored value; 0 stores values without
+	// expiry.
+	TTL time.Duration
+	// LeaseTTL is the lifetime of a lease: a load that takes longer loses
+	// its lease and its value is not stored. It must be positive.
+	LeaseTTL time.Duration
+	// Wait is how long a reader that finds another reader's lease polls
+	// for the value before it loads by itself (without storing). 0 means it
+	// loads at once.
+	Wait time.Duration
+}
+
+// FillStats are counters of a Filler since NewFiller.
+type FillStats struct {
+	Hits        uint64 // values found in Redis (after waiting for a lease, too)
+	Misses      uint64 // calls that had to load
+	Fills       uint64 // loaded values stored
+	FillsVoided uint64 // loaded values not stored: the lease was lost (deleted or expired)
+	LeaseWaits  uint64 // calls that found another reader's lease and waited
+	Errors      uint64 // calls that returned an error (Redis or load)
+}
+
+// Filler reads values through Redis with cache-aside and leases, so that a
+// value loaded before a change committed is never stored after the daemon
+// deleted the key. It is safe for concurrent use.
+//
+// On a miss, Get writes a lease marker into the key (SET NX PX LeaseTTL),
+// loads, and stores the value only if the key still holds its own marker,
+// in one atomic script. The daemon's UNLINK of the key removes the marker,
+// and with it the right to store. Each command names a single key, so this
+// works on Redis Cluster as on a single Redis, for exact keys and pattern
+// deletions alike.
+//
+// Reads must come from the primary (a lagging replica can serve the old row
+// after the delete), and every reader of the keys must use a Filler or
+// treat a value starting with LeaseMarkerPrefix as a miss.
+type Filler struct {
+	rdb redis.UniversalClient
+	cfg FillConfig
+
+	hits, misses, fills, voided, waits, errs atomic.Uint64
+}
+
+// storeScript stores ARGV[2] under KEYS[1] (with PX ARGV[3] unless it is
+// "0") if the key holds the lease marker ARGV[1].
+var storeScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if ARGV[3] == '0' then redis.call('SET', KEYS[1], ARGV[2])
+else redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) end
+return 1`)
+
+// releaseScript deletes KEYS[1] if it holds the lease marker ARGV[1].
+var releaseScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0`)
+
+// Poll intervals of a reader waiting for another's lease.
+const (
+	leasePollMin = time.Millisecond
+	leasePollMax = 16 * time.Millisecond
+)
+
+// NewFiller returns a Filler that reads and fills through rdb (a single
+// Redis or a Redis Cluster client). Errors name the offending FillConfig
+// field.
+func NewFiller(rdb redis.UniversalClient, cfg FillConfig) (*Filler, error) {
+	switch {
+	case rdb == nil:
+		return nil, errors.New("subscriber: NewFiller: the Redis client is nil")
+	case cfg.LeaseTTL <= 0:
+		return nil, fmt.Errorf("subscriber: FillConfig.LeaseTTL must be positive, got %s", cfg.LeaseTTL)
+	case cfg.TTL < 0:
+		return nil, fmt.Errorf("subscriber: FillConfig.TTL must not be negative, got %s", cfg.TTL)
+	case cfg.Wait < 0:
+		return nil, fmt.Errorf("subscriber: FillConfig.Wait must not be negative, got %s", cfg.Wait)
+	}
+	return &Filler{rdb: rdb, cfg: cfg}, nil
+}
+
+// Stats returns the counters. It is safe to call at any time.
+func (f *Filler) Stats() FillStats {
+	return FillStats{
+		Hits: f.hits.Load(), Misses: f.misses.Load(), Fills: f.fills.Load(),
+		FillsVoided: f.voided.Load(), LeaseWaits: f.waits.Load(), Errors: f.errs.Load(),
+	}
+}
+
+// Get returns the value of key: from Redis if it is there (one GET), else
+// from load, which it stores under key if no deletion of key happened
+// between the lease and the store (on a miss, three round trips: GET, SET
+// NX, the store script). A lease marker is never returned.
+//
+// If another reader holds the key's lease, Get polls for its value for up
+// to FillConfig.Wait, taking the lease itself if the key becomes empty;
+// after that it returns what load returns without storing it. An error of
+// load is returned wrapped, after releasing the lease; so is a Redis error,
+// in which case load is not called.
+func (f *Filler) Get(ctx context.Context, key string, load func(ctx context.Context) ([]byte, error)) ([]byte, error) {
+	v, err := f.get(ctx, key, load)
+	if err != nil {
+		f.errs.Add(1)
+	}
+	return v, err
+}
+
+func (f *Filler) get(ctx context.Context, key string, load func(ctx context.Context) ([]byte, error)) ([]byte, error) {
+	v, found, err := f.read(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	if found {
+		f.hits.Add(1)
+		return v, nil
+	}
+	var deadline time.Time
+	poll := leasePollMin
+	for {
+		token, err := f.lease(ctx, key)
+		if err != nil {
+			return nil, err
+		}
+		if token != "" {
+			f.misses.Add(1)
+			return f.fill(ctx, key, token, load)
+		}
+		// Another reader holds the lease (or has just stored).
+		if deadline.IsZero() {
+			f.waits.Add(1)
+			deadline = time.Now().Add(f.cfg.Wait)
+		}
+		for {
+			v, found, err := f.read(ctx, key)
+			if err != nil {
+				return nil, err
+			}
+			if found {
+				f.hits.Add(1)
+				return v, nil
+			}
+			if v == nil { // empty: the lease is gone; try to take it
+				break
+			}
+			left := time.Until(deadline)
+			if left <= 0 {
+				f.misses.Add(1)
+				v, err := load(ctx)
+				if err != nil {
+					return nil, fmt.Errorf("subscriber: load %q: %w", key, err)
+				}
+				return v, nil
+			}
+			if err := sleep(ctx, min(poll, left)); err != nil {
+				return nil, fmt.Errorf("subscriber: waiting for the lease of %q: %w", key, err)
+			}
+			poll = min(2*poll, leasePollMax)
+		}
+	}
+}
+
+// read GETs key: found is true for a value, false with v == nil for an
+// absent key, false with v != nil for a lease marker.
+func (f *Filler) read(ctx context.Context, key string) (v []byte, found bool, err error) {
+	v, err = f.rdb.Get(ctx, key).Bytes()
+	switch {
+	case errors.Is(err, redis.Nil):
+		return nil, false, nil
+	case err != nil:
+		return nil, false, fmt.Errorf("subscriber: GET %q: %w", key, err)
+	case IsLeaseMarker(v):
+		return v, false, nil
+	}
+	return v, true, nil
+}
+
+// lease tries to write a new lease marker into key and returns it, or ""
+// if the key is not empty.
+func (f *Filler) lease(ctx context.Context, key string) (string, error) {
+	token, err := newLeaseMarker()
+	if err != nil {
+		return "", err
+	}
+	ok, err := f.rdb.SetNX(ctx, key, token, f.cfg.LeaseTTL).Result()
+	if err != nil {
+		return "", fmt.Errorf("subscriber: SET NX %q: %w", key, err)
+	}
+	if !ok {
+		return "", nil
+	}
+	return token, nil
+}
+
+// fill loads under the lease token and stores the value if the key still
+// holds token.
+func (f *Filler) fill(ctx context.Context, key, token string, load func(ctx context.Context) ([]byte, error)) ([]byte, error) {
+	v, err := load(ctx)
+	if err != nil {
+		// Release the lease so the next reader loads at once; only our own
+		// marker is deleted. The caller's ctx may be what failed the load.
+		if rerr := releaseScript.Run(context.WithoutCancel(ctx), f.rdb, []string{key}, token).Err(); rerr != nil {
+			return nil, fmt.Errorf("subscriber: load %q: %w (and releasing its lease: %w)", key, err, rerr)
+		}
+		return nil, fmt.Errorf("subscriber: load %q: %w", key, err)
+	}
+	if IsLeaseMarker(v) {
+		// It would read as a lease: return it but never store it.
+		f.voided.Add(1)
+		_ = releaseScript.Run(context.WithoutCancel(ctx), f.rdb, []string{key}, token).Err()
+		return v, nil
+	}
+	stored, err := storeScript.Run(ctx, f.rdb, []string{key}, token, v, f.cfg.TTL.Milliseconds()).Int()
+	if err != nil {
+		return nil, fmt.Errorf("subscriber: store %q: %w", key, err)
+	}
+	if stored == 1 {
+		f.fills.Add(1)
+	} else {
+		f.voided.Add(1)
+	}
+	return v, nil
+}
+
+// IsLeaseMarker reports whether a value read from Redis is a Filler's lease
+// marker (it starts with LeaseMarkerPrefix), which a reader must treat as a
+// miss.
+func IsLeaseMarker(v []byte) bool { return strings.HasPrefix(string(v), LeaseMarkerPrefix) }
+
+// newLeaseMarker returns LeaseMarkerPrefix and 16 random bytes in hex.
+func newLeaseMarker() (string, error) {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("subscriber: lease token: %w", err)
+	}
+	return LeaseMarkerPrefix + hex.EncodeToString(b[:]), nil
+}
+
+// sleep waits for d or until ctx is done.
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
