@@ -111,6 +111,8 @@ func versionCommand(_ context.Context, args []string, stdout, stderr io.Writer) 
 }
 
 // newFlagSet returns a FlagSet that reports errors instead of exiting.
+// Parsing prints nothing but the flag package's one-line error on stderr:
+// parse prints the help itself, once, on stdout for --help.
 func newFlagSet(name, help string, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -124,12 +126,17 @@ func newFlagSet(name, help string, stderr io.Writer) *flag.FlagSet {
 // parse parses flags; done is true when the command must return code now
 // (--help, or a bad flag).
 func parse(fs *flag.FlagSet, args []string, stdout io.Writer) (code int, done bool) {
-	if err := fs.Parse(args); err != nil {
+	usage := fs.Usage
+	fs.Usage = func() {} // the flag package would print the help on stderr, before our choice
+	err := fs.Parse(args)
+	fs.Usage = usage
+	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fs.SetOutput(stdout)
 			fs.Usage()
 			return exitOK, true
 		}
+		_, _ = fmt.Fprintf(fs.Output(), "run 'invalidator %s --help' for its flags\n", fs.Name())
 		return exitUsage, true
 	}
 	if fs.NArg() > 0 {

@@ -102,3 +102,28 @@ rules:
 		t.Errorf("exit %d, want 2 naming the rule and column; output:\n%s", code, out)
 	}
 }
+
+// Every command's --help prints its help once, on stdout, and nothing on
+// stderr; a bad flag prints one error and a pointer to --help on stderr.
+func TestMain_HelpOnce(t *testing.T) {
+	clearEnv(t)
+	for _, name := range []string{"run", "check", "setup", "status", "replay", "explain", "version"} {
+		t.Run(name, func(t *testing.T) {
+			for _, arg := range []string{"--help", "-h"} {
+				code, stdout, stderr := runMain(t, name, arg)
+				if code != exitOK || stderr != "" {
+					t.Errorf("%s %s: exit %d, stderr %q; want 0 and nothing", name, arg, code, stderr)
+				}
+				if n := strings.Count(stdout, "Flags:"); n != 1 {
+					t.Errorf("%s %s: help printed %d times on stdout:\n%s", name, arg, n, stdout)
+				}
+			}
+			code, stdout, stderr := runMain(t, name, "--no-such-flag")
+			if code != exitUsage || stdout != "" || strings.Contains(stderr, "Flags:") ||
+				!strings.Contains(stderr, "flag provided but not defined: -no-such-flag") ||
+				!strings.Contains(stderr, "invalidator "+name+" --help") {
+				t.Errorf("%s --no-such-flag: exit %d, stdout %q, stderr %q; want 2, the error and a pointer to --help", name, code, stdout, stderr)
+			}
+		})
+	}
+}
