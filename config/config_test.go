@@ -197,7 +197,6 @@ func TestFromEnv_InvalidValue(t *testing.T) {
 
 // typeName means to explain durations with an example.
 func TestFromEnv_InvalidDurationExplained(t *testing.T) {
-	t.Skip(`BUG: config/config.go typeName matches "Duration" but envconfig reports "time.Duration", so the example is never shown`)
 	clearEnv(t)
 	setEnv(t, map[string]string{"HEARTBEAT_INTERVAL": "ten seconds"})
 	_, err := config.FromEnv()
