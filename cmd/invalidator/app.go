@@ -174,7 +174,11 @@ func load(name, help string, args []string, stdout, stderr io.Writer, bind func(
 	}
 	rules, err := router.LoadRules(cfg.Rules)
 	if err != nil {
-		_, _ = fmt.Fprintf(stderr, "invalidator %s: %v\n", name, err)
+		hint := ""
+		if pe := (*os.PathError)(nil); errors.As(err, &pe) {
+			hint = fmt.Sprintf(" (%s or --rules names the rules file)", config.Var("RULES"))
+		}
+		_, _ = fmt.Fprintf(stderr, "invalidator %s: %v%s\n", name, err, hint)
 		return s, exitUsage, true
 	}
 	return setup{cfg: cfg, rules: rules}, exitOK, false

@@ -45,7 +45,7 @@ func TestMain_Usage(t *testing.T) {
 		{[]string{"run", "--postgres-url", "postgres://x@h/db"}, exitUsage, "", "INVALIDATOR_REDIS_URL: required"},
 		{[]string{"run", "--postgres-url", "mysql://x@h/db", "--redis-url", "redis://h"}, exitUsage, "", "INVALIDATOR_POSTGRES_URL: must be a postgres:// URL"},
 		{[]string{"run", "--postgres-url", "postgres://x@h/db", "--redis-url", "redis://h", "--slot", "Bad-Slot"}, exitUsage, "", "INVALIDATOR_SLOT"},
-		{[]string{"run", "--postgres-url", "postgres://x@h/db", "--redis-url", "redis://h", "--rules", "/nonexistent/rules.yaml"}, exitUsage, "", "/nonexistent/rules.yaml: cannot read rules file"},
+		{[]string{"run", "--postgres-url", "postgres://x@h/db", "--redis-url", "redis://h", "--rules", "/nonexistent/rules.yaml"}, exitUsage, "", "/nonexistent/rules.yaml: cannot read rules file: no such file or directory (INVALIDATOR_RULES or --rules names the rules file)"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
