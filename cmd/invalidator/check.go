@@ -27,6 +27,7 @@ reachable it also checks wal_level, that the publication covers every rule
 table, that every column a rule uses exists, that each table's REPLICA
 IDENTITY carries the old values the rules render (with the ALTER TABLE to
 run when it does not), the slot's state and retained WAL, and Redis.
+It takes every flag run takes, so it can check the command line run will get.
 Exit status: 0 no problems (warnings allowed), 1 problems, 2 bad usage or
 configuration.`
 
@@ -60,7 +61,7 @@ func checkCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	var asJSON bool
 	s, code, done := load("check", checkHelp, args, stdout, stderr, func(c *config.Config, fs *flag.FlagSet) {
 		fs.BoolVar(&asJSON, "json", false, "print the report as JSON")
-		fs.BoolVar(&c.CreateSlot, "create-slot", c.CreateSlot, "run may create the slot and publication (env "+config.Var("CREATE_SLOT")+")")
+		c.BindRunFlags(fs) // check validates what run would start with
 	}, (*config.Config).Validate)
 	if done {
 		return code
