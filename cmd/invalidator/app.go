@@ -9,6 +9,7 @@ import (
 	"os"
 	"runtime/debug"
 
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
@@ -56,6 +57,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		"explain": explainCommand,
 		"version": versionCommand,
 	}
+	redis.SetLogger(quietLibrary{}) // before any client: see quietLibrary
 	if len(args) == 0 {
 		_, _ = fmt.Fprint(stdout, usage)
 		return exitOK

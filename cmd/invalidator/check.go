@@ -96,7 +96,7 @@ func checkCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 func checkPostgres(ctx context.Context, cfg *config.Config, rules *router.Rules, r *report) {
 	conn, err := pgconn.Connect(ctx, cfg.PostgresURL)
 	if err != nil {
-		r.add("problem", "postgres", "cannot connect: "+redactErr(err, cfg), "check "+config.Var("POSTGRES_URL")+" and that the server accepts connections from here")
+		r.add("problem", "postgres", "cannot connect: "+oneLine(redactErr(err, cfg)), "check "+config.Var("POSTGRES_URL")+" (--postgres-url) and that the server accepts connections from here")
 		return
 	}
 	defer func() { _ = conn.Close(context.WithoutCancel(ctx)) }()
@@ -273,7 +273,7 @@ func checkRedis(ctx context.Context, cfg *config.Config, r *report) {
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if err := rdb.Ping(pctx).Err(); err != nil {
-		r.add("problem", "redis", "cannot reach: "+redactErr(err, cfg), "check "+config.Var("REDIS_URL"))
+		r.add("problem", "redis", "cannot reach: "+oneLine(redactErr(err, cfg)), "check "+config.Var("REDIS_URL")+" (--redis-url) and that Redis is running")
 		return
 	}
 	r.add("ok", "redis", "reachable", "")
