@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"runtime/debug"
+	"strings"
 
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
@@ -75,11 +76,16 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return cmd(ctx, args[1:], stdout, stderr)
 }
 
+// buildCommit is the commit `make build` stamps in (-ldflags -X), for
+// builds without VCS information (GOFLAGS=-buildvcs=false, no .git in a
+// container build). The linker sets it; nothing else writes it.
+var buildCommit string
+
 // version returns the module version and VCS revision the binary was built from.
 func version() string {
 	bi, ok := debug.ReadBuildInfo()
 	if !ok {
-		return "unknown"
+		return strings.TrimSpace("unknown " + buildCommit)
 	}
 	v := bi.Main.Version
 	rev, dirty := "", false
@@ -99,6 +105,8 @@ func version() string {
 		if dirty {
 			v += "-dirty"
 		}
+	} else if buildCommit != "" {
+		v += " " + buildCommit
 	}
 	return v + " " + bi.GoVersion
 }

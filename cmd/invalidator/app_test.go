@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -125,5 +126,38 @@ func TestMain_HelpOnce(t *testing.T) {
 				t.Errorf("%s --no-such-flag: exit %d, stdout %q, stderr %q; want 2, the error and a pointer to --help", name, code, stdout, stderr)
 			}
 		})
+	}
+}
+
+// `make build` stamps the commit in, so `version` names it even where the
+// Go install turns VCS stamping off (GOFLAGS=-buildvcs=false).
+func TestVersion_MakeBuildStampsCommit(t *testing.T) {
+	head, err := exec.Command("git", "rev-parse", "--short=12", "HEAD").Output()
+	if err != nil {
+		t.Fatalf("git rev-parse: %v (the test runs in the repository's work tree)", err)
+	}
+	bin := filepath.Join(t.TempDir(), "invalidator")
+	build := exec.Command("make", "-s", "-C", "../..", "build", "BIN="+bin, "GO="+goTool())
+	build.Env = append(os.Environ(), "GOFLAGS=-buildvcs=false")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("make build: %v\n%s", err, out)
+	}
+	out, err := exec.Command(bin, "version").Output()
+	if err != nil {
+		t.Fatalf("invalidator version: %v", err)
+	}
+	if want := "invalidator (devel) " + strings.TrimSpace(string(head)); !strings.HasPrefix(string(out), want) {
+		t.Errorf("version printed %q, want it to start with %q", out, want)
+	}
+}
+
+// The stamped commit is printed when the build has no VCS information.
+func TestVersion_Stamped(t *testing.T) {
+	old := buildCommit
+	t.Cleanup(func() { buildCommit = old })
+	buildCommit = "0123456789ab"
+	code, stdout, _ := runMain(t, "version")
+	if code != exitOK || !strings.HasPrefix(stdout, "invalidator ") || !strings.Contains(stdout, " 0123456789ab ") {
+		t.Errorf("exit %d, stdout %q: want the stamped commit", code, stdout)
 	}
 }
