@@ -15,11 +15,23 @@ build:
 
 ## test: everything CI runs — lint, unit and integration tests against real
 ## PostgreSQL/Redis/NATS, the deploy manifests, and the README's demo.
-test: lint
+## Each step says what it does and how long it usually takes (2 cores, warm
+## build cache; the first run also downloads modules and builds everything).
+step = @printf '\n== make test: %s\n' "$(1)"
+
+test:
+	$(call step,about 2 minutes in all: lint; unit and integration tests; the router under -race; deploy manifests; the demo)
+	$(call step,lint: gofmt / go vet / staticcheck - up to a minute)
+	@$(MAKE) --no-print-directory lint
+	$(call step,unit and integration tests against real PostgreSQL 15 / Redis / Redis Cluster / NATS on loopback - most of the total; silent until each package ends)
 	$(GO) test -count=1 -timeout 30m ./...
+	$(call step,the router again under -race - seconds (minutes the first time: the race runtime is built))
 	$(GO) test -race -count=1 ./router/
-	$(MAKE) deploy-check
+	$(call step,deploy manifests and the Dockerfile - seconds)
+	@$(MAKE) --no-print-directory deploy-check
+	$(call step,the README's demo - about 15 seconds)
 	./demo/demo.sh --once
+	$(call step,passed)
 
 ## unit: the tests that need no servers.
 unit:
