@@ -38,7 +38,7 @@ type Config struct {
 	Journal           bool          `envconfig:"INVALIDATOR_JOURNAL" default:"true" desc:"append applied batches to the journal stream"`
 	HeartbeatInterval time.Duration `envconfig:"INVALIDATOR_HEARTBEAT_INTERVAL" default:"10s" desc:"heartbeat interval, 0 = off"`
 
-	// Beyond the SPEC's table: bounds and timings an operator may tune.
+	// Beyond the core settings: bounds and timings an operator may tune.
 	JournalMaxLen   int64         `envconfig:"INVALIDATOR_JOURNAL_MAXLEN" default:"100000" desc:"approximate journal length"`
 	MaxKeysPerTxn   int           `envconfig:"INVALIDATOR_MAX_KEYS_PER_TXN" default:"100000" desc:"keys per transaction before a rule switches to its wide form"`
 	BatchMaxKeys    int           `envconfig:"INVALIDATOR_BATCH_MAX_KEYS" default:"10000" desc:"keys per coalesced batch"`

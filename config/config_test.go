@@ -206,7 +206,7 @@ func TestFromEnv_InvalidDurationExplained(t *testing.T) {
 	}
 }
 
-// The SPEC names the variables with the INVALIDATOR_ prefix; a generic
+// The documented variables carry the INVALIDATOR_ prefix; a generic
 // LOG_LEVEL or REDIS_URL meant for another program must not configure the
 // daemon.
 func TestFromEnv_IgnoresUnprefixedNames(t *testing.T) {
