@@ -3,9 +3,7 @@ package config_test
 import (
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
-	"io"
 	"os"
 	"reflect"
 	"slices"
@@ -395,10 +393,7 @@ func TestConfig_BindFlags(t *testing.T) {
 			if err != nil {
 				t.Fatalf("FromEnv: %v", err)
 			}
-			fs := flag.NewFlagSet("run", flag.ContinueOnError)
-			fs.SetOutput(io.Discard)
-			c.BindConnectionFlags(fs)
-			c.BindRunFlags(fs)
+			fs := runFlags(c)
 			if f := fs.Lookup("slot"); f == nil || f.DefValue != "env_slot" {
 				t.Errorf("--slot default = %v, want the environment's env_slot", f)
 			}
@@ -420,10 +415,7 @@ func TestConfig_BindFlagsBadValue(t *testing.T) {
 	for _, args := range tests {
 		t.Run(strings.Join(args, " "), func(t *testing.T) {
 			c := validConfig()
-			fs := flag.NewFlagSet("run", flag.ContinueOnError)
-			fs.SetOutput(io.Discard)
-			c.BindConnectionFlags(fs)
-			c.BindRunFlags(fs)
+			fs := runFlags(c)
 			err := fs.Parse(args)
 			if err == nil {
 				t.Fatalf("Parse(%q) succeeded", args)

@@ -12,6 +12,15 @@ import (
 	"github.com/cachewire/invalidator/config"
 )
 
+// runFlags returns the flags of run (every one), bound to c, silent.
+func runFlags(c *config.Config) *flag.FlagSet {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	c.BindConnectionFlags(fs)
+	c.BindRunFlags(fs)
+	return fs
+}
+
 // variables returns every INVALIDATOR_* variable of Config with its field.
 func variables(tb testing.TB) map[string]reflect.StructField {
 	tb.Helper()
@@ -57,10 +66,7 @@ func TestConfig_FlagForEveryVariable(t *testing.T) {
 	for variable, field := range variables(t) {
 		t.Run(variable, func(t *testing.T) {
 			c := validConfig()
-			fs := flag.NewFlagSet("run", flag.ContinueOnError)
-			fs.SetOutput(io.Discard)
-			c.BindConnectionFlags(fs)
-			c.BindRunFlags(fs)
+			fs := runFlags(c)
 			name := config.FlagName(variable)
 			f := fs.Lookup(name)
 			if f == nil {
