@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # Static, non-root image of the invalidator daemon.
-#   docker build -t invalidator:dev .
+#   docker build --build-arg COMMIT=$(git rev-parse --short=12 HEAD) -t invalidator:dev .
 #   docker run --rm -p 9187:9187 -e INVALIDATOR_POSTGRES_URL=… -e INVALIDATOR_REDIS_URL=… \
 #     -v "$PWD/rules.yaml:/etc/invalidator/rules.yaml:ro" invalidator:dev
 
@@ -10,7 +10,10 @@ WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
-RUN CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o invalidator ./cmd/invalidator
+# .git stays out of the build context (.dockerignore): the commit that
+# `invalidator version` prints comes as a build argument (see the top).
+ARG COMMIT=unknown
+RUN make build BIN=invalidator COMMIT="$COMMIT"
 
 # distroless/static: CA certificates (rediss://, sslmode=verify-full),
 # tzdata and /etc/passwd with the nonroot user; no shell, no package manager.

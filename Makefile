@@ -6,16 +6,32 @@ STATICCHECK_VERSION ?= v0.8.2
 
 .PHONY: build test unit lint tools demo bench deploy-check clean
 
+# COMMIT is stamped into the binary (`invalidator version`), so the version
+# names its commit even where the Go install sets GOFLAGS=-buildvcs=false.
+COMMIT   ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null)$(shell git diff --quiet HEAD -- 2>/dev/null || echo -dirty)
+
 build:
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o $(BIN) ./cmd/invalidator
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w -X main.buildCommit=$(COMMIT)' -o $(BIN) ./cmd/invalidator
 
 ## test: everything CI runs — lint, unit and integration tests against real
 ## PostgreSQL/Redis/NATS, the deploy manifests, and the README's demo.
-test: lint
+## Each step says what it does and how long it usually takes (2 cores, warm
+## build cache; the first run also downloads modules and builds everything).
+step = @printf '\n== make test: %s\n' "$(1)"
+
+test:
+	$(call step,about 2 minutes in all: lint; unit and integration tests; the router under -race; deploy manifests; the demo)
+	$(call step,lint: gofmt / go vet / staticcheck - up to a minute)
+	@$(MAKE) --no-print-directory lint
+	$(call step,unit and integration tests against real PostgreSQL 15 / Redis / Redis Cluster / NATS on loopback - most of the total; silent until each package ends)
 	$(GO) test -count=1 -timeout 30m ./...
+	$(call step,the router again under -race - seconds (minutes the first time: the race runtime is built))
 	$(GO) test -race -count=1 ./router/
-	$(MAKE) deploy-check
+	$(call step,deploy manifests and the Dockerfile - seconds)
+	@$(MAKE) --no-print-directory deploy-check
+	$(call step,the README's demo - about 15 seconds)
 	./demo/demo.sh --once
+	$(call step,passed)
 
 ## unit: the tests that need no servers.
 unit:

@@ -50,7 +50,8 @@ type target struct {
 	Lower bool    `json:"-"` // true when lower is better
 }
 
-// checkTargets compares the results with the issue's reference targets.
+// checkTargets compares the results with the reference targets (the README's
+// Benchmarks table).
 func checkTargets(rep *report) []target {
 	var ts []target
 	atMost := func(what string, got, limit float64, unit string) {

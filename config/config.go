@@ -5,7 +5,6 @@ package config
 
 import (
 	"errors"
-	"flag"
 	"fmt"
 	"net/url"
 	"regexp"
@@ -18,44 +17,48 @@ import (
 // Prefix is the environment variable prefix.
 const Prefix = "INVALIDATOR"
 
-// Config holds every setting. Field tags name the environment variables.
+// Config holds every setting. The envconfig tag names the environment
+// variable; every variable has a flag of the same name in kebab case
+// (INVALIDATOR_NATS_TIMEOUT is --nats-timeout), with desc as its help.
+// flag:"connection" registers the flag for every command that loads the
+// configuration; the others are the daemon's own (run and check).
 type Config struct {
-	PostgresURL       string        `envconfig:"INVALIDATOR_POSTGRES_URL"`
-	RedisURL          string        `envconfig:"INVALIDATOR_REDIS_URL"`
-	RedisClusterAddrs []string      `envconfig:"INVALIDATOR_REDIS_CLUSTER_ADDRS"`
-	Rules             string        `envconfig:"INVALIDATOR_RULES" default:"/etc/invalidator/rules.yaml"`
-	Slot              string        `envconfig:"INVALIDATOR_SLOT" default:"invalidator"`
-	Publication       string        `envconfig:"INVALIDATOR_PUBLICATION" default:"invalidator"`
-	CreateSlot        bool          `envconfig:"INVALIDATOR_CREATE_SLOT" default:"true"`
-	HTTPAddr          string        `envconfig:"INVALIDATOR_HTTP_ADDR" default:":9187"`
-	LogLevel          string        `envconfig:"INVALIDATOR_LOG_LEVEL" default:"info"`
-	LogFormat         string        `envconfig:"INVALIDATOR_LOG_FORMAT" default:"json"`
-	NATSURL           string        `envconfig:"INVALIDATOR_NATS_URL"`
-	NATSJetStream     bool          `envconfig:"INVALIDATOR_NATS_JETSTREAM" default:"false"`
-	Journal           bool          `envconfig:"INVALIDATOR_JOURNAL" default:"true"`
-	HeartbeatInterval time.Duration `envconfig:"INVALIDATOR_HEARTBEAT_INTERVAL" default:"10s"`
+	PostgresURL       string        `envconfig:"INVALIDATOR_POSTGRES_URL" flag:"connection" desc:"PostgreSQL URL"`
+	RedisURL          string        `envconfig:"INVALIDATOR_REDIS_URL" flag:"connection" desc:"Redis URL, redis:// or rediss://"`
+	RedisClusterAddrs []string      `envconfig:"INVALIDATOR_REDIS_CLUSTER_ADDRS" flag:"connection" desc:"comma-separated Redis Cluster seed nodes"`
+	Rules             string        `envconfig:"INVALIDATOR_RULES" default:"/etc/invalidator/rules.yaml" flag:"connection" desc:"rules file"`
+	Slot              string        `envconfig:"INVALIDATOR_SLOT" default:"invalidator" flag:"connection" desc:"logical replication slot"`
+	Publication       string        `envconfig:"INVALIDATOR_PUBLICATION" default:"invalidator" flag:"connection" desc:"publication"`
+	CreateSlot        bool          `envconfig:"INVALIDATOR_CREATE_SLOT" default:"true" desc:"create the slot and publication when missing"`
+	HTTPAddr          string        `envconfig:"INVALIDATOR_HTTP_ADDR" default:":9187" desc:"health, metrics and status address; empty = off"`
+	LogLevel          string        `envconfig:"INVALIDATOR_LOG_LEVEL" default:"info" flag:"connection" desc:"debug, info, warn or error"`
+	LogFormat         string        `envconfig:"INVALIDATOR_LOG_FORMAT" default:"json" flag:"connection" desc:"json or console"`
+	NATSURL           string        `envconfig:"INVALIDATOR_NATS_URL" desc:"bridge every message to NATS"`
+	NATSJetStream     bool          `envconfig:"INVALIDATOR_NATS_JETSTREAM" default:"false" desc:"publish to JetStream"`
+	Journal           bool          `envconfig:"INVALIDATOR_JOURNAL" default:"true" desc:"append applied batches to the journal stream"`
+	HeartbeatInterval time.Duration `envconfig:"INVALIDATOR_HEARTBEAT_INTERVAL" default:"10s" desc:"heartbeat interval, 0 = off"`
 
-	// Beyond the SPEC's table: bounds and timings an operator may tune.
-	JournalMaxLen   int64         `envconfig:"INVALIDATOR_JOURNAL_MAXLEN" default:"100000"`
-	MaxKeysPerTxn   int           `envconfig:"INVALIDATOR_MAX_KEYS_PER_TXN" default:"100000"`
-	BatchMaxKeys    int           `envconfig:"INVALIDATOR_BATCH_MAX_KEYS" default:"10000"`
-	BatchMaxTxns    int           `envconfig:"INVALIDATOR_BATCH_MAX_TXNS" default:"1000"`
-	BatchLinger     time.Duration `envconfig:"INVALIDATOR_BATCH_LINGER" default:"0s"`
-	ShutdownTimeout time.Duration `envconfig:"INVALIDATOR_SHUTDOWN_TIMEOUT" default:"10s"`
-	OnSlotLost      string        `envconfig:"INVALIDATOR_ON_SLOT_LOST" default:"fail"`
+	// Beyond the core settings: bounds and timings an operator may tune.
+	JournalMaxLen   int64         `envconfig:"INVALIDATOR_JOURNAL_MAXLEN" default:"100000" desc:"approximate journal length"`
+	MaxKeysPerTxn   int           `envconfig:"INVALIDATOR_MAX_KEYS_PER_TXN" default:"100000" desc:"keys per transaction before a rule switches to its wide form"`
+	BatchMaxKeys    int           `envconfig:"INVALIDATOR_BATCH_MAX_KEYS" default:"10000" desc:"keys per coalesced batch"`
+	BatchMaxTxns    int           `envconfig:"INVALIDATOR_BATCH_MAX_TXNS" default:"1000" desc:"transactions per coalesced batch"`
+	BatchLinger     time.Duration `envconfig:"INVALIDATOR_BATCH_LINGER" default:"0s" desc:"wait this long for more transactions to join a batch"`
+	ShutdownTimeout time.Duration `envconfig:"INVALIDATOR_SHUTDOWN_TIMEOUT" default:"10s" desc:"bound on draining at SIGTERM"`
+	OnSlotLost      string        `envconfig:"INVALIDATOR_ON_SLOT_LOST" default:"fail" desc:"fail or resync when the slot was lost"`
 
 	// Redis TLS (rediss:// or a cluster) and sharded pub/sub.
-	RedisTLSCAFile     string        `envconfig:"INVALIDATOR_REDIS_TLS_CA_FILE"`
-	RedisTLSCertFile   string        `envconfig:"INVALIDATOR_REDIS_TLS_CERT_FILE"`
-	RedisTLSKeyFile    string        `envconfig:"INVALIDATOR_REDIS_TLS_KEY_FILE"`
-	RedisShardedPubSub bool          `envconfig:"INVALIDATOR_REDIS_SHARDED_PUBSUB" default:"false"`
-	RedisClusterTLS    bool          `envconfig:"INVALIDATOR_REDIS_CLUSTER_TLS" default:"false"`
-	NATSCAFile         string        `envconfig:"INVALIDATOR_NATS_CA_FILE"`
-	NATSCertFile       string        `envconfig:"INVALIDATOR_NATS_CERT_FILE"`
-	NATSKeyFile        string        `envconfig:"INVALIDATOR_NATS_KEY_FILE"`
-	NATSCredsFile      string        `envconfig:"INVALIDATOR_NATS_CREDS_FILE"`
-	NATSStream         string        `envconfig:"INVALIDATOR_NATS_STREAM"`
-	NATSTimeout        time.Duration `envconfig:"INVALIDATOR_NATS_TIMEOUT" default:"5s"`
+	RedisTLSCAFile     string        `envconfig:"INVALIDATOR_REDIS_TLS_CA_FILE" flag:"connection" desc:"CA bundle that signs the Redis server certificate"`
+	RedisTLSCertFile   string        `envconfig:"INVALIDATOR_REDIS_TLS_CERT_FILE" flag:"connection" desc:"client certificate for Redis"`
+	RedisTLSKeyFile    string        `envconfig:"INVALIDATOR_REDIS_TLS_KEY_FILE" flag:"connection" desc:"client key for Redis"`
+	RedisShardedPubSub bool          `envconfig:"INVALIDATOR_REDIS_SHARDED_PUBSUB" default:"false" flag:"connection" desc:"publish with SPUBLISH (Redis 7 sharded pub/sub)"`
+	RedisClusterTLS    bool          `envconfig:"INVALIDATOR_REDIS_CLUSTER_TLS" default:"false" flag:"connection" desc:"use TLS to the cluster nodes"`
+	NATSCAFile         string        `envconfig:"INVALIDATOR_NATS_CA_FILE" desc:"CA bundle that signs the NATS server certificate"`
+	NATSCertFile       string        `envconfig:"INVALIDATOR_NATS_CERT_FILE" desc:"client certificate for NATS"`
+	NATSKeyFile        string        `envconfig:"INVALIDATOR_NATS_KEY_FILE" desc:"client key for NATS"`
+	NATSCredsFile      string        `envconfig:"INVALIDATOR_NATS_CREDS_FILE" desc:"NATS credentials file (JWT and nkey)"`
+	NATSStream         string        `envconfig:"INVALIDATOR_NATS_STREAM" desc:"create this JetStream stream for the subjects when missing"`
+	NATSTimeout        time.Duration `envconfig:"INVALIDATOR_NATS_TIMEOUT" default:"5s" desc:"bound on a NATS flush or the JetStream acks of a batch"`
 }
 
 // Error is a bad setting, named by its environment variable.
@@ -95,68 +98,6 @@ func typeName(t string) string {
 
 // Var returns the environment variable name of a setting.
 func Var(name string) string { return Prefix + "_" + name }
-
-// listValue is a comma-separated flag.
-type listValue struct{ dst *[]string }
-
-func (l listValue) String() string {
-	if l.dst == nil {
-		return ""
-	}
-	return strings.Join(*l.dst, ",")
-}
-
-func (l listValue) Set(s string) error {
-	*l.dst = splitList(s)
-	return nil
-}
-
-func splitList(s string) []string {
-	var out []string
-	for _, p := range strings.Split(s, ",") {
-		if p = strings.TrimSpace(p); p != "" {
-			out = append(out, p)
-		}
-	}
-	return out
-}
-
-// BindConnectionFlags registers the flags every command that talks to
-// PostgreSQL or Redis takes, with the current values as defaults (so
-// flags override the environment).
-func (c *Config) BindConnectionFlags(fs *flag.FlagSet) {
-	fs.StringVar(&c.PostgresURL, "postgres-url", c.PostgresURL, "PostgreSQL URL (env "+Var("POSTGRES_URL")+")")
-	fs.StringVar(&c.RedisURL, "redis-url", c.RedisURL, "Redis URL, redis:// or rediss:// (env "+Var("REDIS_URL")+")")
-	fs.Var(listValue{&c.RedisClusterAddrs}, "redis-cluster-addrs", "comma-separated Redis Cluster seed nodes (env "+Var("REDIS_CLUSTER_ADDRS")+")")
-	fs.StringVar(&c.Rules, "rules", c.Rules, "rules file (env "+Var("RULES")+")")
-	fs.StringVar(&c.Slot, "slot", c.Slot, "logical replication slot (env "+Var("SLOT")+")")
-	fs.StringVar(&c.Publication, "publication", c.Publication, "publication (env "+Var("PUBLICATION")+")")
-	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error (env "+Var("LOG_LEVEL")+")")
-	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "json or console (env "+Var("LOG_FORMAT")+")")
-	fs.StringVar(&c.RedisTLSCAFile, "redis-tls-ca-file", c.RedisTLSCAFile, "CA bundle that signs the Redis server certificate (env "+Var("REDIS_TLS_CA_FILE")+")")
-	fs.StringVar(&c.RedisTLSCertFile, "redis-tls-cert-file", c.RedisTLSCertFile, "client certificate for Redis (env "+Var("REDIS_TLS_CERT_FILE")+")")
-	fs.StringVar(&c.RedisTLSKeyFile, "redis-tls-key-file", c.RedisTLSKeyFile, "client key for Redis (env "+Var("REDIS_TLS_KEY_FILE")+")")
-	fs.BoolVar(&c.RedisClusterTLS, "redis-cluster-tls", c.RedisClusterTLS, "use TLS to the cluster nodes (env "+Var("REDIS_CLUSTER_TLS")+")")
-}
-
-// BindRunFlags registers the daemon's own flags.
-func (c *Config) BindRunFlags(fs *flag.FlagSet) {
-	fs.BoolVar(&c.CreateSlot, "create-slot", c.CreateSlot, "create the slot and publication when missing (env "+Var("CREATE_SLOT")+")")
-	fs.StringVar(&c.HTTPAddr, "http-addr", c.HTTPAddr, "health, metrics and status address; empty = off (env "+Var("HTTP_ADDR")+")")
-	fs.StringVar(&c.NATSURL, "nats-url", c.NATSURL, "bridge every message to NATS (env "+Var("NATS_URL")+")")
-	fs.BoolVar(&c.NATSJetStream, "nats-jetstream", c.NATSJetStream, "publish to JetStream (env "+Var("NATS_JETSTREAM")+")")
-	fs.BoolVar(&c.Journal, "journal", c.Journal, "append applied batches to the journal stream (env "+Var("JOURNAL")+")")
-	fs.Int64Var(&c.JournalMaxLen, "journal-maxlen", c.JournalMaxLen, "approximate journal length (env "+Var("JOURNAL_MAXLEN")+")")
-	fs.DurationVar(&c.HeartbeatInterval, "heartbeat-interval", c.HeartbeatInterval, "heartbeat interval, 0 = off (env "+Var("HEARTBEAT_INTERVAL")+")")
-	fs.IntVar(&c.MaxKeysPerTxn, "max-keys-per-txn", c.MaxKeysPerTxn, "keys per transaction before a rule switches to its wide form (env "+Var("MAX_KEYS_PER_TXN")+")")
-	fs.IntVar(&c.BatchMaxKeys, "batch-max-keys", c.BatchMaxKeys, "keys per coalesced batch (env "+Var("BATCH_MAX_KEYS")+")")
-	fs.IntVar(&c.BatchMaxTxns, "batch-max-txns", c.BatchMaxTxns, "transactions per coalesced batch (env "+Var("BATCH_MAX_TXNS")+")")
-	fs.DurationVar(&c.BatchLinger, "batch-linger", c.BatchLinger, "wait this long for more transactions to join a batch (env "+Var("BATCH_LINGER")+")")
-	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "bound on draining at SIGTERM (env "+Var("SHUTDOWN_TIMEOUT")+")")
-	fs.BoolVar(&c.RedisShardedPubSub, "redis-sharded-pubsub", c.RedisShardedPubSub, "publish with SPUBLISH (Redis 7 sharded pub/sub) (env "+Var("REDIS_SHARDED_PUBSUB")+")")
-	fs.StringVar(&c.NATSStream, "nats-stream", c.NATSStream, "create this JetStream stream for the subjects when missing (env "+Var("NATS_STREAM")+")")
-	fs.StringVar(&c.OnSlotLost, "on-slot-lost", c.OnSlotLost, "fail or resync when the slot was lost (env "+Var("ON_SLOT_LOST")+")")
-}
 
 var slotName = regexp.MustCompile(`^[a-z0-9_]{1,63}$`)
 

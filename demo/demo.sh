@@ -6,11 +6,14 @@
 #
 #   demo/demo.sh          run the scenario, then keep streaming until Ctrl-C
 #   demo/demo.sh --once   run the scenario and stop (used by `make test`)
+#
+# DEMO_DIR, DEMO_PG_PORT, DEMO_REDIS_PORT and DEMO_HTTP_PORT move it, so a
+# second demo can run beside a first one. A running demo is never touched.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-DEMO=$ROOT/.demo
+DEMO=${DEMO_DIR:-$ROOT/.demo}
 PGBIN=/usr/lib/postgresql/15/bin
 PGPORT=${DEMO_PG_PORT:-54329}
 REDISPORT=${DEMO_REDIS_PORT:-63799}
@@ -18,7 +21,34 @@ HTTPPORT=${DEMO_HTTP_PORT:-19187}
 ONCE=false
 [ "${1:-}" = "--once" ] && ONCE=true
 
-say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+# Bold headings on a terminal only: no escape codes in a redirected log.
+if [ -t 1 ] && [ -z "${NO_COLOR:-}" ]; then
+  say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+else
+  say() { printf '\n== %s\n' "$*"; }
+fi
+die() { printf 'demo: %s\n' "$@" >&2; exit 1; }
+
+RUNAS=""
+# PostgreSQL refuses to run as root: use the postgres user of the package
+[ "$(id -u)" -eq 0 ] && RUNAS="runuser -u postgres --"
+
+# --- never touch a running demo -------------------------------------------------
+others="DEMO_DIR=/tmp/demo2 DEMO_PG_PORT=$((PGPORT + 1)) DEMO_REDIS_PORT=$((REDISPORT + 1)) DEMO_HTTP_PORT=$((HTTPPORT + 1)) make demo"
+if [ -f "$DEMO/demo.pid" ] && kill -0 "$(cat "$DEMO/demo.pid")" 2>/dev/null; then
+  die "a demo is already running (pid $(cat "$DEMO/demo.pid"), in $DEMO): PostgreSQL on 127.0.0.1:$PGPORT, Redis on 127.0.0.1:$REDISPORT, HTTP on 127.0.0.1:$HTTPPORT." \
+    "Use it (source $DEMO/env for its INVALIDATOR_* variables), stop it with Ctrl-C where it runs, or start a second one beside it:" \
+    "  $others"
+fi
+if [ -f "$DEMO/pg/data/postmaster.pid" ]; then # a demo killed without its cleanup left PostgreSQL running
+  $RUNAS "$PGBIN/pg_ctl" -D "$DEMO/pg/data" -m fast -w stop >/dev/null 2>&1 || true
+fi
+for port in "$PGPORT" "$REDISPORT" "$HTTPPORT"; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    die "port $port on 127.0.0.1 is in use (by another demo or program); DEMO_PG_PORT, DEMO_REDIS_PORT and DEMO_HTTP_PORT choose others, e.g." \
+      "  $others"
+  fi
+done
 
 # --- install what is missing ------------------------------------------------
 missing=()
@@ -26,6 +56,7 @@ missing=()
 command -v psql >/dev/null || missing+=(postgresql-client-15)
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v curl >/dev/null || missing+=(curl)
+command -v make >/dev/null || missing+=(make)
 if [ ${#missing[@]} -gt 0 ]; then
   say "installing ${missing[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
@@ -45,15 +76,14 @@ cleanup() {
   wait 2>/dev/null
 }
 trap cleanup EXIT
-trap 'exit 130' INT TERM
+trap 'exit 0' INT # Ctrl-C is how the demo is stopped: not a failure
+trap 'exit 143' TERM
 
 rm -rf "$DEMO"
 mkdir -p "$DEMO/pg"
-RUNAS=""
-if [ "$(id -u)" -eq 0 ]; then
-  # PostgreSQL refuses to run as root: use the postgres user of the package
+echo $$ >"$DEMO/demo.pid"
+if [ -n "$RUNAS" ]; then
   chmod 755 "$DEMO"; chown postgres "$DEMO/pg"
-  RUNAS="runuser -u postgres --"
 fi
 say "starting PostgreSQL 15 on 127.0.0.1:$PGPORT (wal_level=logical) and Redis on 127.0.0.1:$REDISPORT"
 $RUNAS "$PGBIN/initdb" -D "$DEMO/pg/data" -U postgres --auth=trust --no-sync >/dev/null
@@ -68,10 +98,15 @@ psql -q -v ON_ERROR_STOP=1 -f demo/schema.sql
 
 # --- build and start the daemon -------------------------------------------------
 say "building and starting invalidator"
-go build -o "$DEMO/invalidator" ./cmd/invalidator
-export INVALIDATOR_POSTGRES_URL="postgres://postgres@127.0.0.1:$PGPORT/postgres?sslmode=disable"
-export INVALIDATOR_REDIS_URL="redis://127.0.0.1:$REDISPORT/0"
-export INVALIDATOR_RULES=demo/rules.yaml
+make -s build BIN="$DEMO/invalidator"
+# What another shell needs to point a binary at this demo (printed when ready).
+cat >"$DEMO/env" <<EOF
+export INVALIDATOR_POSTGRES_URL='postgres://postgres@127.0.0.1:$PGPORT/postgres?sslmode=disable'
+export INVALIDATOR_REDIS_URL='redis://127.0.0.1:$REDISPORT/0'
+export INVALIDATOR_RULES='$ROOT/demo/rules.yaml'
+EOF
+# shellcheck source=/dev/null
+. "$DEMO/env"
 export INVALIDATOR_HTTP_ADDR=127.0.0.1:$HTTPPORT
 export INVALIDATOR_LOG_FORMAT=console
 "$DEMO/invalidator" run >"$DEMO/daemon.log" 2>&1 &
@@ -83,11 +118,21 @@ for _ in $(seq 300); do
   sleep 0.1
 done
 curl -fs "http://127.0.0.1:$HTTPPORT/readyz"
+say "the demo is ready; to point the built binary (make build) at it, in another shell:"
+sed 's/^/  /' "$DEMO/env"
+echo "  bin/invalidator status        # or check, explain, replay --dry-run; the lines are in $DEMO/env"
 
 # --- subscribe like an application instance would ------------------------------
-redis-cli -p "$REDISPORT" psubscribe 'cache:invalidate:*' >"$DEMO/messages.log" &
+# redis-cli prints a pmessage as four lines (kind, pattern, channel,
+# payload): write one line per message, the channel and its JSON.
+redis-cli -p "$REDISPORT" psubscribe 'cache:invalidate:*' 2>/dev/null | while IFS= read -r kind; do
+  case $kind in
+    psubscribe) IFS= read -r pattern; IFS= read -r _; printf 'subscribed to %s\n' "$pattern" ;;
+    pmessage) IFS= read -r _; IFS= read -r channel; IFS= read -r payload; printf '%s  %s\n' "$channel" "$payload" ;;
+  esac
+done >"$DEMO/messages.log" &
 SUB_PID=$!
-for _ in $(seq 100); do grep -q psubscribe "$DEMO/messages.log" 2>/dev/null && break; sleep 0.05; done
+for _ in $(seq 100); do grep -q '^subscribed to' "$DEMO/messages.log" 2>/dev/null && break; sleep 0.05; done
 
 wait_gone() { # key: poll until the daemon has deleted it
   for _ in $(seq 200); do [ "$(rcli exists "$1")" = 0 ] && return 0; sleep 0.05; done
@@ -122,7 +167,7 @@ if $ONCE; then
   say "demo finished: invalidations flowed"
   exit 0
 fi
-say "still streaming: change rows with  psql -h 127.0.0.1 -p $PGPORT -U postgres  and watch $DEMO/messages.log; Ctrl-C stops everything"
+say "still streaming: change rows with  psql -h 127.0.0.1 -p $PGPORT -U postgres  and watch $DEMO/messages.log; source $DEMO/env to point bin/invalidator at it; Ctrl-C stops everything"
 tail -n 0 -f "$DEMO/messages.log" &
 pids+=($!)
 wait $DAEMON

@@ -18,7 +18,7 @@ const MessageVersion = 1
 // TimeLayout formats commit_time and time: UTC with microseconds.
 const TimeLayout = "2006-01-02T15:04:05.000000Z"
 
-// AppendMessage appends the JSON message of SPEC §6 for m to dst.
+// AppendMessage appends the JSON message of m (README, "Messages") to dst.
 func AppendMessage(dst []byte, m *router.Message, lsn cdc.LSN, xid uint32, commitTime time.Time) []byte {
 	return appendMessageTail(appendMessageHead(dst, m), lsn, xid, commitTime)
 }
@@ -53,7 +53,7 @@ func appendMessageTail(dst []byte, lsn cdc.LSN, xid uint32, commitTime time.Time
 	return append(dst, `"}`...)
 }
 
-// AppendHeartbeat appends the heartbeat message of SPEC §6.
+// AppendHeartbeat appends the heartbeat message (README, "Operating").
 func AppendHeartbeat(dst []byte, lsn cdc.LSN, now time.Time) []byte {
 	dst = append(dst, `{"v":1,"op":"heartbeat","lsn":"`...)
 	dst = appendLSN(dst, lsn)

@@ -100,7 +100,11 @@ type Error struct {
 	File string
 	Line int
 	Msg  string
+	Err  error // the cause, when the file could not be read
 }
+
+// Unwrap returns the cause of an unreadable file.
+func (e *Error) Unwrap() error { return e.Err }
 
 func (e *Error) Error() string {
 	if e.Line > 0 {
@@ -113,7 +117,7 @@ func (e *Error) Error() string {
 func LoadRules(path string) (*Rules, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, &Error{File: path, Msg: fmt.Sprintf("cannot read rules file: %v", errors.Unwrap(err))}
+		return nil, &Error{File: path, Msg: fmt.Sprintf("cannot read rules file: %v", errors.Unwrap(err)), Err: err}
 	}
 	return ParseRules(path, data)
 }

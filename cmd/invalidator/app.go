@@ -8,7 +8,9 @@ import (
 	"io"
 	"os"
 	"runtime/debug"
+	"strings"
 
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
@@ -56,6 +58,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		"explain": explainCommand,
 		"version": versionCommand,
 	}
+	redis.SetLogger(quietLibrary{}) // before any client: see quietLibrary
 	if len(args) == 0 {
 		_, _ = fmt.Fprint(stdout, usage)
 		return exitOK
@@ -73,11 +76,16 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return cmd(ctx, args[1:], stdout, stderr)
 }
 
+// buildCommit is the commit `make build` stamps in (-ldflags -X), for
+// builds without VCS information (GOFLAGS=-buildvcs=false, no .git in a
+// container build). The linker sets it; nothing else writes it.
+var buildCommit string
+
 // version returns the module version and VCS revision the binary was built from.
 func version() string {
 	bi, ok := debug.ReadBuildInfo()
 	if !ok {
-		return "unknown"
+		return strings.TrimSpace("unknown " + buildCommit)
 	}
 	v := bi.Main.Version
 	rev, dirty := "", false
@@ -97,6 +105,8 @@ func version() string {
 		if dirty {
 			v += "-dirty"
 		}
+	} else if buildCommit != "" {
+		v += " " + buildCommit
 	}
 	return v + " " + bi.GoVersion
 }
@@ -111,6 +121,8 @@ func versionCommand(_ context.Context, args []string, stdout, stderr io.Writer) 
 }
 
 // newFlagSet returns a FlagSet that reports errors instead of exiting.
+// Parsing prints nothing but the flag package's one-line error on stderr:
+// parse prints the help itself, once, on stdout for --help.
 func newFlagSet(name, help string, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -124,12 +136,17 @@ func newFlagSet(name, help string, stderr io.Writer) *flag.FlagSet {
 // parse parses flags; done is true when the command must return code now
 // (--help, or a bad flag).
 func parse(fs *flag.FlagSet, args []string, stdout io.Writer) (code int, done bool) {
-	if err := fs.Parse(args); err != nil {
+	usage := fs.Usage
+	fs.Usage = func() {} // the flag package would print the help on stderr, before our choice
+	err := fs.Parse(args)
+	fs.Usage = usage
+	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fs.SetOutput(stdout)
 			fs.Usage()
 			return exitOK, true
 		}
+		_, _ = fmt.Fprintf(fs.Output(), "run 'invalidator %s --help' for its flags\n", fs.Name())
 		return exitUsage, true
 	}
 	if fs.NArg() > 0 {
@@ -167,7 +184,11 @@ func load(name, help string, args []string, stdout, stderr io.Writer, bind func(
 	}
 	rules, err := router.LoadRules(cfg.Rules)
 	if err != nil {
-		_, _ = fmt.Fprintf(stderr, "invalidator %s: %v\n", name, err)
+		hint := ""
+		if pe := (*os.PathError)(nil); errors.As(err, &pe) {
+			hint = fmt.Sprintf(" (%s or --rules names the rules file)", config.Var("RULES"))
+		}
+		_, _ = fmt.Fprintf(stderr, "invalidator %s: %v%s\n", name, err, hint)
 		return s, exitUsage, true
 	}
 	return setup{cfg: cfg, rules: rules}, exitOK, false

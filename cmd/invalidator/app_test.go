@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -45,7 +46,7 @@ func TestMain_Usage(t *testing.T) {
 		{[]string{"run", "--postgres-url", "postgres://x@h/db"}, exitUsage, "", "INVALIDATOR_REDIS_URL: required"},
 		{[]string{"run", "--postgres-url", "mysql://x@h/db", "--redis-url", "redis://h"}, exitUsage, "", "INVALIDATOR_POSTGRES_URL: must be a postgres:// URL"},
 		{[]string{"run", "--postgres-url", "postgres://x@h/db", "--redis-url", "redis://h", "--slot", "Bad-Slot"}, exitUsage, "", "INVALIDATOR_SLOT"},
-		{[]string{"run", "--postgres-url", "postgres://x@h/db", "--redis-url", "redis://h", "--rules", "/nonexistent/rules.yaml"}, exitUsage, "", "/nonexistent/rules.yaml: cannot read rules file"},
+		{[]string{"run", "--postgres-url", "postgres://x@h/db", "--redis-url", "redis://h", "--rules", "/nonexistent/rules.yaml"}, exitUsage, "", "/nonexistent/rules.yaml: cannot read rules file: no such file or directory (INVALIDATOR_RULES or --rules names the rules file)"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
@@ -100,5 +101,63 @@ rules:
 	code := d.wait(t, waitLong)
 	if out := d.out.String(); code != exitUsage || !strings.Contains(out, `rule "user-email"`) || !strings.Contains(out, `"email"`) {
 		t.Errorf("exit %d, want 2 naming the rule and column; output:\n%s", code, out)
+	}
+}
+
+// Every command's --help prints its help once, on stdout, and nothing on
+// stderr; a bad flag prints one error and a pointer to --help on stderr.
+func TestMain_HelpOnce(t *testing.T) {
+	clearEnv(t)
+	for _, name := range []string{"run", "check", "setup", "status", "replay", "explain", "version"} {
+		t.Run(name, func(t *testing.T) {
+			for _, arg := range []string{"--help", "-h"} {
+				code, stdout, stderr := runMain(t, name, arg)
+				if code != exitOK || stderr != "" {
+					t.Errorf("%s %s: exit %d, stderr %q; want 0 and nothing", name, arg, code, stderr)
+				}
+				if n := strings.Count(stdout, "Flags:"); n != 1 {
+					t.Errorf("%s %s: help printed %d times on stdout:\n%s", name, arg, n, stdout)
+				}
+			}
+			code, stdout, stderr := runMain(t, name, "--no-such-flag")
+			if code != exitUsage || stdout != "" || strings.Contains(stderr, "Flags:") ||
+				!strings.Contains(stderr, "flag provided but not defined: -no-such-flag") ||
+				!strings.Contains(stderr, "invalidator "+name+" --help") {
+				t.Errorf("%s --no-such-flag: exit %d, stdout %q, stderr %q; want 2, the error and a pointer to --help", name, code, stdout, stderr)
+			}
+		})
+	}
+}
+
+// `make build` stamps the commit in, so `version` names it even where the
+// Go install turns VCS stamping off (GOFLAGS=-buildvcs=false).
+func TestVersion_MakeBuildStampsCommit(t *testing.T) {
+	head, err := exec.Command("git", "rev-parse", "--short=12", "HEAD").Output()
+	if err != nil {
+		t.Fatalf("git rev-parse: %v (the test runs in the repository's work tree)", err)
+	}
+	bin := filepath.Join(t.TempDir(), "invalidator")
+	build := exec.Command("make", "-s", "-C", "../..", "build", "BIN="+bin, "GO="+goTool())
+	build.Env = append(os.Environ(), "GOFLAGS=-buildvcs=false")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("make build: %v\n%s", err, out)
+	}
+	out, err := exec.Command(bin, "version").Output()
+	if err != nil {
+		t.Fatalf("invalidator version: %v", err)
+	}
+	if want := "invalidator (devel) " + strings.TrimSpace(string(head)); !strings.HasPrefix(string(out), want) {
+		t.Errorf("version printed %q, want it to start with %q", out, want)
+	}
+}
+
+// The stamped commit is printed when the build has no VCS information.
+func TestVersion_Stamped(t *testing.T) {
+	old := buildCommit
+	t.Cleanup(func() { buildCommit = old })
+	buildCommit = "0123456789ab"
+	code, stdout, _ := runMain(t, "version")
+	if code != exitOK || !strings.HasPrefix(stdout, "invalidator ") || !strings.Contains(stdout, " 0123456789ab ") {
+		t.Errorf("exit %d, stdout %q: want the stamped commit", code, stdout)
 	}
 }

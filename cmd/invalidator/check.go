@@ -27,6 +27,7 @@ reachable it also checks wal_level, that the publication covers every rule
 table, that every column a rule uses exists, that each table's REPLICA
 IDENTITY carries the old values the rules render (with the ALTER TABLE to
 run when it does not), the slot's state and retained WAL, and Redis.
+It takes every flag run takes, so it can check the command line run will get.
 Exit status: 0 no problems (warnings allowed), 1 problems, 2 bad usage or
 configuration.`
 
@@ -60,7 +61,7 @@ func checkCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	var asJSON bool
 	s, code, done := load("check", checkHelp, args, stdout, stderr, func(c *config.Config, fs *flag.FlagSet) {
 		fs.BoolVar(&asJSON, "json", false, "print the report as JSON")
-		fs.BoolVar(&c.CreateSlot, "create-slot", c.CreateSlot, "run may create the slot and publication (env "+config.Var("CREATE_SLOT")+")")
+		c.BindRunFlags(fs) // check validates what run would start with
 	}, (*config.Config).Validate)
 	if done {
 		return code
@@ -95,7 +96,7 @@ func checkCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 func checkPostgres(ctx context.Context, cfg *config.Config, rules *router.Rules, r *report) {
 	conn, err := pgconn.Connect(ctx, cfg.PostgresURL)
 	if err != nil {
-		r.add("problem", "postgres", "cannot connect: "+redactErr(err, cfg), "check "+config.Var("POSTGRES_URL")+" and that the server accepts connections from here")
+		r.add("problem", "postgres", "cannot connect: "+oneLine(redactErr(err, cfg)), "check "+config.Var("POSTGRES_URL")+" (--postgres-url) and that the server accepts connections from here")
 		return
 	}
 	defer func() { _ = conn.Close(context.WithoutCancel(ctx)) }()
@@ -272,7 +273,7 @@ func checkRedis(ctx context.Context, cfg *config.Config, r *report) {
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if err := rdb.Ping(pctx).Err(); err != nil {
-		r.add("problem", "redis", "cannot reach: "+redactErr(err, cfg), "check "+config.Var("REDIS_URL"))
+		r.add("problem", "redis", "cannot reach: "+oneLine(redactErr(err, cfg)), "check "+config.Var("REDIS_URL")+" (--redis-url) and that Redis is running")
 		return
 	}
 	r.add("ok", "redis", "reachable", "")

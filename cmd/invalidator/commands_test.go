@@ -3,10 +3,14 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
+
+	"github.com/cachewire/invalidator/internal/testsrv"
 )
 
 // cli runs the binary once with the fixture's environment.
@@ -111,5 +115,63 @@ func TestSetupAndStatus(t *testing.T) {
 	code, out, _ = f.cli("status")
 	if code != 0 || !strings.Contains(out, "active (pid") || !strings.Contains(out, "entries") {
 		t.Errorf("status: exit %d\n%s", code, out)
+	}
+}
+
+// With a server down, the one-shot commands say in one line what failed
+// and what to check; go-redis's own pool lines ("redis: … pool.go: …
+// failed to dial") never reach stderr.
+func TestOneShot_ServerDown(t *testing.T) {
+	f := newDatabaseFixture(t, rulesYAML)
+	port, err := testsrv.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := fmt.Sprintf("127.0.0.1:%d", port)
+	f.env = append(f.env, "INVALIDATOR_REDIS_URL=redis://"+closed+"/0")
+	redisHint := "check INVALIDATOR_REDIS_URL (--redis-url) and that Redis is running"
+	pgHint := "check INVALIDATOR_POSTGRES_URL (--postgres-url) and that the server accepts connections from here"
+	tests := []struct {
+		name      string
+		env       []string
+		args      []string
+		code      int
+		inStdout  string
+		stderrHas string // "" = stderr must be empty; else one line containing it
+	}{
+		{name: "check, Redis down", args: []string{"check"}, code: exitProblems, inStdout: "fix: " + redisHint},
+		{name: "status, Redis down", args: []string{"status"}, code: exitOK, inStdout: "cannot reach Redis: dial tcp " + closed},
+		{name: "replay, Redis down", args: []string{"replay", "--since", "5m"}, code: exitProblems, stderrHas: "invalidator replay: cannot reach Redis: dial tcp " + closed},
+		{name: "replay dry run, Redis down", args: []string{"replay", "--since", "5m", "--dry-run"}, code: exitProblems, stderrHas: redisHint},
+		{name: "status, PostgreSQL down", env: []string{"INVALIDATOR_POSTGRES_URL=postgres://postgres@" + closed + "/postgres"},
+			args: []string{"status"}, code: exitProblems, stderrHas: "invalidator status: cannot reach PostgreSQL: failed to connect"},
+		{name: "setup, PostgreSQL down", env: []string{"INVALIDATOR_POSTGRES_URL=postgres://postgres@" + closed + "/postgres"},
+			args: []string{"setup"}, code: exitProblems, stderrHas: pgHint},
+	}
+	base := f.env
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f.env = append(slices.Clone(base), tt.env...)
+			code, stdout, stderr := f.cli(tt.args...)
+			if code != tt.code {
+				t.Errorf("exit %d, want %d\nstdout %s\nstderr %s", code, tt.code, stdout, stderr)
+			}
+			if strings.Contains(stdout+stderr, "pool.go") || strings.Contains(stdout+stderr, "failed to dial after") {
+				t.Errorf("go-redis's pool lines reached the output:\nstdout %s\nstderr %s", stdout, stderr)
+			}
+			if !strings.Contains(stdout, tt.inStdout) {
+				t.Errorf("stdout %q does not contain %q", stdout, tt.inStdout)
+			}
+			if tt.stderrHas == "" && stderr != "" {
+				t.Errorf("stderr %q, want nothing", stderr)
+			}
+			if tt.stderrHas != "" && (strings.Count(stderr, "\n") != 1 || !strings.Contains(stderr, tt.stderrHas)) {
+				t.Errorf("stderr %q, want one line containing %q", stderr, tt.stderrHas)
+			}
+			if strings.Contains(tt.name, "Redis") && !strings.Contains(stdout+stderr, redisHint) ||
+				strings.Contains(tt.name, "PostgreSQL") && !strings.Contains(stderr, pgHint) {
+				t.Errorf("output does not say what to check:\nstdout %s\nstderr %s", stdout, stderr)
+			}
+		})
 	}
 }

@@ -12,7 +12,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/cachewire/invalidator/cdc"
@@ -62,10 +61,13 @@ func replayCommand(ctx context.Context, args []string, stdout, stderr io.Writer)
 		_, _ = fmt.Fprintf(stderr, "invalidator replay: %v\n", err)
 		return exitUsage
 	}
-	rdb, err := newRedis(s.cfg)
+	rdb, err := reachRedis(ctx, s.cfg)
 	if err != nil {
 		_, _ = fmt.Fprintf(stderr, "invalidator replay: %v\n", err)
-		return exitUsage
+		if errors.As(err, new(*config.Error)) {
+			return exitUsage
+		}
+		return exitProblems
 	}
 	defer func() { _ = rdb.Close() }()
 	r := &replayer{
@@ -401,9 +403,9 @@ func (r *replayer) table(ctx context.Context, table, where string, batchSize int
 	if !known {
 		return &usageError{fmt.Sprintf("--table %s: no rule names this table", table)}
 	}
-	conn, err := pgconn.Connect(ctx, r.cfg.PostgresURL)
+	conn, err := reachPostgres(ctx, r.cfg)
 	if err != nil {
-		return fmt.Errorf("connect to PostgreSQL: %w", err)
+		return err
 	}
 	defer func() { _ = conn.Close(context.WithoutCancel(ctx)) }()
 	cols, err := cdc.TableColumns(ctx, conn, table)

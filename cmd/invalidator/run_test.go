@@ -18,7 +18,7 @@ import (
 const waitLong = 60 * time.Second
 
 // TestRun_RowChanges checks that insert, update, delete and truncate delete
-// exactly the keys their rows feed and publish the SPEC message.
+// exactly the keys their rows feed and publish the documented message.
 func TestRun_RowChanges(t *testing.T) {
 	f := newFixture(t)
 	f.exec(`INSERT INTO shards VALUES ('t1', 1, 'p', 'a'), ('t1', 2, 'p', 'b'), ('t2', 1, 'p', 'c')`)
@@ -118,7 +118,7 @@ func TestRun_RowChanges(t *testing.T) {
 
 var lsnFormat = regexp.MustCompile(`^[0-9A-F]+/[0-9A-F]+$`)
 
-// checkMessage asserts the SPEC §6 message fields.
+// checkMessage asserts the message fields of the README's "Messages".
 func checkMessage(t *testing.T, m received, op, table, rule string, keys []string) {
 	t.Helper()
 	if m.Msg == nil {
@@ -493,7 +493,7 @@ func TestRun_HealthzBeforePostgres(t *testing.T) {
 }
 
 // TestRun_Endpoints checks /healthz, /readyz, /status and that /metrics
-// carries the SPEC's metrics with the invalidator_ prefix.
+// carries the README's metrics with the invalidator_ prefix.
 func TestRun_Endpoints(t *testing.T) {
 	f := newFixture(t)
 	d := f.startReady()

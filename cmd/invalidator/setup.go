@@ -8,8 +8,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgconn"
-
 	"github.com/cachewire/invalidator/cdc"
 	"github.com/cachewire/invalidator/config"
 )
@@ -29,9 +27,9 @@ func setupCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	}
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	conn, err := pgconn.Connect(ctx, s.cfg.PostgresURL)
+	conn, err := reachPostgres(ctx, s.cfg)
 	if err != nil {
-		_, _ = fmt.Fprintf(stderr, "invalidator setup: connect to PostgreSQL: %s\n", redactErr(err, s.cfg))
+		_, _ = fmt.Fprintf(stderr, "invalidator setup: %v\n", err)
 		return exitProblems
 	}
 	defer func() { _ = conn.Close(context.WithoutCancel(ctx)) }()

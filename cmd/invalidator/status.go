@@ -9,7 +9,6 @@ import (
 	"io"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/cachewire/invalidator/cdc"
@@ -55,9 +54,9 @@ func statusCommand(ctx context.Context, args []string, stdout, stderr io.Writer)
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	rep := statusReport{Slot: s.cfg.Slot}
-	conn, err := pgconn.Connect(ctx, s.cfg.PostgresURL)
+	conn, err := reachPostgres(ctx, s.cfg)
 	if err != nil {
-		_, _ = fmt.Fprintf(stderr, "invalidator status: connect to PostgreSQL: %s\n", redactErr(err, s.cfg))
+		_, _ = fmt.Fprintf(stderr, "invalidator status: %v\n", err)
 		return exitProblems
 	}
 	st, err := cdc.Slot(ctx, conn, s.cfg.Slot)
@@ -103,7 +102,7 @@ func statusCommand(ctx context.Context, args []string, stdout, stderr io.Writer)
 
 func readJournalStatus(ctx context.Context, cfg *config.Config, key string) journalStatus {
 	js := journalStatus{Key: key}
-	rdb, err := newRedis(cfg)
+	rdb, err := reachRedis(ctx, cfg)
 	if err != nil {
 		js.Error = err.Error()
 		return js

@@ -20,7 +20,8 @@ const (
 	systemdDir = "../systemd"
 )
 
-// specEnv is every variable of SPEC §4, with its default ("" = empty or required).
+// specEnv is every core variable (the first rows of the README's
+// configuration table), with its default ("" = empty or required).
 var specEnv = map[string]string{
 	"INVALIDATOR_POSTGRES_URL":        "",
 	"INVALIDATOR_REDIS_URL":           "",
@@ -38,7 +39,7 @@ var specEnv = map[string]string{
 	"INVALIDATOR_HEARTBEAT_INTERVAL":  "10s",
 }
 
-// extraEnv are the settings config.go reads beyond the SPEC's table.
+// extraEnv are the tuning settings config.go reads beyond the core ones.
 var extraEnv = map[string]string{
 	"INVALIDATOR_JOURNAL_MAXLEN":   "100000",
 	"INVALIDATOR_MAX_KEYS_PER_TXN": "100000",
@@ -50,7 +51,7 @@ var extraEnv = map[string]string{
 
 // knownEnv returns every INVALIDATOR_* variable with its default. When the
 // daemon's config/config.go is present, it is the source of truth and must
-// agree with the SPEC's table; variables it adds are accepted.
+// agree with specEnv; variables it adds are accepted.
 func knownEnv(t *testing.T) map[string]string {
 	t.Helper()
 	out := map[string]string{}
@@ -59,7 +60,7 @@ func knownEnv(t *testing.T) map[string]string {
 	}
 	src, err := os.ReadFile(filepath.Join(repoRoot, "config", "config.go"))
 	if err != nil {
-		t.Logf("config/config.go not readable (%v): using the SPEC's table and the known extras", err)
+		t.Logf("config/config.go not readable (%v): using the core variables and the known extras", err)
 		for k, v := range extraEnv {
 			out[k] = v
 		}
@@ -80,11 +81,11 @@ func knownEnv(t *testing.T) map[string]string {
 	for k, v := range specEnv {
 		cv, ok := fromCode[k]
 		if !ok {
-			t.Errorf("config/config.go does not read %s (SPEC §4)", k)
+			t.Errorf("config/config.go does not read %s (a core variable)", k)
 			continue
 		}
 		if cv != v {
-			t.Errorf("config/config.go: %s default %q, SPEC §4 says %q", k, cv, v)
+			t.Errorf("config/config.go: %s default %q, the documented default is %q", k, cv, v)
 		}
 	}
 	for k, v := range fromCode {

@@ -7,8 +7,9 @@ import (
 	"testing"
 )
 
-// buildCommand is the one way the release binary is built.
-const buildCommand = `CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o invalidator ./cmd/invalidator`
+// buildCommand is the one way the release binary is built: the Makefile's
+// build, with the commit stamped in (the image has no .git).
+const buildCommand = `make build BIN=invalidator COMMIT="$COMMIT"`
 
 func TestDockerfile(t *testing.T) {
 	src := readFile(t, filepath.Join(repoRoot, "Dockerfile"))

@@ -525,7 +525,7 @@ func TestRulesMountedFromConfigMap(t *testing.T) {
 	checkRulesFile(t, cm.Name+"/"+key, rules)
 }
 
-// checkRulesFile checks the example rules file against the SPEC §5 shape.
+// checkRulesFile checks the example rules file against the shape of the README's "Rules file".
 func checkRulesFile(t *testing.T, where, src string) {
 	t.Helper()
 	// The daemon reads the rules with gopkg.in/yaml.v3 (YAML 1.2: `on` is a
@@ -583,7 +583,7 @@ func checkRulesFile(t *testing.T, where, src string) {
 	}
 	for _, want := range []string{"shard-structured", "user-profile", "acl", "session"} {
 		if !names[want] {
-			t.Errorf("%s: the SPEC §5 example rule %q is missing", where, want)
+			t.Errorf("%s: the README's example rule %q is missing", where, want)
 		}
 	}
 }
