@@ -51,11 +51,82 @@ func TestExplain(t *testing.T) {
 		}
 	}
 	out, err = explain(rules, "users", `{"tenant_id":null,"id":7}`, "", "")
-	if err != nil || !strings.Contains(out, `column "tenant_id" is NULL or missing`) {
+	if err != nil || !strings.Contains(out, `column "tenant_id" is NULL in --row`) {
 		t.Errorf("NULL note missing (%v):\n%s", err, out)
 	}
 	if _, err := explain(rules, "users", `[1]`, "", ""); err == nil {
 		t.Error("a non-object row was accepted")
+	}
+}
+
+// TestExplain_BadRows: what is not exactly one JSON object, or a number in
+// a form PostgreSQL would not send, is refused with the flag's name.
+func TestExplain_BadRows(t *testing.T) {
+	rules, err := router.LoadRules("../../demo/rules.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ row, old, want string }{
+		{`{"tenant_id":"t1","id":1} xx`, "", "--row: trailing data"},
+		{`{"tenant_id":"t1","id":1}{}`, "", "--row: trailing data"},
+		{`{"tenant_id":"t1","id":1}`, `{"id":1}]`, "--old: trailing data"},
+		{`null`, "", "--row: not a JSON object: null"},
+		{`{"tenant_id":"t1","id":1}`, `null`, "--old: not a JSON object: null"},
+		{`{"tenant_id":"t1","id":1.0e2}`, "", `column "id": 1.0e2 is not written as PostgreSQL sends`},
+		{`{"tenant_id":"t1","id":1E2}`, "", `an integer or numeric column sends "100"`},
+		{`{"tenant_id":"t1","id":-0}`, "", `column "id": -0 is not`},
+	} {
+		if _, err := explain(rules, "shards", c.row, c.old, ""); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("explain(%s, %s) = %v, want an error with %q", c.row, c.old, err, c.want)
+		}
+	}
+	out, err := explain(rules, "shards", `{"tenant_id":"t1","id":100,"title":-2.50}`, "", "")
+	if err != nil || !strings.Contains(out, "tenant:t1:shard:100:structured") {
+		t.Errorf("plain numbers: %v\n%s", err, out)
+	}
+}
+
+// TestExplain_NotesSayWhatIsDone: a NULL or a missing id is described as
+// what the router does with it, once.
+func TestExplain_NotesSayWhatIsDone(t *testing.T) {
+	rules, err := router.LoadRules("../../demo/rules.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := explain(rules, "shards", `{"tenant_id":"acme","title":"x"}`, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		`column "id" is not in --row`,
+		`rule "shard-structured" therefore deletes no key and 2 patterns (tenant:acme:shard:*:structured, tenant:acme:vsearch:*) and publishes 1 message (shard:acme:*)`,
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("missing id: output lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "skipped") {
+		t.Errorf("missing id: a key said to be skipped, though it is flushed as a pattern:\n%s", out)
+	}
+	out, err = explain(rules, "shards", `{"tenant_id":"acme","id":null}`, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(out, `column "id" is NULL in --row`); n != 1 {
+		t.Errorf("NULL id: the note appears %d times, want once:\n%s", n, out)
+	}
+	if want := `rule "shard-structured" therefore deletes no key and 1 pattern (tenant:acme:vsearch:*) and publishes no message`; !strings.Contains(out, want) {
+		t.Errorf("NULL id: output lacks %q:\n%s", want, out)
+	}
+	// a column only the new row names is unknown in the old one, not NULL
+	out, err = explain(rules, "shards", `{"tenant_id":"acme","id":1}`, `{"tenant_id":"acme"}`, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`column "id" is not in --old`, "  tenant:acme:shard:*:structured\n", "  tenant:acme:shard:1:structured\n"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("id missing from --old: output lacks %q:\n%s", want, out)
+		}
 	}
 }
 
