@@ -83,18 +83,22 @@ func replayCommand(ctx context.Context, args []string, stdout, stderr io.Writer)
 		err = r.journal(ctx, f)
 	}
 	r.progress.done()
-	if f.dryRun {
-		_, _ = fmt.Fprintf(stdout, "dry run: %d %s: would delete %d keys (existing now), would publish %d messages\n", r.units, r.unitName, r.deleted, r.published)
-	} else {
-		_, _ = fmt.Fprintf(stdout, "replayed %d %s: %d keys deleted, %d messages published\n", r.units, r.unitName, r.deleted, r.published)
-	}
 	if err != nil {
+		// no summary: it would read as the whole of what there was to do
 		_, _ = fmt.Fprintf(stderr, "invalidator replay: %s\n", redactErr(err, s.cfg))
+		if r.units > 0 && !f.dryRun {
+			_, _ = fmt.Fprintf(stderr, "invalidator replay: stopped after %d %s (%d keys deleted, %d messages published); run it again\n", r.units, r.unitName, r.deleted, r.published)
+		}
 		var usage *usageError
 		if errors.As(err, &usage) {
 			return exitUsage
 		}
 		return exitProblems
+	}
+	if f.dryRun {
+		_, _ = fmt.Fprintf(stdout, "dry run: %d %s: would delete %d keys (existing now), would publish %d messages\n", r.units, r.unitName, r.deleted, r.published)
+	} else {
+		_, _ = fmt.Fprintf(stdout, "replayed %d %s: %d keys deleted, %d messages published\n", r.units, r.unitName, r.deleted, r.published)
 	}
 	return exitOK
 }

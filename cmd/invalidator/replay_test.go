@@ -1,9 +1,11 @@
 package main
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
+	"github.com/cachewire/invalidator/internal/testsrv"
 	"github.com/cachewire/invalidator/router"
 )
 
@@ -220,4 +222,21 @@ func TestReplay(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestReplay_FailedReadPrintsNoSummary: with Redis down, replay fails
+// without a summary that would read as "there was nothing to do".
+func TestReplay_FailedReadPrintsNoSummary(t *testing.T) {
+	f := newDatabaseFixture(t, rulesYAML)
+	port, err := testsrv.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.env = append(f.env, fmt.Sprintf("INVALIDATOR_REDIS_URL=redis://127.0.0.1:%d", port))
+	for _, args := range [][]string{{"replay", "--since", "5m", "--dry-run"}, {"replay", "--since", "5m"}} {
+		code, out, errOut := f.cli(args...)
+		if code != exitProblems || out != "" || !strings.Contains(errOut, "journal") {
+			t.Errorf("%v with Redis down: exit %d, stdout %q, stderr %q", args, code, out, errOut)
+		}
+	}
 }
