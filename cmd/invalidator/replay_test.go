@@ -1,10 +1,17 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"io"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/cachewire/invalidator/cdc"
+	"github.com/cachewire/invalidator/config"
 	"github.com/cachewire/invalidator/internal/testsrv"
 	"github.com/cachewire/invalidator/router"
 )
@@ -16,8 +23,8 @@ func TestPlainPredicate(t *testing.T) {
 		`"odd;col" = 'it''s'`,
 		"payload LIKE '%--%'",
 	} {
-		if err := plainPredicate(ok); err != nil {
-			t.Errorf("plainPredicate(%q) = %v, want accepted", ok, err)
+		if err := checkPredicate(ok, nil); err != nil {
+			t.Errorf("checkPredicate(%q) = %v, want accepted", ok, err)
 		}
 	}
 	for _, bad := range []string{
@@ -31,8 +38,8 @@ func TestPlainPredicate(t *testing.T) {
 		"(",
 		"   ",
 	} {
-		if err := plainPredicate(bad); err == nil {
-			t.Errorf("plainPredicate(%q) accepted, want rejected", bad)
+		if err := checkPredicate(bad, nil); err == nil {
+			t.Errorf("checkPredicate(%q) accepted, want rejected", bad)
 		}
 	}
 }
@@ -192,8 +199,11 @@ func TestReplay(t *testing.T) {
 			}
 		}
 		f.exec(`CREATE SEQUENCE replay_probe`)
-		if code, _, errOut := f.cli("replay", "--table", "shards", "--where", "nextval('replay_probe') > 0"); code == 0 || !strings.Contains(errOut, "read-only") {
-			t.Errorf("a writing predicate ran: exit %d %s", code, errOut)
+		if code, _, errOut := f.cli("replay", "--table", "shards", "--where", "nextval('replay_probe') > 0"); code != exitUsage || !strings.Contains(errOut, "function nextval is not allowed") {
+			t.Errorf("a writing predicate was not refused: exit %d %s", code, errOut)
+		}
+		if called := f.query(`SELECT is_called FROM replay_probe`)[0][0]; called != "f" {
+			t.Errorf("the writing predicate ran: the sequence advanced")
 		}
 		if n := f.query(`SELECT count(*) FROM users`)[0][0]; n != "2" {
 			t.Errorf("users has %s rows after injection attempts", n)
@@ -239,4 +249,95 @@ func TestReplay_FailedReadPrintsNoSummary(t *testing.T) {
 			t.Errorf("%v with Redis down: exit %d, stdout %q, stderr %q", args, code, out, errOut)
 		}
 	}
+}
+
+// TestReplay_WhereAttacks: each way out of a --where predicate seen so far
+// is refused (exit 2, nothing read or changed), and what the checker lets
+// through still runs bounded and, with --role, with that role's rights.
+func TestReplay_WhereAttacks(t *testing.T) {
+	f := newFixture(t)
+	f.exec(`INSERT INTO shards VALUES ('t1', 1, 'p', 'a'), ('t2', 1, 'p', 'b')`)
+	probe := f.db + "_probe"
+	f.exec(fmt.Sprintf(`SELECT pg_create_logical_replication_slot('%s', 'pgoutput')`, probe))
+	t.Cleanup(func() {
+		f.exec(fmt.Sprintf(`SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = '%s'`, probe))
+	})
+	slotExists := func() bool {
+		return f.query(fmt.Sprintf(`SELECT count(*) FROM pg_replication_slots WHERE slot_name = '%s'`, probe))[0][0] == "1"
+	}
+	for _, c := range []struct{ where, want string }{
+		{`tenant_id = E'\'' ) UNION ALL SELECT rolname, 1, rolname, rolname FROM pg_authid WHERE ( E'\'' <> 'x'`, "unbalanced parentheses"},
+		{`tenant_id = E'\'' OR true OR E'\'' <> 'x' UNION ALL SELECT rolname, 1, rolname, rolname FROM pg_authid`, "union is neither a column"},
+		{`pg_drop_replication_slot('` + probe + `') IS NULL`, "function pg_drop_replication_slot is not allowed"},
+		{`pg_sleep(100) IS NOT NULL`, "function pg_sleep is not allowed"},
+		{`tenant_id IN (SELECT rolname FROM pg_authid)`, "select is neither a column"},
+		{`tenant_id = pg_catalog.current_user`, `"." is not allowed`},
+		{`tenant_id = U&'\0027'`, "Unicode-escaped"},
+		{`id = 1union select 1`, "a number must be followed"},
+		{`"pg_sleep"(1) IS NULL`, `function "pg_sleep" is not allowed`},
+	} {
+		code, out, errOut := f.cli("replay", "--table", "shards", "--where", c.where, "--dry-run")
+		if code != exitUsage || !strings.Contains(errOut, c.want) || out != "" {
+			t.Errorf("--where %s: exit %d, want 2 with %q\nstdout: %s\nstderr: %s", c.where, code, c.want, out, errOut)
+		}
+	}
+	if !slotExists() {
+		t.Fatal("a --where predicate dropped a replication slot")
+	}
+
+	// the structured form binds its value: a quote in it is just a quote
+	f.set("tenant:t1:shard:1:structured", "tenant:t2:shard:1:structured")
+	code, out, errOut := f.cli("replay", "--table", "shards", "--where-column", "tenant_id", "--where-value", "t1' OR 'a' = 'a")
+	if code != 0 || !strings.Contains(out, "replayed 0 rows") || !f.exists("tenant:t1:shard:1:structured") {
+		t.Errorf("--where-value with a quote: exit %d\n%s%s", code, out, errOut)
+	}
+	code, out, errOut = f.cli("replay", "--table", "shards", "--where-column", "tenant_id", "--where-value", "t1", "--where", "id = 1")
+	if code != 0 || !strings.Contains(out, "replayed 1 rows") || f.exists("tenant:t1:shard:1:structured") || !f.exists("tenant:t2:shard:1:structured") {
+		t.Errorf("--where-column tenant_id --where-value t1: exit %d\n%s%s", code, out, errOut)
+	}
+	if code, _, errOut := f.cli("replay", "--table", "shards", "--where-column", "nope", "--where-value", "x"); code != exitUsage || !strings.Contains(errOut, "not a column") {
+		t.Errorf("--where-column nope: exit %d %s", code, errOut)
+	}
+
+	// behind the checker: the statement timeout bounds a slow predicate,
+	// and a read-only role cannot drop a slot
+	f.exec(`CREATE ROLE ` + f.db + `_reader NOLOGIN; GRANT SELECT ON shards TO ` + f.db + `_reader`)
+	t.Cleanup(func() { f.exec(`DROP OWNED BY ` + f.db + `_reader; DROP ROLE ` + f.db + `_reader`) })
+	r := testReplayer(t, f)
+	ctx := context.Background()
+	err := r.scanUnchecked(ctx, "public.shards", "pg_sleep(100) IS NOT NULL", replayFlags{batch: 10, stmtTimeout: 200 * time.Millisecond})
+	if err == nil || !strings.Contains(err.Error(), "statement timeout") {
+		t.Errorf("pg_sleep(100) behind the checker: %v, want a statement timeout", err)
+	}
+	err = r.scanUnchecked(ctx, "public.shards", "pg_drop_replication_slot('"+probe+"') IS NULL", replayFlags{batch: 10, stmtTimeout: time.Minute, role: f.db + "_reader"})
+	if err == nil || !strings.Contains(err.Error(), "SQLSTATE 42501") || !slotExists() { // insufficient_privilege
+		t.Errorf("pg_drop_replication_slot as a read-only role: %v (slot exists: %v)", err, slotExists())
+	}
+}
+
+// testReplayer is a dry-run replayer on f's database and Redis.
+func testReplayer(t *testing.T, f *fixture) *replayer {
+	t.Helper()
+	rules, err := router.LoadRules(f.rules)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &replayer{
+		cfg: &config.Config{PostgresURL: f.pgURL}, rules: rules, rt: router.New(rules, 0, nil), rdb: f.rdb,
+		dryRun: true, out: io.Discard, progress: newProgress(io.Discard),
+	}
+}
+
+// scanUnchecked runs a table read with where as given, past the checker.
+func (r *replayer) scanUnchecked(ctx context.Context, table, where string, f replayFlags) error {
+	conn, err := pgconn.Connect(ctx, r.cfg.PostgresURL)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = conn.Close(context.WithoutCancel(ctx)) }()
+	cols, err := cdc.TableColumns(ctx, conn, table)
+	if err != nil {
+		return err
+	}
+	return r.scan(ctx, conn, table, cols, where, nil, f)
 }
