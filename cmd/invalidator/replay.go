@@ -109,6 +109,9 @@ func replayCommand(ctx context.Context, args []string, stdout, stderr io.Writer)
 		}
 		return exitProblems
 	}
+	if r.foreign > 0 {
+		_, _ = fmt.Fprintf(stderr, "invalidator replay: left out %d journal entries of other servers or databases sharing this Redis\n", r.foreign)
+	}
 	if f.dryRun {
 		_, _ = fmt.Fprintf(stdout, "dry run: %d %s: would delete %d keys (existing now), would publish %d messages\n", r.units, r.unitName, r.deleted, r.published)
 	} else {
@@ -180,6 +183,17 @@ type replayer struct {
 	units              int
 	unitName           string
 	deleted, published int64
+	foreign            int // journal entries of another server or database
+}
+
+// server returns the system identifier and database replay serves.
+func (r *replayer) server(ctx context.Context) (cdc.Server, error) {
+	conn, err := pgconn.Connect(ctx, r.cfg.PostgresURL)
+	if err != nil {
+		return cdc.Server{}, fmt.Errorf("connect to PostgreSQL (to tell this server's journal entries from others'): %w", err)
+	}
+	defer func() { _ = conn.Close(context.WithoutCancel(ctx)) }()
+	return cdc.ServerOf(ctx, conn)
 }
 
 // apply applies one batch, retrying a few times on Redis errors.
@@ -256,6 +270,12 @@ func countMatching(ctx context.Context, rdb redis.UniversalClient, pattern strin
 func (r *replayer) journal(ctx context.Context, f replayFlags) error {
 	r.unitName = "journal entries"
 	key := publisher.JournalKey(r.rules.ChannelPrefix)
+	// a Redis may hold the journals of several servers: only this one's
+	// entries are replayed (and those of versions that did not say)
+	srv, err := r.server(ctx)
+	if err != nil {
+		return err
+	}
 	start := "-"
 	if f.since > 0 {
 		start = strconv.FormatInt(time.Now().Add(-f.since).UnixMilli(), 10)
@@ -278,6 +298,10 @@ func (r *replayer) journal(ctx context.Context, f replayFlags) error {
 		}
 		var batch []publisher.Applied
 		for _, e := range entries {
+			if id := field(e, "system_id"); id != "" && (id != srv.SystemID || field(e, "database") != srv.Database) {
+				r.foreign++
+				continue
+			}
 			c, err := r.fromJournal(e)
 			if err != nil {
 				return fmt.Errorf("journal entry %s: %w", e.ID, err)
