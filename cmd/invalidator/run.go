@@ -363,9 +363,15 @@ func startStreaming(ctx context.Context, cfg *config.Config, rules *router.Rules
 func slotWasUsed(ctx context.Context, rdb redis.UniversalClient, log *zap.Logger, keys ...string) bool {
 	var used bool
 	untilReachable(ctx, log, "Redis", func() error {
-		n, err := rdb.Exists(ctx, keys...).Result()
-		used = n > 0
-		return err
+		used = false
+		for _, k := range keys { // one by one: on a Redis Cluster they may lie in different slots
+			n, err := rdb.Exists(ctx, k).Result()
+			if err != nil {
+				return err
+			}
+			used = used || n > 0
+		}
+		return nil
 	})
 	return used
 }
