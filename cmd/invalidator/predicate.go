@@ -196,9 +196,13 @@ func lexPredicate(s string) ([]token, error) {
 				if j < len(s) && (s[j] == '+' || s[j] == '-') {
 					j++
 				}
-				digits()
+				k := j
+				if digits(); j == k {
+					// PostgreSQL would read 1e'…' as 1 and an E-string
+					return nil, fmt.Errorf("%q: an exponent needs digits", s[i:j])
+				}
 			}
-			if j < len(s) && (isIdentPart(s[j]) || s[j] == '.') {
+			if j < len(s) && (isIdentPart(s[j]) || s[j] == '.' || s[j] == '\'' || s[j] == '"') {
 				return nil, fmt.Errorf("%q: a number must be followed by a space or an operator", s[i:j+1])
 			}
 			toks = append(toks, token{tokNumber, s[i:j]})

@@ -274,6 +274,7 @@ func TestReplay_WhereAttacks(t *testing.T) {
 		{`tenant_id = pg_catalog.current_user`, `"." is not allowed`},
 		{`tenant_id = U&'\0027'`, "Unicode-escaped"},
 		{`id = 1union select 1`, "a number must be followed"},
+		{`id = 1e'\'' ) UNION ALL SELECT rolname, 1, rolname, rolname FROM pg_authid WHERE ( '' = '`, "an exponent needs digits"},
 		{`"pg_sleep"(1) IS NULL`, `function "pg_sleep" is not allowed`},
 	} {
 		code, out, errOut := f.cli("replay", "--table", "shards", "--where", c.where, "--dry-run")
