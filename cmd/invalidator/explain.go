@@ -286,7 +286,7 @@ func jsonRow(flagName, s string) (map[string]*string, error) {
 		return nil, fmt.Errorf("%s: not a JSON object: %w", flagName, err)
 	}
 	if raw == nil {
-		return nil, fmt.Errorf("%s: not a JSON object: null (give {} and the op, or leave %s out)", flagName, flagName)
+		return nil, fmt.Errorf("%s: not a JSON object: null (to give no row, leave %s out)", flagName, flagName)
 	}
 	if _, err := dec.Token(); err != io.EOF {
 		return nil, fmt.Errorf("%s: trailing data after the JSON object", flagName)
