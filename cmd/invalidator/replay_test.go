@@ -342,3 +342,15 @@ func (r *replayer) scanUnchecked(ctx context.Context, table, where string, f rep
 	}
 	return r.scan(ctx, conn, table, cols, where, nil, f)
 }
+
+// TestExplain_BadRowExits2: the command itself ends a bad row with exit 2
+// and the reason, printing nothing on stdout.
+func TestExplain_BadRowExits2(t *testing.T) {
+	clearEnv(t)
+	for _, row := range []string{`null`, `{"tenant_id":"t1","id":1} xx`, `{"tenant_id":"t1","id":1.0e2}`} {
+		code, out, errOut := runMain(t, "explain", "--rules", "../../demo/rules.yaml", "--table", "shards", "--row", row)
+		if code != exitUsage || out != "" || !strings.Contains(errOut, "invalidator explain: --row: ") {
+			t.Errorf("explain --row %s: exit %d, stdout %q, stderr %q", row, code, out, errOut)
+		}
+	}
+}
