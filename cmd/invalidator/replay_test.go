@@ -22,6 +22,9 @@ func TestPlainPredicate(t *testing.T) {
 		"id > 5 AND (title IS NULL OR title <> 'a;b')",
 		`"odd;col" = 'it''s'`,
 		"payload LIKE '%--%'",
+		"updated_at > now() - interval '2 hours'",
+		"lower(title) IS NOT DISTINCT FROM 'a' AND id::text IN ('1', '2') AND NOT (id BETWEEN 3 AND 4)",
+		`title = E'it\'s'`,
 	} {
 		if err := checkPredicate(ok, nil); err != nil {
 			t.Errorf("checkPredicate(%q) = %v, want accepted", ok, err)
