@@ -272,3 +272,23 @@ func PublicationExists(ctx context.Context, conn *pgconn.PgConn, pub string) (bo
 	}
 	return len(rows) > 0, nil
 }
+
+// Server names the database a daemon serves: the cluster's system
+// identifier (kept by a physical standby promoted in its place, new after
+// pg_upgrade or a fresh initdb) and the database's name.
+type Server struct {
+	SystemID string
+	Database string
+}
+
+// ServerOf returns the system identifier and database of conn.
+func ServerOf(ctx context.Context, conn *pgconn.PgConn) (Server, error) {
+	rows, err := query(ctx, conn, "SELECT system_identifier::text, pg_catalog.current_database() FROM pg_catalog.pg_control_system()")
+	if err != nil {
+		return Server{}, fmt.Errorf("read the system identifier: %w", err)
+	}
+	if len(rows) == 0 {
+		return Server{}, errors.New("read the system identifier: no row")
+	}
+	return Server{SystemID: string(rows[0][0]), Database: string(rows[0][1])}, nil
+}

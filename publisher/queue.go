@@ -142,7 +142,11 @@ func (q *directQueue) publish(ctx context.Context, kind cmdKind, prefix, channel
 }
 
 func (q *directQueue) xadd(ctx context.Context, stream string, maxLen int64, e *journalEntry) error {
-	q.buf = resp.AppendString(resp.AppendCommand(q.buf, 6+16), "XADD")
+	args := 6 + 16
+	if e.server.SystemID != "" {
+		args += 4
+	}
+	q.buf = resp.AppendString(resp.AppendCommand(q.buf, args), "XADD")
 	q.buf = resp.AppendString(q.buf, stream)
 	q.buf = resp.AppendString(resp.AppendString(q.buf, "MAXLEN"), "~")
 	q.buf = resp.AppendInt(q.buf, maxLen)
@@ -151,6 +155,11 @@ func (q *directQueue) xadd(ctx context.Context, stream string, maxLen int64, e *
 	q.buf = resp.AppendBulk(resp.AppendString(q.buf, "end_lsn"), e.endLSN)
 	q.buf = resp.AppendInt(resp.AppendString(q.buf, "xid"), int64(e.xid))
 	q.buf = resp.AppendBulk(resp.AppendString(q.buf, "commit_time"), e.commitTime)
+	if e.server.SystemID != "" {
+		for _, v := range [...]string{"system_id", e.server.SystemID, "database", e.server.Database} {
+			q.buf = resp.AppendString(q.buf, v)
+		}
+	}
 	for _, f := range [...]struct {
 		name  string
 		value []byte
@@ -275,21 +284,20 @@ func (q *goredisQueue) xadd(ctx context.Context, stream string, maxLen int64, e 
 	if e.fresh {
 		keep = func(b []byte) []byte { return b }
 	}
-	q.pipe.XAdd(ctx, &redis.XAddArgs{
-		Stream: stream,
-		MaxLen: maxLen,
-		Approx: true,
-		Values: []any{
-			"lsn", keep(e.lsn),
-			"end_lsn", keep(e.endLSN),
-			"xid", strconv.FormatUint(uint64(e.xid), 10),
-			"commit_time", keep(e.commitTime),
-			"keys", keep(e.keys),
-			"patterns", keep(e.patterns),
-			"channels", keep(e.channels),
-			"messages", keep(e.messages),
-		},
-	})
+	values := []any{
+		"lsn", keep(e.lsn),
+		"end_lsn", keep(e.endLSN),
+		"xid", strconv.FormatUint(uint64(e.xid), 10),
+		"commit_time", keep(e.commitTime),
+		"keys", keep(e.keys),
+		"patterns", keep(e.patterns),
+		"channels", keep(e.channels),
+		"messages", keep(e.messages),
+	}
+	if e.server.SystemID != "" {
+		values = append(values, "system_id", e.server.SystemID, "database", e.server.Database)
+	}
+	q.pipe.XAdd(ctx, &redis.XAddArgs{Stream: stream, MaxLen: maxLen, Approx: true, Values: values})
 	return q.maybeExec(ctx)
 }
 

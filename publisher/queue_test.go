@@ -157,7 +157,7 @@ func applyAndObserve(t *testing.T, rdb *redis.Client, p *Publisher, batch []Appl
 func TestApply_DirectAsGoRedis(t *testing.T) {
 	rdb := queueRedis(t)
 	batch, keys := queueBatch(t)
-	cfg := Config{ChannelPrefix: "inv:", Journal: true, UnlinkChunk: 100}
+	cfg := Config{ChannelPrefix: "inv:", Journal: true, UnlinkChunk: 100, Server: cdc.Server{SystemID: "7301", Database: "app"}}
 
 	direct := New(rdb, cfg)
 	defer direct.Close()
@@ -191,6 +191,12 @@ func TestApply_DirectAsGoRedis(t *testing.T) {
 	}
 	if !slices.Equal(d.messages, g.messages) {
 		t.Errorf("messages differ: direct %d, go-redis %d", len(d.messages), len(g.messages))
+	}
+	for _, e := range d.journal {
+		if e["system_id"] != "7301" || e["database"] != "app" {
+			t.Errorf("a journal entry does not name its server: %.200v", e)
+			break
+		}
 	}
 	if fmt.Sprint(d.journal) != fmt.Sprint(g.journal) {
 		t.Errorf("journal entries differ:\ndirect   %.600v\ngo-redis %.600v", d.journal, g.journal)

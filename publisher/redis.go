@@ -25,6 +25,9 @@ type Config struct {
 	UnlinkChunk int
 	// Sharded publishes with SPUBLISH (Redis 7 sharded pub/sub) instead of PUBLISH.
 	Sharded bool
+	// Server is written into every journal entry (system_id, database), so
+	// that replay takes only its own server's entries from a shared Redis.
+	Server cdc.Server
 }
 
 // DefaultJournalMaxLen is the default approximate length of the journal.
@@ -344,7 +347,8 @@ const journalMaxMessages = 1000
 type journalEntry struct {
 	lsn, endLSN, commitTime            []byte
 	xid                                uint32
-	keys, patterns, channels, messages []byte // JSON arrays
+	server                             cdc.Server // empty fields are left out
+	keys, patterns, channels, messages []byte     // JSON arrays
 	// fresh: the values are in a buffer of their own that the Publisher
 	// does not write again (a huge transaction's), so they need no copy
 	fresh bool
@@ -398,7 +402,7 @@ func (p *Publisher) journalEntry(c Applied, tail []byte) *journalEntry {
 	b = append(b, ']')
 	e := &p.jentry
 	*e = journalEntry{
-		lsn: b[:end[0]], endLSN: b[end[0]:end[1]], commitTime: b[end[1]:end[2]], xid: c.Xid,
+		lsn: b[:end[0]], endLSN: b[end[0]:end[1]], commitTime: b[end[1]:end[2]], xid: c.Xid, server: p.cfg.Server,
 		keys: b[end[2]:end[3]], patterns: b[end[3]:end[4]], channels: b[end[4]:end[5]], messages: b[end[5]:],
 		fresh: fresh || cap(b) > maxScratch,
 	}

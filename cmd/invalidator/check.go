@@ -215,7 +215,9 @@ func checkTable(ctx context.Context, conn *pgconn.PgConn, rules *router.Rules, t
 // resync) would also delete the daemon's own keys in Redis: the journal and
 // the slot marker.
 func checkOwnKeys(cfg *config.Config, rules *router.Rules, r *report) {
-	own := []string{publisher.JournalKey(rules.ChannelPrefix), slotMarkerKey(rules.ChannelPrefix, cfg.Slot)}
+	// the marker's server part is digits and a database name: a sample stands for it
+	sample := cdc.Server{SystemID: "7000000000000000000", Database: "db"}
+	own := []string{publisher.JournalKey(rules.ChannelPrefix), slotMarkerKey(rules.ChannelPrefix, sample, cfg.Slot)}
 	flush := router.New(rules, 0, nil).Wide(nil, cdc.OpTruncate)
 	for _, p := range flush.Patterns {
 		for _, k := range own {

@@ -175,3 +175,19 @@ func TestOneShot_ServerDown(t *testing.T) {
 		})
 	}
 }
+
+// TestStatus_MissingSlot: a slot that does not exist is a problem: exit 1
+// with a line saying so, and the JSON keeps its shape.
+func TestStatus_MissingSlot(t *testing.T) {
+	f := newFixture(t, "INVALIDATOR_CREATE_SLOT=false")
+	code, out, errOut := f.cli("status")
+	if code != exitProblems || !strings.Contains(out, "slot "+f.db+": does not exist") ||
+		!strings.Contains(errOut, `replication slot "`+f.db+`" does not exist`) {
+		t.Errorf("status: exit %d\n%s%s", code, out, errOut)
+	}
+	code, out, errOut = f.cli("status", "--json")
+	var st statusReport
+	if err := json.Unmarshal([]byte(out), &st); err != nil || code != exitProblems || st.Exists || st.Slot != f.db || st.Journal.Key == "" {
+		t.Errorf("status --json: exit %d %v %+v\n%s%s", code, err, st, out, errOut)
+	}
+}

@@ -312,7 +312,7 @@ func TestFault_HugeTransaction(t *testing.T) {
 func TestFault_SlotLost(t *testing.T) {
 	f := newFixture(t)
 	d := f.startReady()
-	marker := "cache:invalidate:_slot:" + f.db
+	marker := slotMarker(t, sharedPG, f.db, f.db)
 	eventually(t, waitLong, "the slot marker in Redis", func() bool { return f.exists(marker) })
 	if code := d.stop(t); code != 0 {
 		t.Fatalf("stop: %d", code)

@@ -20,8 +20,16 @@ import (
 const probePrefix = "invalidator"
 
 // slotMarkerKey names the Redis key that records that the daemon has streamed
-// from a slot, so that a missing slot can be told from a first start.
-func slotMarkerKey(channelPrefix, slot string) string { return channelPrefix + "_slot:" + slot }
+// from a slot of a server's database, so that a missing slot can be told
+// from a first start; deployments on other servers sharing the Redis have
+// markers of their own (ADR 0023).
+func slotMarkerKey(channelPrefix string, srv cdc.Server, slot string) string {
+	return channelPrefix + "_slot:" + srv.SystemID + ":" + srv.Database + ":" + slot
+}
+
+// legacySlotMarkerKey is the marker older versions wrote, naming the slot
+// only: it still counts, and is replaced by slotMarkerKey once streaming.
+func legacySlotMarkerKey(channelPrefix, slot string) string { return channelPrefix + "_slot:" + slot }
 
 // streamState is what the heartbeat needs to know of the stream.
 type streamState interface {
@@ -39,6 +47,7 @@ type heartbeat struct {
 	pgURL     string
 	slot      string
 	markerKey string
+	legacyKey string // removed once markerKey is written
 	stream    streamState
 	pub       *publisher.Publisher
 	nats      *publisher.NATSSink // nil without NATS
@@ -88,6 +97,11 @@ func (h *heartbeat) beat(ctx context.Context) error {
 	// happens to match it) must not leave a lost slot looking like a new one
 	if err := h.rdb.Set(ctx, h.markerKey, h.slot, 0).Err(); err != nil {
 		return fmt.Errorf("mark slot in redis: %w", err)
+	}
+	if !h.marked && h.legacyKey != "" {
+		if err := h.rdb.Del(ctx, h.legacyKey).Err(); err != nil {
+			return fmt.Errorf("remove the old slot marker from redis: %w", err)
+		}
 	}
 	h.marked = true
 	if h.interval <= 0 {

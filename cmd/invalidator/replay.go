@@ -8,10 +8,12 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/cachewire/invalidator/cdc"
@@ -24,9 +26,14 @@ const replayHelp = `invalidator replay (--since D | --from-lsn X [--to-lsn Y] | 
 
 Re-invalidates after an incident:
   --since 15m, --from-lsn/--to-lsn   re-apply journal entries (deletes and messages, verbatim)
-  --table T [--where "SQL"]          read T's current rows (one consistent snapshot, in batches)
-                                     and invalidate every key they render; --where is a plain
-                                     predicate on T, run in a read-only transaction
+  --table T [--where-column C --where-value V]... [--where "SQL"]
+                                     read T's current rows (one consistent snapshot, in batches)
+                                     and invalidate every key they render; each column/value
+                                     pair keeps rows whose C equals V (a bound parameter).
+                                     --where is a filter on T's columns: constants, operators,
+                                     casts and a few side-effect-free functions, nothing else;
+                                     it runs read-only, under --statement-timeout, and as --role
+                                     when given (a role that may only SELECT the rule tables)
   --tenant ID                        flush the wide form of every rule that uses --tenant-column
   --dry-run                          print what would be deleted and published; change nothing
 Progress goes to stderr (a line on a terminal, periodic lines otherwise);
@@ -36,6 +43,10 @@ type replayFlags struct {
 	since          time.Duration
 	fromLSN, toLSN string
 	table, where   string
+	whereCols      stringList
+	whereVals      stringList
+	stmtTimeout    time.Duration
+	role           string
 	tenant, column string
 	batch          int
 	dryRun         bool
@@ -48,7 +59,11 @@ func replayCommand(ctx context.Context, args []string, stdout, stderr io.Writer)
 		fs.StringVar(&f.fromLSN, "from-lsn", "", "re-apply journal entries from this commit LSN")
 		fs.StringVar(&f.toLSN, "to-lsn", "", "… up to this commit LSN (inclusive)")
 		fs.StringVar(&f.table, "table", "", "invalidate every key the table's current rows render")
-		fs.StringVar(&f.where, "where", "", "with --table: a plain SQL predicate on the table")
+		fs.StringVar(&f.where, "where", "", "with --table: a filter on the table's columns (SQL, checked)")
+		fs.Var(&f.whereCols, "where-column", "with --table: keep rows whose column … (repeatable, with --where-value)")
+		fs.Var(&f.whereVals, "where-value", "… equals this value (its text form)")
+		fs.DurationVar(&f.stmtTimeout, "statement-timeout", 30*time.Second, "with --table: statement_timeout of each statement of the read")
+		fs.StringVar(&f.role, "role", "", "with --table: SET ROLE to this role for the read (one that may only SELECT)")
 		fs.StringVar(&f.tenant, "tenant", "", "flush every rule's wide form for this tenant")
 		fs.StringVar(&f.column, "tenant-column", "tenant_id", "with --tenant: the column that holds the tenant")
 		fs.IntVar(&f.batch, "batch", 1000, "rows or entries per batch")
@@ -78,25 +93,32 @@ func replayCommand(ctx context.Context, args []string, stdout, stderr io.Writer)
 	defer func() { _ = r.pub.Close() }()
 	switch {
 	case f.table != "":
-		err = r.table(ctx, f.table, f.where, f.batch)
+		err = r.table(ctx, f)
 	case f.tenant != "":
 		err = r.tenant(ctx, f.column, f.tenant)
 	default:
 		err = r.journal(ctx, f)
 	}
 	r.progress.done()
-	if f.dryRun {
-		_, _ = fmt.Fprintf(stdout, "dry run: %d %s: would delete %d keys (existing now), would publish %d messages\n", r.units, r.unitName, r.deleted, r.published)
-	} else {
-		_, _ = fmt.Fprintf(stdout, "replayed %d %s: %d keys deleted, %d messages published\n", r.units, r.unitName, r.deleted, r.published)
-	}
 	if err != nil {
+		// no summary: it would read as the whole of what there was to do
 		_, _ = fmt.Fprintf(stderr, "invalidator replay: %s\n", redactErr(err, s.cfg))
+		if r.units > 0 && !f.dryRun {
+			_, _ = fmt.Fprintf(stderr, "invalidator replay: stopped after %d %s (%d keys deleted, %d messages published); run it again\n", r.units, r.unitName, r.deleted, r.published)
+		}
 		var usage *usageError
 		if errors.As(err, &usage) {
 			return exitUsage
 		}
 		return exitProblems
+	}
+	if r.foreign > 0 {
+		_, _ = fmt.Fprintf(stderr, "invalidator replay: left out %d journal entries of other servers or databases sharing this Redis\n", r.foreign)
+	}
+	if f.dryRun {
+		_, _ = fmt.Fprintf(stdout, "dry run: %d %s: would delete %d keys (existing now), would publish %d messages\n", r.units, r.unitName, r.deleted, r.published)
+	} else {
+		_, _ = fmt.Fprintf(stdout, "replayed %d %s: %d keys deleted, %d messages published\n", r.units, r.unitName, r.deleted, r.published)
 	}
 	return exitOK
 }
@@ -120,8 +142,12 @@ func (f *replayFlags) validate() error {
 		return errors.New("--since and --from-lsn/--to-lsn exclude each other")
 	case f.toLSN != "" && f.fromLSN == "":
 		return errors.New("--to-lsn needs --from-lsn")
-	case f.where != "" && f.table == "":
-		return errors.New("--where needs --table")
+	case (f.where != "" || len(f.whereCols) > 0 || len(f.whereVals) > 0 || f.role != "") && f.table == "":
+		return errors.New("--where, --where-column, --where-value and --role need --table")
+	case len(f.whereCols) != len(f.whereVals):
+		return errors.New("give one --where-value for each --where-column")
+	case f.stmtTimeout <= 0:
+		return errors.New("--statement-timeout must be positive")
 	case f.batch <= 0:
 		return errors.New("--batch must be positive")
 	}
@@ -133,7 +159,7 @@ func (f *replayFlags) validate() error {
 		}
 	}
 	if f.where != "" {
-		return plainPredicate(f.where)
+		return checkPredicate(f.where, nil) // the columns are checked once known
 	}
 	return nil
 }
@@ -144,59 +170,6 @@ func parseLSNText(s string) (cdc.LSN, error) {
 		return 0, fmt.Errorf("LSN %q: expected the form 0/1A2B3C4", s)
 	}
 	return cdc.LSN(uint64(hi)<<32 | uint64(lo)), nil
-}
-
-// plainPredicate accepts a WHERE predicate only: no statement separator, no
-// comment that could hide the rest, no dollar quoting, and balanced
-// parentheses and quotes, so it cannot close the subquery it is placed in.
-// It is also run in a read-only transaction as a single statement.
-func plainPredicate(where string) error {
-	depth := 0
-	for i := 0; i < len(where); i++ {
-		switch c := where[i]; c {
-		case '\'', '"':
-			j := i + 1
-			for ; j < len(where); j++ {
-				if where[j] == c {
-					if j+1 < len(where) && where[j+1] == c { // doubled quote
-						j++
-						continue
-					}
-					break
-				}
-			}
-			if j >= len(where) {
-				return errors.New("--where: unterminated quote")
-			}
-			i = j
-		case ';':
-			return errors.New("--where: a predicate cannot contain ';'")
-		case '$':
-			return errors.New("--where: dollar quoting and parameters are not allowed")
-		case '-':
-			if i+1 < len(where) && where[i+1] == '-' {
-				return errors.New("--where: comments are not allowed")
-			}
-		case '/':
-			if i+1 < len(where) && where[i+1] == '*' {
-				return errors.New("--where: comments are not allowed")
-			}
-		case '(':
-			depth++
-		case ')':
-			depth--
-			if depth < 0 {
-				return errors.New("--where: unbalanced parentheses")
-			}
-		}
-	}
-	if depth != 0 {
-		return errors.New("--where: unbalanced parentheses")
-	}
-	if strings.TrimSpace(where) == "" {
-		return errors.New("--where: empty predicate")
-	}
-	return nil
 }
 
 // replayer applies (or, dry, prints) replayed invalidations.
@@ -213,6 +186,17 @@ type replayer struct {
 	units              int
 	unitName           string
 	deleted, published int64
+	foreign            int // journal entries of another server or database
+}
+
+// server returns the system identifier and database replay serves.
+func (r *replayer) server(ctx context.Context) (cdc.Server, error) {
+	conn, err := pgconn.Connect(ctx, r.cfg.PostgresURL)
+	if err != nil {
+		return cdc.Server{}, fmt.Errorf("connect to PostgreSQL (to tell this server's journal entries from others'): %w", err)
+	}
+	defer func() { _ = conn.Close(context.WithoutCancel(ctx)) }()
+	return cdc.ServerOf(ctx, conn)
 }
 
 // apply applies one batch, retrying a few times on Redis errors.
@@ -289,6 +273,12 @@ func countMatching(ctx context.Context, rdb redis.UniversalClient, pattern strin
 func (r *replayer) journal(ctx context.Context, f replayFlags) error {
 	r.unitName = "journal entries"
 	key := publisher.JournalKey(r.rules.ChannelPrefix)
+	// a Redis may hold the journals of several servers: only this one's
+	// entries are replayed (and those of versions that did not say)
+	srv, err := r.server(ctx)
+	if err != nil {
+		return err
+	}
 	start := "-"
 	if f.since > 0 {
 		start = strconv.FormatInt(time.Now().Add(-f.since).UnixMilli(), 10)
@@ -311,6 +301,10 @@ func (r *replayer) journal(ctx context.Context, f replayFlags) error {
 		}
 		var batch []publisher.Applied
 		for _, e := range entries {
+			if id := field(e, "system_id"); id != "" && (id != srv.SystemID || field(e, "database") != srv.Database) {
+				r.foreign++
+				continue
+			}
 			c, err := r.fromJournal(e)
 			if err != nil {
 				return fmt.Errorf("journal entry %s: %w", e.ID, err)
@@ -391,8 +385,9 @@ func (r *replayer) fromJournal(e redis.XMessage) (publisher.Applied, error) {
 
 // table reads the table's current rows in one snapshot and invalidates
 // every key they render.
-func (r *replayer) table(ctx context.Context, table, where string, batchSize int) error {
+func (r *replayer) table(ctx context.Context, f replayFlags) error {
 	r.unitName = "rows"
+	table := f.table
 	if !strings.Contains(table, ".") {
 		table = "public." + table
 	}
@@ -412,6 +407,16 @@ func (r *replayer) table(ctx context.Context, table, where string, batchSize int
 	if err != nil {
 		return err
 	}
+	where, params, err := rowFilter(f, cols)
+	if err != nil {
+		return err
+	}
+	return r.scan(ctx, conn, table, cols, where, params, f)
+}
+
+// scan reads table's rows that match where (already checked) in one
+// snapshot, in batches, and invalidates what they render.
+func (r *replayer) scan(ctx context.Context, conn *pgconn.PgConn, table string, cols []string, where string, params [][]byte, f replayFlags) error {
 	relCols := make([]cdc.Column, len(cols))
 	quoted := make([]string, len(cols))
 	for i, c := range cols {
@@ -419,18 +424,26 @@ func (r *replayer) table(ctx context.Context, table, where string, batchSize int
 		quoted[i] = cdc.QuoteIdent(c)
 	}
 	rel := cdc.NewRelation(table, relCols)
-	if _, err := conn.Exec(ctx, "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY").ReadAll(); err != nil {
+	// the filter's names resolve to built-ins only, its strings are read
+	// as the checker read them, no statement runs unbounded, and with a
+	// role it cannot do more than that role may
+	begin := "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; SET LOCAL search_path = pg_catalog; " +
+		"SET LOCAL standard_conforming_strings = on; SET LOCAL statement_timeout = " + strconv.FormatInt(f.stmtTimeout.Milliseconds(), 10)
+	if f.role != "" {
+		begin += "; SET LOCAL ROLE " + cdc.QuoteIdent(f.role)
+	}
+	if _, err := conn.Exec(ctx, begin).ReadAll(); err != nil {
 		return fmt.Errorf("begin snapshot: %w", err)
 	}
 	sql := "DECLARE invalidator_replay NO SCROLL CURSOR FOR SELECT " + strings.Join(quoted, ", ") + " FROM " + cdc.QuoteTable(table)
 	if where != "" {
-		sql += " WHERE (" + where + ")"
+		sql += " WHERE " + where
 	}
 	// the extended protocol takes exactly one statement
-	if _, err := conn.ExecParams(ctx, sql, nil, nil, nil, nil).Close(); err != nil {
+	if _, err := conn.ExecParams(ctx, sql, params, nil, nil, nil).Close(); err != nil {
 		return fmt.Errorf("--where: %w", err)
 	}
-	fetch := "FETCH FORWARD " + strconv.Itoa(batchSize) + " FROM invalidator_replay"
+	fetch := "FETCH FORWARD " + strconv.Itoa(f.batch) + " FROM invalidator_replay"
 	row := make(cdc.Tuple, len(cols))
 	now := time.Now()
 	for {
@@ -459,8 +472,39 @@ func (r *replayer) table(ctx context.Context, table, where string, batchSize int
 		r.units += len(rows)
 		r.progress.report(r.units, r.unitName, r.deleted)
 	}
-	_, err = conn.Exec(ctx, "COMMIT").ReadAll()
+	_, err := conn.Exec(ctx, "COMMIT").ReadAll()
 	return err
+}
+
+// rowFilter builds the WHERE clause of a table replay: the checked --where
+// and one "column = $n" per --where-column, its value bound as text.
+func rowFilter(f replayFlags, cols []string) (string, [][]byte, error) {
+	var conds []string
+	var params [][]byte
+	if f.where != "" {
+		if err := checkPredicate(f.where, cols); err != nil {
+			return "", nil, &usageError{err.Error()}
+		}
+		conds = append(conds, "("+f.where+")")
+	}
+	for i, c := range f.whereCols {
+		if !slices.Contains(cols, c) {
+			return "", nil, &usageError{fmt.Sprintf("--where-column %s: not a column of %s", c, f.table)}
+		}
+		params = append(params, []byte(f.whereVals[i]))
+		conds = append(conds, fmt.Sprintf("%s = $%d", cdc.QuoteIdent(c), len(params)))
+	}
+	return strings.Join(conds, " AND "), params, nil
+}
+
+// stringList is a flag that may be given several times.
+type stringList []string
+
+func (l *stringList) String() string { return strings.Join(*l, ",") }
+
+func (l *stringList) Set(v string) error {
+	*l = append(*l, v)
+	return nil
 }
 
 // tenant flushes the wide form of every rule that uses the tenant column.

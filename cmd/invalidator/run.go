@@ -248,10 +248,11 @@ func startStreaming(ctx context.Context, cfg *config.Config, rules *router.Rules
 	if ctx.Err() != nil {
 		return nil
 	}
-	markerKey := slotMarkerKey(rules.ChannelPrefix, cfg.Slot)
-	expectSlot, err := slotWasUsed(ctx, rdb, markerKey, log)
-	if err != nil || ctx.Err() != nil {
-		return err
+	srv := serverOf(ctx, cfg, log)
+	markerKey, legacyKey := slotMarkerKey(rules.ChannelPrefix, srv, cfg.Slot), legacySlotMarkerKey(rules.ChannelPrefix, cfg.Slot)
+	expectSlot := slotWasUsed(ctx, rdb, log, markerKey, legacyKey)
+	if ctx.Err() != nil {
+		return nil
 	}
 
 	rt := router.New(rules, cfg.MaxKeysPerTxn, metrics)
@@ -285,6 +286,7 @@ func startStreaming(ctx context.Context, cfg *config.Config, rules *router.Rules
 		Journal:       cfg.Journal,
 		JournalMaxLen: cfg.JournalMaxLen,
 		Sharded:       cfg.RedisShardedPubSub,
+		Server:        srv,
 	}
 	pub := publisher.New(rdb, pubCfg)
 	defer func() { _ = pub.Close() }() // after the applier, resync and heartbeat below have stopped
@@ -306,7 +308,7 @@ func startStreaming(ctx context.Context, cfg *config.Config, rules *router.Rules
 	hbCtx, stopHeartbeat := context.WithCancel(ctx)
 	defer stopHeartbeat()
 	hb := &heartbeat{
-		interval: cfg.HeartbeatInterval, pgURL: cfg.PostgresURL, slot: cfg.Slot, markerKey: markerKey,
+		interval: cfg.HeartbeatInterval, pgURL: cfg.PostgresURL, slot: cfg.Slot, markerKey: markerKey, legacyKey: legacyKey,
 		stream: stream, pub: pub, nats: bridge, rdb: rdb, metrics: metrics, log: log.Named("heartbeat"),
 	}
 	heartbeatDone := make(chan struct{})
@@ -355,22 +357,54 @@ func startStreaming(ctx context.Context, cfg *config.Config, rules *router.Rules
 	return result
 }
 
-// slotWasUsed reads the slot marker, waiting for Redis if it is down: the
-// answer decides whether a missing slot is new or lost.
-func slotWasUsed(ctx context.Context, rdb redis.UniversalClient, key string, log *zap.Logger) (bool, error) {
+// slotWasUsed reads the slot markers (this server's and an older version's),
+// waiting for Redis if it is down: the answer decides whether a missing slot
+// is new or lost.
+func slotWasUsed(ctx context.Context, rdb redis.UniversalClient, log *zap.Logger, keys ...string) bool {
+	var used bool
+	untilReachable(ctx, log, "Redis", func() error {
+		used = false
+		for _, k := range keys { // one by one: on a Redis Cluster they may lie in different slots
+			n, err := rdb.Exists(ctx, k).Result()
+			if err != nil {
+				return err
+			}
+			used = used || n > 0
+		}
+		return nil
+	})
+	return used
+}
+
+// serverOf reads the system identifier and database the daemon serves,
+// waiting for PostgreSQL if it is down.
+func serverOf(ctx context.Context, cfg *config.Config, log *zap.Logger) cdc.Server {
+	var srv cdc.Server
+	untilReachable(ctx, log, "PostgreSQL", func() error {
+		conn, err := pgconn.Connect(ctx, cfg.PostgresURL)
+		if err != nil {
+			return err
+		}
+		defer func() { _ = conn.Close(context.WithoutCancel(ctx)) }()
+		srv, err = cdc.ServerOf(ctx, conn)
+		return err
+	})
+	return srv
+}
+
+// untilReachable calls try until it succeeds or ctx ends, with a growing
+// pause between attempts.
+func untilReachable(ctx context.Context, log *zap.Logger, what string, try func() error) {
 	backoff := 250 * time.Millisecond
 	for {
-		n, err := rdb.Exists(ctx, key).Result()
-		if err == nil {
-			return n == 1, nil
+		err := try()
+		if err == nil || ctx.Err() != nil {
+			return
 		}
-		if ctx.Err() != nil {
-			return false, nil
-		}
-		log.Warn("cannot reach Redis; waiting before streaming", zap.Error(err), zap.Duration("backoff", backoff))
+		log.Warn("cannot reach "+what+"; waiting before streaming", zap.Error(err), zap.Duration("backoff", backoff))
 		select {
 		case <-ctx.Done():
-			return false, nil
+			return
 		case <-time.After(backoff):
 		}
 		backoff = min(backoff*2, 15*time.Second)

@@ -19,7 +19,8 @@ import (
 const statusHelp = `invalidator status [--json]
 
 Shows the slot (active pid, confirmed LSN, lag in bytes, WAL status) and
-the journal's range (entries, first and last LSN and commit time).`
+the journal's range (entries, first and last LSN and commit time). Exit 0,
+or 1 when the slot does not exist (or cannot be read).`
 
 // statusReport is what status prints.
 type statusReport struct {
@@ -71,11 +72,18 @@ func statusCommand(ctx context.Context, args []string, stdout, stderr io.Writer)
 	}
 	rep.Journal = readJournalStatus(ctx, s.cfg, publisher.JournalKey(s.rules.ChannelPrefix))
 
+	code = exitOK
+	if !rep.Exists {
+		// nothing streams from a slot that does not exist: a problem
+		code = exitProblems
+		_, _ = fmt.Fprintf(stderr, "invalidator status: replication slot %q does not exist: `invalidator setup` creates it (so does `run` unless %s=false)\n",
+			rep.Slot, config.Var("CREATE_SLOT"))
+	}
 	if asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
 		_ = enc.Encode(rep)
-		return exitOK
+		return code
 	}
 	if !rep.Exists {
 		_, _ = fmt.Fprintf(stdout, "slot %s: does not exist\n", rep.Slot)
@@ -97,7 +105,7 @@ func statusCommand(ctx context.Context, args []string, stdout, stderr io.Writer)
 		_, _ = fmt.Fprintf(stdout, "journal %s: %d entries\n  first          %s at %s\n  last           %s at %s\n",
 			j.Key, j.Entries, j.FirstLSN, j.FirstCommit, j.LastLSN, j.LastCommit)
 	}
-	return exitOK
+	return code
 }
 
 func readJournalStatus(ctx context.Context, cfg *config.Config, key string) journalStatus {
