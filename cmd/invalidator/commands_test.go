@@ -129,6 +129,10 @@ func TestOneShot_ServerDown(t *testing.T) {
 	}
 	closed := fmt.Sprintf("127.0.0.1:%d", port)
 	f.env = append(f.env, "INVALIDATOR_REDIS_URL=redis://"+closed+"/0")
+	// status with the slot missing is a problem of its own: create it
+	if code, out, errOut := f.cli("setup"); code != exitOK {
+		t.Fatalf("setup: exit %d\n%s%s", code, out, errOut)
+	}
 	redisHint := "check INVALIDATOR_REDIS_URL (--redis-url) and that Redis is running"
 	pgHint := "check INVALIDATOR_POSTGRES_URL (--postgres-url) and that the server accepts connections from here"
 	tests := []struct {

@@ -248,7 +248,7 @@ func TestReplay_FailedReadPrintsNoSummary(t *testing.T) {
 	f.env = append(f.env, fmt.Sprintf("INVALIDATOR_REDIS_URL=redis://127.0.0.1:%d", port))
 	for _, args := range [][]string{{"replay", "--since", "5m", "--dry-run"}, {"replay", "--since", "5m"}} {
 		code, out, errOut := f.cli(args...)
-		if code != exitProblems || out != "" || !strings.Contains(errOut, "journal") {
+		if code != exitProblems || out != "" || !strings.Contains(errOut, "Redis") {
 			t.Errorf("%v with Redis down: exit %d, stdout %q, stderr %q", args, code, out, errOut)
 		}
 	}
