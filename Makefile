@@ -4,14 +4,20 @@ BIN      ?= bin/invalidator
 GOBIN    ?= $(shell $(GO) env GOPATH)/bin
 STATICCHECK_VERSION ?= v0.8.2
 
-.PHONY: build test unit lint tools demo bench deploy-check clean
+.PHONY: build deps test unit lint tools demo bench deploy-check clean
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o $(BIN) ./cmd/invalidator
 
+## deps: install the servers and tools the tests need (.ci/deps: Debian
+## packages, PostgreSQL 14/16/17/18 binaries, staticcheck); quick when present.
+deps:
+	./.ci/deps
+
 ## test: everything CI runs — lint, unit and integration tests against real
-## PostgreSQL/Redis/NATS, the deploy manifests, and the README's demo.
-test: lint
+## PostgreSQL (14 to 18)/Redis/NATS, the deploy manifests, and the README's demo.
+test: deps
+	$(MAKE) lint
 	$(GO) test -count=1 -timeout 30m ./...
 	$(GO) test -race -count=1 ./router/
 	$(MAKE) deploy-check
