@@ -43,6 +43,7 @@ type Config struct {
 	BatchLinger     time.Duration `envconfig:"INVALIDATOR_BATCH_LINGER" default:"0s"`
 	ShutdownTimeout time.Duration `envconfig:"INVALIDATOR_SHUTDOWN_TIMEOUT" default:"10s"`
 	OnSlotLost      string        `envconfig:"INVALIDATOR_ON_SLOT_LOST" default:"fail"`
+	SlotFailover    string        `envconfig:"INVALIDATOR_SLOT_FAILOVER" default:"auto"`
 
 	// Redis TLS (rediss:// or a cluster) and sharded pub/sub.
 	RedisTLSCAFile     string        `envconfig:"INVALIDATOR_REDIS_TLS_CA_FILE"`
@@ -156,6 +157,7 @@ func (c *Config) BindRunFlags(fs *flag.FlagSet) {
 	fs.BoolVar(&c.RedisShardedPubSub, "redis-sharded-pubsub", c.RedisShardedPubSub, "publish with SPUBLISH (Redis 7 sharded pub/sub) (env "+Var("REDIS_SHARDED_PUBSUB")+")")
 	fs.StringVar(&c.NATSStream, "nats-stream", c.NATSStream, "create this JetStream stream for the subjects when missing (env "+Var("NATS_STREAM")+")")
 	fs.StringVar(&c.OnSlotLost, "on-slot-lost", c.OnSlotLost, "fail or resync when the slot was lost (env "+Var("ON_SLOT_LOST")+")")
+	fs.StringVar(&c.SlotFailover, "slot-failover", c.SlotFailover, "auto, true or false: create the slot as a failover slot (PostgreSQL 17+; env "+Var("SLOT_FAILOVER")+")")
 }
 
 var slotName = regexp.MustCompile(`^[a-z0-9_]{1,63}$`)
@@ -181,6 +183,11 @@ func (c *Config) ValidateConnections() error {
 	}
 	if c.Publication == "" {
 		return &Error{Var: Var("PUBLICATION"), Msg: "must not be empty"}
+	}
+	switch c.SlotFailover {
+	case "", "auto", "true", "false": // "" (a Config built in code) is auto
+	default:
+		return &Error{Var: Var("SLOT_FAILOVER"), Msg: fmt.Sprintf("%q: use auto, true or false", c.SlotFailover)}
 	}
 	if c.Rules == "" {
 		return &Error{Var: Var("RULES"), Msg: "must name the rules file"}
@@ -310,6 +317,7 @@ func (c *Config) Redacted() map[string]any {
 		"batch_linger":         c.BatchLinger.String(),
 		"shutdown_timeout":     c.ShutdownTimeout.String(),
 		"on_slot_lost":         c.OnSlotLost,
+		"slot_failover":        c.SlotFailover,
 		"redis_tls_ca_file":    c.RedisTLSCAFile,
 		"redis_tls_cert_file":  c.RedisTLSCertFile,
 		"redis_sharded_pubsub": c.RedisShardedPubSub,

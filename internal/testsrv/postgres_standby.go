@@ -21,8 +21,14 @@ import (
 func (p *Postgres) StartStandby(tb testing.TB, slot string, settings ...string) *Postgres {
 	tb.Helper()
 	p.Stop(tb)
-	s, err := p.newStandby(slot, settings)
+	s, err := p.copyForStandby(slot, settings)
 	p.Start(tb)
+	if err == nil {
+		err = s.startOnFreePort()
+		if err != nil {
+			_ = os.RemoveAll(s.dir)
+		}
+	}
 	if err != nil {
 		tb.Fatalf("testsrv: standby of postgres on port %d: %v", p.Port, err)
 	}
@@ -34,9 +40,10 @@ func (p *Postgres) StartStandby(tb testing.TB, slot string, settings ...string) 
 	return s
 }
 
-// newStandby copies the stopped p's data directory and starts the copy as
-// its standby.
-func (p *Postgres) newStandby(slot string, settings []string) (*Postgres, error) {
+// copyForStandby copies the stopped p's data directory, without its
+// replication slots (as pg_basebackup would: a copied logical slot would
+// block slot synchronisation), and prepares the copy as its standby.
+func (p *Postgres) copyForStandby(slot string, settings []string) (*Postgres, error) {
 	dir, err := os.MkdirTemp("", "invalidator-pg-standby-*")
 	if err != nil {
 		return nil, fmt.Errorf("create standby temp dir: %w", err)
@@ -94,8 +101,14 @@ func (p *Postgres) newStandby(slot string, settings []string) (*Postgres, error)
 		env:     p.proc.env,
 		cred:    cred,
 	}
-	if err := s.startOnFreePort(); err != nil {
-		return nil, err
+	slots, err := filepath.Glob(filepath.Join(s.dataDir, "pg_replslot", "*"))
+	if err != nil {
+		return nil, fmt.Errorf("list copied slots: %w", err)
+	}
+	for _, d := range slots {
+		if err := os.RemoveAll(d); err != nil {
+			return nil, fmt.Errorf("remove copied slot: %w", err)
+		}
 	}
 	ok = true
 	return s, nil
