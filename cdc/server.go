@@ -108,7 +108,8 @@ type FailoverState struct {
 // Failover reads FailoverState (PostgreSQL 17+).
 func Failover(ctx context.Context, conn *pgconn.PgConn) (FailoverState, error) {
 	rows, err := query(ctx, conn, `SELECT pg_is_in_recovery()::text,
-		(SELECT count(*) FROM pg_catalog.pg_stat_replication)::text,
+		(SELECT count(*) FROM pg_catalog.pg_stat_replication r WHERE NOT EXISTS (
+		  SELECT 1 FROM pg_catalog.pg_replication_slots s WHERE s.active_pid = r.pid AND s.slot_type = 'logical'))::text,
 		current_setting('synchronized_standby_slots'),
 		(SELECT count(*) FROM pg_catalog.pg_replication_slots
 		  WHERE slot_type = 'physical' AND active

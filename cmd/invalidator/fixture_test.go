@@ -164,7 +164,8 @@ func newDatabaseFixtureOn(t testing.TB, pg *testsrv.Postgres, rules string) *fix
 	pg.Exec(t, f.db, schema)
 	t.Cleanup(func() {
 		// the slot is cluster-wide: drop it so the shared server stays clean
-		pg.Exec(t, f.db, fmt.Sprintf(`SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = '%s' AND NOT active`, f.db))
+		// (f.pg: the server the test ended on)
+		f.pg.Exec(t, f.db, fmt.Sprintf(`SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = '%s' AND NOT active`, f.db))
 	})
 	f.rules = filepath.Join(t.TempDir(), "rules.yaml")
 	if err := os.WriteFile(f.rules, []byte(rules), 0o600); err != nil {
@@ -234,6 +235,7 @@ type received struct {
 	Channel string
 	Raw     string
 	Msg     map[string]any
+	At      time.Time // when the subscriber got it
 }
 
 // collector collects every message on a pattern for the test's lifetime.
@@ -260,7 +262,7 @@ func collect(t testing.TB, ps *redis.PubSub) *collector {
 	go func() {
 		defer close(s.done)
 		for m := range ps.Channel() {
-			r := received{Channel: m.Channel, Raw: m.Payload}
+			r := received{Channel: m.Channel, Raw: m.Payload, At: time.Now()}
 			_ = json.Unmarshal([]byte(m.Payload), &r.Msg)
 			s.mu.Lock()
 			s.msgs = append(s.msgs, r)

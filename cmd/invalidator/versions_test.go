@@ -35,12 +35,16 @@ func TestVersions_CoreGuarantees(t *testing.T) {
 					act: func() { f.exec(`INSERT INTO users VALUES ('v', 1, 'ann')`) }},
 				{name: "update moves the row", keep: []string{"tenant:t3:shard:5:structured"},
 					gone: []string{"tenant:t1:shard:5:structured", "tenant:t2:shard:5:structured"},
-					act:  func() { f.exec(`UPDATE shards SET tenant_id = 't2', payload = 'moved' WHERE tenant_id = 't1' AND id = 5`) }},
+					act: func() {
+						f.exec(`UPDATE shards SET tenant_id = 't2', payload = 'moved' WHERE tenant_id = 't1' AND id = 5`)
+					}},
 				{name: "truncate", keep: []string{"tenant:v:user:9:profile"},
 					gone: []string{"tenant:t9:shard:1:structured", "tenant:t1:vsearch:x"},
 					act:  func() { f.exec(`TRUNCATE shards`) }},
 				{name: "streamed commit", gone: []string{"tenant:s:user:10001:profile", "tenant:s:user:13999:profile"},
-					act: func() { f.exec(`INSERT INTO users SELECT 's', g, repeat('x', 200) FROM generate_series(10001, 14000) g`) }},
+					act: func() {
+						f.exec(`INSERT INTO users SELECT 's', g, repeat('x', 200) FROM generate_series(10001, 14000) g`)
+					}},
 				{name: "streamed abort", keep: []string{"tenant:big:user:20001:profile", "tenant:big:user:24999:profile"},
 					act: func() {
 						f.exec(`BEGIN; INSERT INTO users SELECT 'big', g, repeat('x', 100) FROM generate_series(20001, 25000) g; ROLLBACK`)
