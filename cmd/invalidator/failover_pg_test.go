@@ -51,7 +51,7 @@ func testPostgresFailover(t *testing.T, version int) {
 	})
 
 	// check sees the failover slot and the synchronising standby
-	code, out, _ := runCheck(t, f)
+	code, out := f.runWith(nil, "check")
 	if code != exitOK || !strings.Contains(out, "is a failover slot; 1 physical standbys streaming") || !strings.Contains(out, "1 of synchronized_standby_slots (standby) streaming") {
 		t.Errorf("check exit %d, want 0 reporting the failover slot and its standby:\n%s", code, out)
 	}
@@ -132,14 +132,6 @@ func testPostgresFailover(t *testing.T, version int) {
 	if !strings.Contains(logs, "the server changed (failover?): resetting positions") {
 		t.Error("the daemon did not reset its positions for the new timeline")
 	}
-}
-
-// runCheck runs `invalidator check` with the fixture's environment.
-func runCheck(t *testing.T, f *fixture) (int, string, string) {
-	t.Helper()
-	d := f.start("check")
-	code := d.wait(t, 60*time.Second)
-	return code, d.out.String(), ""
 }
 
 // writers insert one row per transaction, each after caching its key,

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cachewire/invalidator/internal/testsrv"
 )
@@ -23,6 +24,14 @@ func TestVersions_CoreGuarantees(t *testing.T) {
 		t.Run(fmt.Sprintf("pg%d", v), func(t *testing.T) {
 			pg := testsrv.StartPostgresWith(t, testsrv.PostgresOptions{Version: v})
 			f := newFixtureOn(t, pg)
+			if v < 17 {
+				for _, cmd := range []string{"check", "run"} {
+					code, out := f.runWith([]string{"INVALIDATOR_SLOT_FAILOVER=true"}, cmd)
+					if code != exitUsage || !strings.Contains(out, "INVALIDATOR_SLOT_FAILOVER=true needs PostgreSQL 17") {
+						t.Errorf("%s with INVALIDATOR_SLOT_FAILOVER=true on %d: exit %d, want 2 saying it needs 17:\n%s", cmd, v, code, out)
+					}
+				}
+			}
 			f.exec(`INSERT INTO shards VALUES ('t1', 5, 'p', 'a')`)
 			d := f.startReady()
 			steps := []struct {
@@ -99,4 +108,30 @@ func TestVersions_CoreGuarantees(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestVersions_RefusesOldServer checks that run and check refuse
+// PostgreSQL 13 with exit status 2 and say why.
+func TestVersions_RefusesOldServer(t *testing.T) {
+	needIntegration(t)
+	pg := testsrv.StartPostgresWith(t, testsrv.PostgresOptions{Version: 13})
+	f := newFixtureOn(t, pg)
+	for _, cmd := range []string{"check", "run"} {
+		code, out := f.runWith(nil, cmd)
+		if code != exitUsage || !strings.Contains(out, "PostgreSQL 13.") || !strings.Contains(out, "invalidator needs PostgreSQL 14 or later") {
+			t.Errorf("%s on PostgreSQL 13: exit %d, want 2 saying it needs 14:\n%s", cmd, code, out)
+		}
+	}
+}
+
+// runWith runs the daemon binary with the fixture's environment plus env
+// until it exits, and returns its status and output.
+func (f *fixture) runWith(env []string, args ...string) (int, string) {
+	f.t.Helper()
+	saved := f.env
+	f.env = append(append([]string{}, f.env...), env...)
+	d := f.start(args...)
+	f.env = saved
+	code := d.wait(f.t, 60*time.Second)
+	return code, d.out.String()
 }

@@ -16,8 +16,8 @@ import (
 type PostgresOptions struct {
 	// Version is the PostgreSQL major version to run. 0 means
 	// DefaultPostgresVersion (15, Debian's postgresql-15 package); 14, 16, 17
-	// and 18 run the server binaries .ci/deps installs under
-	// PostgresRoot. NewPostgresWith fails when they are not installed;
+	// and 18 (and 13, to test that it is refused) run the server binaries
+	// .ci/deps installs under PostgresRoot. NewPostgresWith fails when they are not installed;
 	// StartPostgresWith skips the test then (fails it under CI=true).
 	Version int
 	// Settings are extra server settings, "name=value", passed with -c after
