@@ -262,7 +262,8 @@ func RedactURL(raw string) string {
 	if raw == "" {
 		return ""
 	}
-	if strings.Contains(raw, ",") { // a server list (NATS): each one
+	if strings.Contains(raw, ",") && !strings.HasPrefix(raw, "postgres") { // a server list (NATS): each one
+		// (a multi-host postgres:// URL is one URL, with one password)
 		parts := strings.Split(raw, ",")
 		for i, p := range parts {
 			parts[i] = RedactURL(strings.TrimSpace(p))

@@ -475,6 +475,9 @@ func TestRedactURL(t *testing.T) {
 		{name: "nats user and password",
 			in:   "nats://u:" + secret + "@nats:4222",
 			want: "nats://u:xxxxx@nats:4222"},
+		{name: "postgres multi-host",
+			in:   "postgres://app:" + secret + "@10.0.0.1:5432,10.0.0.2:5432/app?target_session_attrs=read-write",
+			want: "postgres://app:xxxxx@10.0.0.1:5432,10.0.0.2:5432/app?target_session_attrs=read-write"},
 		{name: "unparsable", in: "postgres://app:" + secret + "@db:port/app", want: "(unparsable URL redacted)"},
 		{name: "bad escape", in: "postgres://app:" + secret + "%zz@db/app", want: "(unparsable URL redacted)"},
 	}
