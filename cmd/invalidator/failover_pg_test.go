@@ -41,8 +41,10 @@ func testPostgresFailover(t *testing.T, version int) {
 	primary.Exec(t, "postgres", "ALTER SYSTEM SET synchronized_standby_slots = 'standby'")
 	primary.Exec(t, "postgres", "SELECT pg_reload_conf()")
 	f := newFixtureOn(t, primary)
+	// the standby first: until the failover every connection is refused
+	// there (read-only) and made to the next host
 	both := fmt.Sprintf("postgres://postgres@127.0.0.1:%d,127.0.0.1:%d/%s?sslmode=disable&target_session_attrs=read-write",
-		primary.Port, standby.Port, f.db)
+		standby.Port, primary.Port, f.db)
 	f.env = append(f.env, "INVALIDATOR_POSTGRES_URL="+both) // the last value wins
 	d := f.startReady()
 	eventually(t, 60*time.Second, "the failover slot synchronised on the standby", func() bool {
@@ -119,6 +121,11 @@ func testPostgresFailover(t *testing.T, version int) {
 	}
 	if len(ids) < w.committedOn(standby.Port) {
 		t.Errorf("only %d rows on the survivor, fewer than the %d committed on it", len(ids), w.committedOn(standby.Port))
+	}
+	// a position of the old timeline confirmed to the new server would be
+	// past its WAL and skip what is written there next
+	if r := f.query("SELECT confirmed_flush_lsn <= pg_current_wal_lsn() FROM pg_replication_slots WHERE slot_name = '" + f.db + "'"); len(r) != 1 || r[0][0] != "t" {
+		t.Errorf("slot on the promoted server confirmed past its WAL: %v", r)
 	}
 	if d.exited() {
 		t.Fatalf("the daemon exited:\n%s", d.out.String())
