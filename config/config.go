@@ -167,8 +167,14 @@ func (c *Config) ValidateConnections() error {
 	if c.PostgresURL == "" {
 		return &Error{Var: Var("POSTGRES_URL"), Msg: "required, e.g. postgres://user:pass@host:5432/db?sslmode=require"}
 	}
-	if u, err := url.Parse(c.PostgresURL); err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+	u, err := url.Parse(c.PostgresURL)
+	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
 		return &Error{Var: Var("POSTGRES_URL"), Msg: "must be a postgres:// URL"}
+	}
+	if attrs := u.Query().Get("target_session_attrs"); strings.Contains(u.Host, ",") && attrs != "read-write" && attrs != "primary" {
+		// the first host that answers would win, a standby included, and a
+		// standby can neither stream a slot nor take the heartbeat's writes
+		return &Error{Var: Var("POSTGRES_URL"), Msg: "names several hosts: add target_session_attrs=read-write so that only the primary is used"}
 	}
 	if len(c.RedisClusterAddrs) == 0 {
 		if c.RedisURL == "" {

@@ -286,6 +286,12 @@ func TestConfig_Validate(t *testing.T) {
 		{name: "bad on slot lost", mutate: func(c *config.Config) { c.OnSlotLost = "ignore" },
 			wantVar: "INVALIDATOR_ON_SLOT_LOST"},
 		{name: "slot failover false", mutate: func(c *config.Config) { c.SlotFailover = "false" }},
+		{name: "multi-host read-write", mutate: func(c *config.Config) {
+			c.PostgresURL = "postgres://u@10.0.0.1:5432,10.0.0.2:5432/db?target_session_attrs=read-write"
+		}},
+		{name: "multi-host without target_session_attrs", mutate: func(c *config.Config) {
+			c.PostgresURL = "postgres://u@10.0.0.1:5432,10.0.0.2:5432/db"
+		}, wantVar: "INVALIDATOR_POSTGRES_URL"},
 		{name: "bad slot failover", mutate: func(c *config.Config) { c.SlotFailover = "yes" },
 			wantVar: "INVALIDATOR_SLOT_FAILOVER"},
 	}
