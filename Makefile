@@ -4,7 +4,7 @@ BIN      ?= bin/invalidator
 GOBIN    ?= $(shell $(GO) env GOPATH)/bin
 STATICCHECK_VERSION ?= v0.8.2
 
-.PHONY: build test unit lint tools demo bench deploy-check clean
+.PHONY: build deps test unit lint tools demo bench deploy-check clean
 
 # COMMIT is stamped into the binary (`invalidator version`), so the version
 # names its commit even where the Go install sets GOFLAGS=-buildvcs=false.
@@ -13,17 +13,24 @@ COMMIT   ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null)$(shell git diff -
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w -X main.buildCommit=$(COMMIT)' -o $(BIN) ./cmd/invalidator
 
+## deps: install the servers and tools the tests need (.ci/deps: Debian
+## packages, PostgreSQL 14/16/17/18 binaries, staticcheck); quick when present.
+deps:
+	./.ci/deps
+
 ## test: everything CI runs — lint, unit and integration tests against real
-## PostgreSQL/Redis/NATS, the deploy manifests, and the README's demo.
+## PostgreSQL (14 to 18)/Redis/NATS, the deploy manifests, and the README's demo.
 ## Each step says what it does and how long it usually takes (2 cores, warm
 ## build cache; the first run also downloads modules and builds everything).
 step = @printf '\n== make test: %s\n' "$(1)"
 
 test:
-	$(call step,about 2 minutes in all: lint; unit and integration tests; the router under -race; deploy manifests; the demo)
+	$(call step,about 5 minutes in all: install what is missing; lint; unit and integration tests; the router under -race; deploy manifests; the demo)
+	$(call step,install what the tests need (.ci/deps) - a second when present; a minute or two the first time)
+	@$(MAKE) --no-print-directory deps
 	$(call step,lint: gofmt / go vet / staticcheck - up to a minute)
 	@$(MAKE) --no-print-directory lint
-	$(call step,unit and integration tests against real PostgreSQL 15 / Redis / Redis Cluster / NATS on loopback - most of the total; silent until each package ends)
+	$(call step,unit and integration tests against real PostgreSQL 14-18 / Redis / Redis Cluster / NATS on loopback - most of the total; silent until each package ends)
 	$(GO) test -count=1 -timeout 30m ./...
 	$(call step,the router again under -race - seconds (minutes the first time: the race runtime is built))
 	$(GO) test -race -count=1 ./router/

@@ -72,6 +72,9 @@ type SlotState struct {
 	RestartLSN        LSN
 	WALStatus         string
 	CurrentLSN        LSN
+	// Failover says a standby with sync_replication_slots keeps the slot
+	// in step (PostgreSQL 17+); Synced says this copy is such a standby's.
+	Failover, Synced bool
 }
 
 // LagBytes is how far the slot's confirmed position trails the server.
@@ -87,7 +90,8 @@ func Slot(ctx context.Context, conn *pgconn.PgConn, slot string) (SlotState, err
 	rows, err := query(ctx, conn, `SELECT s.plugin, coalesce(s.database, ''), s.active,
 		coalesce(s.active_pid, 0)::text, coalesce(s.confirmed_flush_lsn::text, '0/0'),
 		coalesce(s.restart_lsn::text, '0/0'), coalesce(s.wal_status, ''),
-		CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END::text
+		CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END::text,
+		coalesce(to_jsonb(s)->>'failover', 'false'), coalesce(to_jsonb(s)->>'synced', 'false')
 		FROM pg_catalog.pg_replication_slots s WHERE s.slot_name = `+QuoteLiteral(slot))
 	if err != nil {
 		return SlotState{}, fmt.Errorf("read slot %q: %w", slot, err)
@@ -96,7 +100,8 @@ func Slot(ctx context.Context, conn *pgconn.PgConn, slot string) (SlotState, err
 		return SlotState{}, nil
 	}
 	r := rows[0]
-	st := SlotState{Exists: true, Plugin: string(r[0]), Database: string(r[1]), Active: string(r[2]) == "t", WALStatus: string(r[6])}
+	st := SlotState{Exists: true, Plugin: string(r[0]), Database: string(r[1]), Active: string(r[2]) == "t", WALStatus: string(r[6]),
+		Failover: string(r[8]) == "true", Synced: string(r[9]) == "true"}
 	_, _ = fmt.Sscan(string(r[3]), &st.ActivePID)
 	var perr error
 	if st.ConfirmedFlushLSN, perr = parseLSN(r[4]); perr != nil {
@@ -182,7 +187,11 @@ func DropSlot(ctx context.Context, conn *pgconn.PgConn, slot string) error {
 }
 
 // EnsureSlot creates the logical replication slot (pgoutput) when missing.
-func EnsureSlot(ctx context.Context, conn *pgconn.PgConn, slot string) (created bool, err error) {
+//
+// A new slot is a failover slot (PostgreSQL 17+) when failover is true. An
+// existing one is left as it is (SlotState.Failover tells), as a slot in
+// use cannot be altered.
+func EnsureSlot(ctx context.Context, conn *pgconn.PgConn, slot string, failover bool) (created bool, err error) {
 	st, err := Slot(ctx, conn, slot)
 	if err != nil {
 		return false, err
@@ -193,7 +202,12 @@ func EnsureSlot(ctx context.Context, conn *pgconn.PgConn, slot string) (created 
 		}
 		return false, nil
 	}
-	if _, err := query(ctx, conn, "SELECT pg_catalog.pg_create_logical_replication_slot("+QuoteLiteral(slot)+", 'pgoutput')"); err != nil {
+	create := "SELECT pg_catalog.pg_create_logical_replication_slot(" + QuoteLiteral(slot) + ", 'pgoutput')"
+	if failover {
+		// slot_name, plugin, temporary, twophase, failover
+		create = "SELECT pg_catalog.pg_create_logical_replication_slot(" + QuoteLiteral(slot) + ", 'pgoutput', false, false, true)"
+	}
+	if _, err := query(ctx, conn, create); err != nil {
 		var pgErr *pgconn.PgError
 		if errors.As(err, &pgErr) && pgErr.Code == "42710" { // created meanwhile by another replica
 			return false, nil

@@ -58,6 +58,10 @@ type StreamConfig struct {
 	// Create the publication (for Tables) and the slot when missing.
 	Create bool
 	Tables []string
+	// SlotFailover is INVALIDATOR_SLOT_FAILOVER ("auto", "true", "false"):
+	// whether a slot the stream creates is a failover slot (see
+	// FailoverSlot).
+	SlotFailover string
 	// StatusInterval bounds the time between standby status updates when
 	// nothing changes (default 10s).
 	StatusInterval time.Duration
@@ -320,15 +324,14 @@ func (s *Stream[T]) session(ctx context.Context) (err error) {
 		s.system = system
 	}
 	s.serverEnd, s.serverWAL = 0, 0 // learnt again from this session
+	if _, err := CheckServer(conn); err != nil {
+		return fmt.Errorf("%w: %w", ErrFatal, err)
+	}
 	if err := s.prepare(ctx, conn); err != nil {
 		return err
 	}
-	args := []string{"publication_names " + QuoteLiteral(s.cfg.Publication), "messages 'true'"}
-	if major := serverMajor(conn.ParameterStatus("server_version")); major == 0 || major >= 14 {
-		args = append(args, "proto_version '2'", "streaming 'true'")
-	} else {
-		args = append(args, "proto_version '1'")
-	}
+	args := []string{"publication_names " + QuoteLiteral(s.cfg.Publication), "messages 'true'",
+		"proto_version '2'", "streaming 'true'"}
 	// Start at 0: the server resumes from the slot's confirmed position.
 	if err := pglogrepl.StartReplication(ctx, conn, s.cfg.Slot, 0, pglogrepl.StartReplicationOptions{PluginArgs: args}); err != nil {
 		return s.classify(fmt.Errorf("start replication on slot %q: %w", s.cfg.Slot, err))
@@ -538,12 +541,15 @@ func (s *Stream[T]) prepare(ctx context.Context, conn *pgconn.PgConn) error {
 		if len(added) > 0 {
 			s.log.Info("added tables to publication", zap.String("publication", s.cfg.Publication), zap.Strings("tables", added))
 		}
-		created, err = EnsureSlot(ctx, conn, s.cfg.Slot)
+		created, failover, err := EnsureSlotMode(ctx, conn, s.cfg.Slot, s.cfg.SlotFailover)
+		if errors.Is(err, ErrUnsupported) {
+			return fmt.Errorf("%w: %w", ErrFatal, err)
+		}
 		if err != nil {
 			return err
 		}
 		if created {
-			s.log.Info("created replication slot", zap.String("slot", s.cfg.Slot))
+			s.log.Info("created replication slot", zap.String("slot", s.cfg.Slot), zap.Bool("failover", failover))
 		}
 		return nil
 	}

@@ -46,6 +46,7 @@ type Config struct {
 	BatchLinger     time.Duration `envconfig:"INVALIDATOR_BATCH_LINGER" default:"0s" desc:"wait this long for more transactions to join a batch"`
 	ShutdownTimeout time.Duration `envconfig:"INVALIDATOR_SHUTDOWN_TIMEOUT" default:"10s" desc:"bound on draining at SIGTERM"`
 	OnSlotLost      string        `envconfig:"INVALIDATOR_ON_SLOT_LOST" default:"fail" desc:"fail or resync when the slot was lost"`
+	SlotFailover    string        `envconfig:"INVALIDATOR_SLOT_FAILOVER" default:"auto" desc:"auto, true or false: create the slot as a failover slot (PostgreSQL 17+)"`
 
 	// Redis TLS (rediss:// or a cluster) and sharded pub/sub.
 	RedisTLSCAFile     string        `envconfig:"INVALIDATOR_REDIS_TLS_CA_FILE" flag:"connection" desc:"CA bundle that signs the Redis server certificate"`
@@ -106,8 +107,14 @@ func (c *Config) ValidateConnections() error {
 	if c.PostgresURL == "" {
 		return &Error{Var: Var("POSTGRES_URL"), Msg: "required, e.g. postgres://user:pass@host:5432/db?sslmode=require"}
 	}
-	if u, err := url.Parse(c.PostgresURL); err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+	u, err := url.Parse(c.PostgresURL)
+	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
 		return &Error{Var: Var("POSTGRES_URL"), Msg: "must be a postgres:// URL"}
+	}
+	if attrs := u.Query().Get("target_session_attrs"); strings.Contains(u.Host, ",") && attrs != "read-write" && attrs != "primary" {
+		// the first host that answers would win, a standby included, and a
+		// standby can neither stream a slot nor take the heartbeat's writes
+		return &Error{Var: Var("POSTGRES_URL"), Msg: "names several hosts: add target_session_attrs=read-write so that only the primary is used"}
 	}
 	if len(c.RedisClusterAddrs) == 0 {
 		if c.RedisURL == "" {
@@ -122,6 +129,11 @@ func (c *Config) ValidateConnections() error {
 	}
 	if c.Publication == "" {
 		return &Error{Var: Var("PUBLICATION"), Msg: "must not be empty"}
+	}
+	switch c.SlotFailover {
+	case "", "auto", "true", "false": // "" (a Config built in code) is auto
+	default:
+		return &Error{Var: Var("SLOT_FAILOVER"), Msg: fmt.Sprintf("%q: use auto, true or false", c.SlotFailover)}
 	}
 	if c.Rules == "" {
 		return &Error{Var: Var("RULES"), Msg: "must name the rules file"}
@@ -196,7 +208,8 @@ func RedactURL(raw string) string {
 	if raw == "" {
 		return ""
 	}
-	if strings.Contains(raw, ",") { // a server list (NATS): each one
+	if strings.Contains(raw, ",") && !strings.HasPrefix(raw, "postgres") { // a server list (NATS): each one
+		// (a multi-host postgres:// URL is one URL, with one password)
 		parts := strings.Split(raw, ",")
 		for i, p := range parts {
 			parts[i] = RedactURL(strings.TrimSpace(p))
@@ -251,6 +264,7 @@ func (c *Config) Redacted() map[string]any {
 		"batch_linger":         c.BatchLinger.String(),
 		"shutdown_timeout":     c.ShutdownTimeout.String(),
 		"on_slot_lost":         c.OnSlotLost,
+		"slot_failover":        c.SlotFailover,
 		"redis_tls_ca_file":    c.RedisTLSCAFile,
 		"redis_tls_cert_file":  c.RedisTLSCertFile,
 		"redis_sharded_pubsub": c.RedisShardedPubSub,

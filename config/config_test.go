@@ -21,6 +21,7 @@ var settings = []string{
 	"CREATE_SLOT", "HTTP_ADDR", "LOG_LEVEL", "LOG_FORMAT", "NATS_URL", "NATS_JETSTREAM",
 	"JOURNAL", "HEARTBEAT_INTERVAL", "JOURNAL_MAXLEN", "MAX_KEYS_PER_TXN", "BATCH_MAX_KEYS",
 	"BATCH_MAX_TXNS", "BATCH_LINGER", "SHUTDOWN_TIMEOUT", "ON_SLOT_LOST",
+	"SLOT_FAILOVER",
 }
 
 // clearEnv unsets every variable the configuration may read, for the
@@ -70,6 +71,7 @@ func defaults() config.Config {
 		BatchLinger:       0,
 		ShutdownTimeout:   10 * time.Second,
 		OnSlotLost:        "fail",
+		SlotFailover:      "auto",
 		NATSTimeout:       5 * time.Second,
 	}
 }
@@ -137,6 +139,7 @@ func TestFromEnv_Overrides(t *testing.T) {
 		"BATCH_LINGER":        "5ms",
 		"SHUTDOWN_TIMEOUT":    "1m",
 		"ON_SLOT_LOST":        "resync",
+		"SLOT_FAILOVER":       "true",
 	})
 	c, err := config.FromEnv()
 	if err != nil {
@@ -148,7 +151,7 @@ func TestFromEnv_Overrides(t *testing.T) {
 		Publication: "pub", CreateSlot: false, HTTPAddr: "", LogLevel: "debug", LogFormat: "console",
 		NATSURL: "nats://nats:4222", NATSJetStream: true, Journal: false, HeartbeatInterval: 0,
 		JournalMaxLen: 500, MaxKeysPerTxn: 7, BatchMaxKeys: 8, BatchMaxTxns: 9,
-		BatchLinger: 5 * time.Millisecond, ShutdownTimeout: time.Minute, OnSlotLost: "resync", NATSTimeout: 5 * time.Second,
+		BatchLinger: 5 * time.Millisecond, ShutdownTimeout: time.Minute, OnSlotLost: "resync", SlotFailover: "true", NATSTimeout: 5 * time.Second,
 	}
 	if !reflect.DeepEqual(*c, want) {
 		t.Errorf("FromEnv() = %+v\nwant %+v", *c, want)
@@ -279,6 +282,15 @@ func TestConfig_Validate(t *testing.T) {
 		{name: "on slot lost resync", mutate: func(c *config.Config) { c.OnSlotLost = "resync" }},
 		{name: "bad on slot lost", mutate: func(c *config.Config) { c.OnSlotLost = "ignore" },
 			wantVar: "INVALIDATOR_ON_SLOT_LOST"},
+		{name: "slot failover false", mutate: func(c *config.Config) { c.SlotFailover = "false" }},
+		{name: "multi-host read-write", mutate: func(c *config.Config) {
+			c.PostgresURL = "postgres://u@10.0.0.1:5432,10.0.0.2:5432/db?target_session_attrs=read-write"
+		}},
+		{name: "multi-host without target_session_attrs", mutate: func(c *config.Config) {
+			c.PostgresURL = "postgres://u@10.0.0.1:5432,10.0.0.2:5432/db"
+		}, wantVar: "INVALIDATOR_POSTGRES_URL"},
+		{name: "bad slot failover", mutate: func(c *config.Config) { c.SlotFailover = "yes" },
+			wantVar: "INVALIDATOR_SLOT_FAILOVER"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -360,7 +372,7 @@ func TestConfig_BindFlags(t *testing.T) {
 			args: []string{"--heartbeat-interval=0", "--create-slot=false", "--http-addr=", "--nats-url", "nats://n:4222",
 				"--nats-jetstream", "--journal=false", "--journal-maxlen", "42", "--max-keys-per-txn", "5",
 				"--batch-max-keys", "6", "--batch-max-txns", "7", "--batch-linger", "3ms", "--shutdown-timeout", "2s",
-				"--on-slot-lost", "resync"},
+				"--on-slot-lost", "resync", "--slot-failover", "false"},
 			check: func(t *testing.T, c *config.Config) {
 				want := config.Config{
 					PostgresURL: "postgres://env/db", RedisURL: "redis://env:6379",
@@ -368,7 +380,7 @@ func TestConfig_BindFlags(t *testing.T) {
 					CreateSlot: false, HTTPAddr: "", LogLevel: "warn", LogFormat: "json",
 					NATSURL: "nats://n:4222", NATSJetStream: true, Journal: false, HeartbeatInterval: 0,
 					JournalMaxLen: 42, MaxKeysPerTxn: 5, BatchMaxKeys: 6, BatchMaxTxns: 7,
-					BatchLinger: 3 * time.Millisecond, ShutdownTimeout: 2 * time.Second, OnSlotLost: "resync", NATSTimeout: 5 * time.Second,
+					BatchLinger: 3 * time.Millisecond, ShutdownTimeout: 2 * time.Second, OnSlotLost: "resync", SlotFailover: "false", NATSTimeout: 5 * time.Second,
 				}
 				if !reflect.DeepEqual(*c, want) {
 					t.Errorf("config = %+v\nwant %+v", *c, want)
@@ -460,6 +472,9 @@ func TestRedactURL(t *testing.T) {
 		{name: "nats user and password",
 			in:   "nats://u:" + secret + "@nats:4222",
 			want: "nats://u:xxxxx@nats:4222"},
+		{name: "postgres multi-host",
+			in:   "postgres://app:" + secret + "@10.0.0.1:5432,10.0.0.2:5432/app?target_session_attrs=read-write",
+			want: "postgres://app:xxxxx@10.0.0.1:5432,10.0.0.2:5432/app?target_session_attrs=read-write"},
 		{name: "unparsable", in: "postgres://app:" + secret + "@db:port/app", want: "(unparsable URL redacted)"},
 		{name: "bad escape", in: "postgres://app:" + secret + "%zz@db/app", want: "(unparsable URL redacted)"},
 	}

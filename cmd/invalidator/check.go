@@ -70,7 +70,7 @@ func checkCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	r.add("ok", "rules", fmt.Sprintf("%s: %d rules on %d tables", s.cfg.Rules, len(s.rules.Rules), len(s.rules.Tables())), "")
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	checkPostgres(ctx, s.cfg, s.rules, r)
+	unsupported := checkPostgres(ctx, s.cfg, s.rules, r)
 	checkRedis(ctx, s.cfg, r)
 
 	problems, warnings := r.count("problem"), r.count("warn")
@@ -87,20 +87,35 @@ func checkCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		}
 		_, _ = fmt.Fprintf(stdout, "%d problems, %d warnings\n", problems, warnings)
 	}
+	if unsupported {
+		return exitUsage
+	}
 	if problems > 0 {
 		return exitProblems
 	}
 	return exitOK
 }
 
-func checkPostgres(ctx context.Context, cfg *config.Config, rules *router.Rules, r *report) {
+// checkPostgres reports on the server, the tables and the slot; it returns
+// true when the server cannot run this configuration at all (too old, or
+// failover slots demanded of a server without them): a configuration error.
+func checkPostgres(ctx context.Context, cfg *config.Config, rules *router.Rules, r *report) (unsupported bool) {
 	conn, err := pgconn.Connect(ctx, cfg.PostgresURL)
 	if err != nil {
 		r.add("problem", "postgres", "cannot connect: "+oneLine(redactErr(err, cfg)), "check "+config.Var("POSTGRES_URL")+" (--postgres-url) and that the server accepts connections from here")
-		return
+		return false
 	}
 	defer func() { _ = conn.Close(context.WithoutCancel(ctx)) }()
 	version := conn.ParameterStatus("server_version")
+	major, err := cdc.CheckServer(conn)
+	if err != nil {
+		r.add("problem", "postgres", err.Error(), "upgrade PostgreSQL to 14 or later")
+		return errors.Is(err, cdc.ErrUnsupported)
+	}
+	if _, err := cdc.FailoverSlot(cfg.SlotFailover, major); err != nil {
+		r.add("problem", "slot failover", err.Error(), "set "+config.Var("SLOT_FAILOVER")+"=auto or false")
+		return true
+	}
 	wal, err := cdc.Setting(ctx, conn, "wal_level")
 	switch {
 	case err != nil:
@@ -147,7 +162,8 @@ func checkPostgres(ctx context.Context, cfg *config.Config, rules *router.Rules,
 				"ALTER PUBLICATION "+cdc.QuoteIdent(cfg.Publication)+" ADD TABLE "+strings.Join(quoted, ", ")+";")
 		}
 	}
-	checkSlot(ctx, conn, cfg, r)
+	checkSlot(ctx, conn, cfg, major, r)
+	return false
 }
 
 // checkTable checks columns and replica identity for one rule table.
@@ -229,7 +245,7 @@ func checkOwnKeys(cfg *config.Config, rules *router.Rules, r *report) {
 	}
 }
 
-func checkSlot(ctx context.Context, conn *pgconn.PgConn, cfg *config.Config, r *report) {
+func checkSlot(ctx context.Context, conn *pgconn.PgConn, cfg *config.Config, major int, r *report) {
 	name := fmt.Sprintf("slot %q", cfg.Slot)
 	st, err := cdc.Slot(ctx, conn, cfg.Slot)
 	switch {
@@ -263,6 +279,46 @@ func checkSlot(ctx context.Context, conn *pgconn.PgConn, cfg *config.Config, r *
 	default:
 		r.add("ok", "slot", msg+"; max_slot_wal_keep_size "+keep, "")
 	}
+	if major >= cdc.FailoverMinMajor {
+		checkFailover(ctx, conn, cfg, st, r)
+	}
+}
+
+// checkFailover reports whether the slot survives a failover (PostgreSQL
+// 17+): a failover slot, physical standbys streaming through a slot named
+// in synchronized_standby_slots, or, on a standby, a synchronised copy.
+func checkFailover(ctx context.Context, conn *pgconn.PgConn, cfg *config.Config, st cdc.SlotState, r *report) {
+	name := fmt.Sprintf("slot %q", cfg.Slot)
+	if !st.Failover {
+		r.add("warn", "slot failover", name+" is not a failover slot: a promoted standby will not have it, and a failover loses it",
+			"drop it while the daemon is stopped and let run or setup recreate it ("+config.Var("SLOT_FAILOVER")+"=auto), or ALTER_REPLICATION_SLOT "+cfg.Slot+" (FAILOVER true) on a replication connection")
+		return
+	}
+	fb, err := cdc.Failover(ctx, conn)
+	if err != nil {
+		r.add("problem", "slot failover", err.Error(), "")
+		return
+	}
+	if fb.InRecovery {
+		if st.Synced {
+			r.add("ok", "slot failover", name+" is a failover slot synchronised on this standby", "")
+		} else {
+			r.add("warn", "slot failover", name+" on this standby is not synchronised from the primary", "set sync_replication_slots = on and hot_standby_feedback = on on the standby, and dbname in its primary_conninfo")
+		}
+		return
+	}
+	msg := fmt.Sprintf("%s is a failover slot; %d physical standbys streaming", name, fb.Standbys)
+	if len(fb.StandbySlots) == 0 {
+		r.add("warn", "slot failover", msg+"; synchronized_standby_slots is not set, so the daemon may confirm changes a standby has not received and a promoted standby re-sends or lacks them",
+			"ALTER SYSTEM SET synchronized_standby_slots = '<physical slot of each standby>'; SELECT pg_reload_conf();")
+		return
+	}
+	if fb.SyncingSlots == 0 {
+		r.add("warn", "slot failover", msg+"; no standby streams through a slot of synchronized_standby_slots ("+strings.Join(fb.StandbySlots, ", ")+"): the daemon waits for it",
+			"start the standby (primary_slot_name one of them, sync_replication_slots = on), or fix synchronized_standby_slots")
+		return
+	}
+	r.add("ok", "slot failover", fmt.Sprintf("%s; %d of synchronized_standby_slots (%s) streaming", msg, fb.SyncingSlots, strings.Join(fb.StandbySlots, ", ")), "")
 }
 
 func checkRedis(ctx context.Context, cfg *config.Config, r *report) {

@@ -120,6 +120,7 @@ rules:
 // rules file, a subscriber on every channel, and the daemon's settings.
 type fixture struct {
 	t     testing.TB
+	pg    *testsrv.Postgres // sharedPG unless the test runs its own server
 	db    string
 	pgURL string
 	redis *testsrv.Redis
@@ -131,7 +132,14 @@ type fixture struct {
 
 func newFixture(t testing.TB, extraEnv ...string) *fixture {
 	t.Helper()
-	f := newDatabaseFixture(t, rulesYAML)
+	needIntegration(t)
+	return newFixtureOn(t, sharedPG, extraEnv...)
+}
+
+// newFixtureOn is newFixture on server pg instead of the shared one.
+func newFixtureOn(t testing.TB, pg *testsrv.Postgres, extraEnv ...string) *fixture {
+	t.Helper()
+	f := newDatabaseFixtureOn(t, pg, rulesYAML)
 	f.redis = testsrv.StartRedis(t)
 	f.rdb = f.redis.Client(t)
 	f.env = append(append(f.env, "INVALIDATOR_REDIS_URL="+f.redis.URL()), extraEnv...)
@@ -145,12 +153,19 @@ func newFixture(t testing.TB, extraEnv ...string) *fixture {
 func newDatabaseFixture(t testing.TB, rules string) *fixture {
 	t.Helper()
 	needIntegration(t)
-	f := &fixture{t: t, db: fmt.Sprintf("itest%d", dbCounter.Add(1))}
-	f.pgURL = sharedPG.CreateDatabase(t, f.db)
-	sharedPG.Exec(t, f.db, schema)
+	return newDatabaseFixtureOn(t, sharedPG, rules)
+}
+
+// newDatabaseFixtureOn is newDatabaseFixture on server pg.
+func newDatabaseFixtureOn(t testing.TB, pg *testsrv.Postgres, rules string) *fixture {
+	t.Helper()
+	f := &fixture{t: t, pg: pg, db: fmt.Sprintf("itest%d", dbCounter.Add(1))}
+	f.pgURL = pg.CreateDatabase(t, f.db)
+	pg.Exec(t, f.db, schema)
 	t.Cleanup(func() {
 		// the slot is cluster-wide: drop it so the shared server stays clean
-		sharedPG.Exec(t, f.db, fmt.Sprintf(`SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = '%s' AND NOT active`, f.db))
+		// (f.pg: the server the test ended on)
+		f.pg.Exec(t, f.db, fmt.Sprintf(`SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = '%s' AND NOT active`, f.db))
 	})
 	f.rules = filepath.Join(t.TempDir(), "rules.yaml")
 	if err := os.WriteFile(f.rules, []byte(rules), 0o600); err != nil {
@@ -171,11 +186,11 @@ func newDatabaseFixture(t testing.TB, rules string) *fixture {
 	return f
 }
 
-func (f *fixture) exec(sql string) { f.t.Helper(); sharedPG.Exec(f.t, f.db, sql) }
+func (f *fixture) exec(sql string) { f.t.Helper(); f.pg.Exec(f.t, f.db, sql) }
 
 func (f *fixture) query(sql string) [][]string {
 	f.t.Helper()
-	return sharedPG.Query(f.t, f.db, sql)
+	return f.pg.Query(f.t, f.db, sql)
 }
 
 func (f *fixture) httpAddr() string {
@@ -220,6 +235,7 @@ type received struct {
 	Channel string
 	Raw     string
 	Msg     map[string]any
+	At      time.Time // when the subscriber got it
 }
 
 // collector collects every message on a pattern for the test's lifetime.
@@ -246,7 +262,7 @@ func collect(t testing.TB, ps *redis.PubSub) *collector {
 	go func() {
 		defer close(s.done)
 		for m := range ps.Channel() {
-			r := received{Channel: m.Channel, Raw: m.Payload}
+			r := received{Channel: m.Channel, Raw: m.Payload, At: time.Now()}
 			_ = json.Unmarshal([]byte(m.Payload), &r.Msg)
 			s.mu.Lock()
 			s.msgs = append(s.msgs, r)

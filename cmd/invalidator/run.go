@@ -73,6 +73,10 @@ func runCommand(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		log.Error("rules do not match the database", zap.Error(err))
 		_, _ = fmt.Fprintf(stderr, "invalidator run: %v\n", err)
 		return exitUsage
+	case errors.Is(err, cdc.ErrUnsupported):
+		log.Error("the PostgreSQL server does not support this configuration", zap.Error(err))
+		_, _ = fmt.Fprintf(stderr, "invalidator run: %v\n", err)
+		return exitUsage
 	default:
 		log.Error("stopped on error", zap.Error(err))
 		return exitProblems
@@ -157,6 +161,9 @@ func checkColumns(ctx context.Context, cfg *config.Config, rules *router.Rules, 
 				return err
 			}
 			defer func() { _ = conn.Close(context.WithoutCancel(ctx)) }()
+			if err := checkServer(conn, cfg); err != nil {
+				return err
+			}
 			for _, t := range rules.Tables() {
 				cols, err := cdc.TableColumns(ctx, conn, t)
 				if errors.Is(err, cdc.ErrNoSuchTable) {
@@ -173,7 +180,7 @@ func checkColumns(ctx context.Context, cfg *config.Config, rules *router.Rules, 
 			return nil
 		}()
 		var rerr *router.Error
-		if err == nil || errors.As(err, &rerr) {
+		if err == nil || errors.As(err, &rerr) || errors.Is(err, cdc.ErrUnsupported) {
 			return err
 		}
 		if ctx.Err() != nil {
@@ -187,6 +194,18 @@ func checkColumns(ctx context.Context, cfg *config.Config, rules *router.Rules, 
 		}
 		backoff = min(backoff*2, 15*time.Second)
 	}
+}
+
+// checkServer refuses a server older than cdc.MinServerMajor, and
+// INVALIDATOR_SLOT_FAILOVER=true on one without failover slots: both wrap
+// cdc.ErrUnsupported.
+func checkServer(conn *pgconn.PgConn, cfg *config.Config) error {
+	major, err := cdc.CheckServer(conn)
+	if err != nil {
+		return err
+	}
+	_, err = cdc.FailoverSlot(cfg.SlotFailover, major)
+	return err
 }
 
 func firstRule(rules *router.Rules, table string) *router.Rule {
@@ -275,6 +294,7 @@ func startStreaming(ctx context.Context, cfg *config.Config, rules *router.Rules
 		Publication:  cfg.Publication,
 		Create:       cfg.CreateSlot,
 		Tables:       rules.Tables(),
+		SlotFailover: cfg.SlotFailover,
 		DrainTimeout: cfg.ShutdownTimeout,
 		ExpectSlot:   expectSlot,
 	}, log.Named("cdc"), metrics, rt.NewTxn, queue)
@@ -453,7 +473,7 @@ func resync(ctx context.Context, cfg *config.Config, rt *router.Router, pub *pub
 	if err := cdc.DropSlot(ctx, conn, cfg.Slot); err != nil {
 		return fmt.Errorf("resync: %w", err)
 	}
-	if _, err := cdc.EnsureSlot(ctx, conn, cfg.Slot); err != nil {
+	if _, _, err := cdc.EnsureSlotMode(ctx, conn, cfg.Slot, cfg.SlotFailover); err != nil {
 		return fmt.Errorf("resync: %w", err)
 	}
 	flush := rt.Wide(nil, cdc.OpTruncate)

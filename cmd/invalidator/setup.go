@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/url"
@@ -48,13 +49,20 @@ func setupCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	default:
 		_, _ = fmt.Fprintf(stdout, "publication %q: exists and covers every rule table\n", s.cfg.Publication)
 	}
-	slotCreated, err := cdc.EnsureSlot(ctx, conn, s.cfg.Slot)
+	slotCreated, failover, err := cdc.EnsureSlotMode(ctx, conn, s.cfg.Slot, s.cfg.SlotFailover)
 	if err != nil {
 		_, _ = fmt.Fprintf(stderr, "invalidator setup: %v\n", err)
+		if errors.Is(err, cdc.ErrUnsupported) {
+			return exitUsage
+		}
 		return exitProblems
 	}
 	if slotCreated {
-		_, _ = fmt.Fprintf(stdout, "slot %q: created (pgoutput)\n", s.cfg.Slot)
+		kind := "pgoutput"
+		if failover {
+			kind = "pgoutput, failover"
+		}
+		_, _ = fmt.Fprintf(stdout, "slot %q: created (%s)\n", s.cfg.Slot, kind)
 	} else {
 		_, _ = fmt.Fprintf(stdout, "slot %q: exists\n", s.cfg.Slot)
 	}

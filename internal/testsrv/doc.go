@@ -18,5 +18,7 @@
 // carry the tail of the server's log.
 //
 // The package needs the server binaries of the Debian packages
-// postgresql-15, redis-server and nats-server. No Docker is involved.
+// postgresql-15, redis-server and nats-server, and for PostgreSQL 14, 16, 17
+// and 18 (PostgresOptions.Version) the binaries .ci/deps installs under
+// PostgresRoot. No Docker is involved.
 package testsrv

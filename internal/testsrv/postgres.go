@@ -19,9 +19,6 @@ import (
 )
 
 const (
-	// pgBinDir holds the PostgreSQL 15 server binaries of Debian's
-	// postgresql-15 package.
-	pgBinDir = "/usr/lib/postgresql/15/bin"
 	// pgSystemUser is the unprivileged user the server runs as when the
 	// tests run as root.
 	pgSystemUser = "postgres"
@@ -29,7 +26,8 @@ const (
 	pgQueryTimeout = 2 * time.Minute
 )
 
-// Postgres is a throwaway PostgreSQL 15 cluster with wal_level=logical,
+// Postgres is a throwaway PostgreSQL cluster (15 unless
+// PostgresOptions.Version says otherwise) with wal_level=logical,
 // listening on 127.0.0.1 only, with trust authentication for the superuser
 // "postgres". The postmaster runs as a direct child of the test binary, in its
 // own process group; when the tests run as root it runs as the system user
@@ -76,16 +74,18 @@ func NewPostgres() (*Postgres, error) {
 // the data directory, client authentication rules); the zero
 // PostgresOptions gives NewPostgres's server.
 func NewPostgresWith(opts PostgresOptions) (*Postgres, error) {
-	postgresBin := filepath.Join(pgBinDir, "postgres")
-	initdbBin := filepath.Join(pgBinDir, "initdb")
-	for _, b := range []string{postgresBin, initdbBin} {
-		if _, err := os.Stat(b); err != nil {
-			return nil, fmt.Errorf("PostgreSQL 15 server binary (install the postgresql-15 package): %w", err)
-		}
+	binDir, err := PostgresBinDir(opts.Version)
+	if err != nil {
+		return nil, err
 	}
+	postgresBin := filepath.Join(binDir, "postgres")
+	initdbBin := filepath.Join(binDir, "initdb")
 	cred, err := postgresCredential()
 	if err != nil {
 		return nil, err
+	}
+	if opts.Version == 0 {
+		opts.Version = DefaultPostgresVersion
 	}
 
 	dir, err := os.MkdirTemp("", "invalidator-pg-*")
@@ -129,21 +129,30 @@ func NewPostgresWith(opts PostgresOptions) (*Postgres, error) {
 		env:     env,
 		cred:    cred,
 	}
-	for attempt := 1; ; attempt++ {
-		if p.Port, err = FreePort(); err != nil {
-			return nil, err
-		}
-		err = p.start()
-		if err == nil {
-			break
-		}
-		if !exitedEarly(err) || attempt == startAttempts {
-			_ = p.proc.kill()
-			return nil, fmt.Errorf("start postgres (attempt %d): %w", attempt, err)
-		}
+	if err := p.startOnFreePort(); err != nil {
+		return nil, err
 	}
 	ok = true
 	return p, nil
+}
+
+// startOnFreePort makes the first start, on a free port, trying fresh ports
+// when the server exits during startup.
+func (p *Postgres) startOnFreePort() error {
+	for attempt := 1; ; attempt++ {
+		var err error
+		if p.Port, err = FreePort(); err != nil {
+			return err
+		}
+		err = p.start()
+		if err == nil {
+			return nil
+		}
+		if !exitedEarly(err) || attempt == startAttempts {
+			_ = p.proc.kill()
+			return fmt.Errorf("start %s (attempt %d): %w", p.proc.name, attempt, err)
+		}
+	}
 }
 
 // StartPostgres is NewPostgres for a single test: it fails the test with
@@ -273,6 +282,12 @@ func (p *Postgres) start() error {
 		}
 		return conn.Close(ctx)
 	})
+}
+
+// Version returns the server's major version (PostgresOptions.Version, 15
+// by default).
+func (p *Postgres) Version() int {
+	return p.opts.Version
 }
 
 // URL returns the connection URL of database db for the superuser:

@@ -1,17 +1,25 @@
 package testsrv
 
 import (
+	"errors"
 	"fmt"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
+	"testing"
 )
 
 // PostgresOptions change the server NewPostgresWith creates. The zero value
 // is NewPostgres's server.
 type PostgresOptions struct {
+	// Version is the PostgreSQL major version to run. 0 means
+	// DefaultPostgresVersion (15, Debian's postgresql-15 package); 14, 16, 17
+	// and 18 (and 13, to test that it is refused) run the server binaries
+	// .ci/deps installs under PostgresRoot. NewPostgresWith fails when they are not installed;
+	// StartPostgresWith skips the test then (fails it under CI=true).
+	Version int
 	// Settings are extra server settings, "name=value", passed with -c after
 	// the defaults (so they override them).
 	Settings []string
@@ -85,4 +93,82 @@ func (p *Postgres) adminURL(db string) string {
 	}
 	return fmt.Sprintf("postgres://postgres@/%s?host=%s&port=%d&sslmode=disable",
 		url.PathEscape(db), url.QueryEscape(p.sockDir), p.Port)
+}
+
+const (
+	// DefaultPostgresVersion is the major version a zero PostgresOptions
+	// runs: Debian's postgresql-15 package.
+	DefaultPostgresVersion = 15
+	// debianPGBinDir holds the PostgreSQL 15 server binaries of Debian's
+	// postgresql-15 package.
+	debianPGBinDir = "/usr/lib/postgresql/15/bin"
+	// defaultPGRoot is where .ci/deps installs the other majors, one
+	// directory each (bin/, lib/, share/).
+	defaultPGRoot = "/opt/invalidator-test/pg"
+)
+
+// PostgresVersions are the major versions the integration suite runs the
+// core guarantees on.
+var PostgresVersions = []int{14, 15, 16, 17, 18}
+
+// PostgresRoot is the directory .ci/deps installs PostgreSQL majors other
+// than 15 into: $INVALIDATOR_TEST_PG_ROOT, or /opt/invalidator-test/pg.
+func PostgresRoot() string {
+	if r := os.Getenv("INVALIDATOR_TEST_PG_ROOT"); r != "" {
+		return r
+	}
+	return defaultPGRoot
+}
+
+// PostgresBinDir returns the directory of the server binaries (postgres,
+// initdb) of PostgreSQL major version, or an error saying how to install
+// them.
+func PostgresBinDir(version int) (string, error) {
+	if version == 0 {
+		version = DefaultPostgresVersion
+	}
+	dir, hint := filepath.Join(PostgresRoot(), fmt.Sprint(version), "bin"), "run .ci/deps"
+	if version == DefaultPostgresVersion {
+		dir, hint = debianPGBinDir, "install the postgresql-15 package, or run .ci/deps"
+	}
+	for _, b := range []string{"postgres", "initdb"} {
+		if _, err := os.Stat(filepath.Join(dir, b)); err != nil {
+			if errors.Is(err, os.ErrNotExist) {
+				return "", fmt.Errorf("PostgreSQL %d is not installed (no %s; %s): %w", version, filepath.Join(dir, b), hint, err)
+			}
+			return "", fmt.Errorf("PostgreSQL %d server binary: %w", version, err)
+		}
+	}
+	return dir, nil
+}
+
+// RequirePostgresVersion skips the test when PostgreSQL major version is
+// not installed, with the reason, or fails it when the environment variable
+// CI is "true" (CI installs every version, so a missing one is a fault).
+func RequirePostgresVersion(tb testing.TB, version int) {
+	tb.Helper()
+	if _, err := PostgresBinDir(version); err != nil {
+		if os.Getenv("CI") == "true" {
+			tb.Fatalf("testsrv: %v", err)
+		}
+		tb.Skipf("testsrv: %v", err)
+	}
+}
+
+// StartPostgresWith is NewPostgresWith for a single test, like
+// StartPostgres; a version that is not installed skips the test (see
+// RequirePostgresVersion).
+func StartPostgresWith(tb testing.TB, opts PostgresOptions) *Postgres {
+	tb.Helper()
+	RequirePostgresVersion(tb, opts.Version)
+	p, err := NewPostgresWith(opts)
+	if err != nil {
+		tb.Fatalf("testsrv: %v", err)
+	}
+	tb.Cleanup(func() {
+		if err := p.Close(); err != nil {
+			tb.Errorf("testsrv: %v", err)
+		}
+	})
+	return p
 }
