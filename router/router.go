@@ -7,6 +7,7 @@ import (
 	"sync"
 
 	"github.com/cachewire/invalidator/cdc"
+	"github.com/cachewire/invalidator/glob"
 )
 
 // DefaultMaxKeysPerTxn bounds the distinct keys, patterns and channels one
@@ -60,7 +61,7 @@ func New(rules *Rules, maxKeys int, obs Observer) *Router {
 		obs:           obs,
 		keyPrefix:     rules.KeyPrefix,
 		seed:          maphash.MakeSeed(),
-		patternPrefix: string(AppendGlobEscaped(nil, rules.KeyPrefix)),
+		patternPrefix: glob.Escape(rules.KeyPrefix),
 		bindings:      map[*cdc.Relation][]*boundRule{},
 		warned:        map[*Rule]bool{},
 		noRule:        map[*cdc.Relation]bool{},
@@ -318,7 +319,7 @@ func (bt *boundTemplate) renderRow(dst []byte, m mode, row cdc.Tuple, all bool) 
 	for i, s := range bt.t.segs {
 		if s.col == "" {
 			if m == modeWideKey {
-				dst = AppendGlobEscaped(dst, s.lit)
+				dst = glob.AppendEscaped(dst, s.lit)
 			} else {
 				dst = append(dst, s.lit...)
 			}
@@ -337,7 +338,7 @@ func (bt *boundTemplate) renderRow(dst []byte, m mode, row cdc.Tuple, all bool) 
 		case modeExact, modeWideCh:
 			dst = append(dst, row[c].Data...)
 		default:
-			dst = appendGlobEscapedBytes(dst, row[c].Data)
+			dst = glob.AppendEscaped(dst, row[c].Data)
 		}
 	}
 	return dst, rendered
@@ -350,7 +351,7 @@ func (bt *boundTemplate) renderPartial(dst []byte, m mode, row cdc.Tuple) ([]byt
 	for i, s := range bt.t.segs {
 		if s.col == "" {
 			if m == modeWideKey {
-				dst = AppendGlobEscaped(dst, s.lit)
+				dst = glob.AppendEscaped(dst, s.lit)
 			} else {
 				dst = append(dst, s.lit...)
 			}
@@ -366,7 +367,7 @@ func (bt *boundTemplate) renderPartial(dst []byte, m mode, row cdc.Tuple) ([]byt
 			if m == modeWideCh {
 				dst = append(dst, row[c].Data...)
 			} else {
-				dst = appendGlobEscapedBytes(dst, row[c].Data)
+				dst = glob.AppendEscaped(dst, row[c].Data)
 			}
 		}
 	}

@@ -65,31 +65,6 @@ func (t *Template) Columns() []string {
 	return out
 }
 
-// globMeta are the characters Redis MATCH patterns give meaning to.
-const globMeta = `*?[]\`
-
-// AppendGlobEscaped appends s with every glob metacharacter escaped so that
-// a MATCH pattern matches s literally.
-func AppendGlobEscaped(dst []byte, s string) []byte {
-	for i := 0; i < len(s); i++ {
-		if strings.IndexByte(globMeta, s[i]) >= 0 {
-			dst = append(dst, '\\')
-		}
-		dst = append(dst, s[i])
-	}
-	return dst
-}
-
-func appendGlobEscapedBytes(dst, s []byte) []byte {
-	for _, c := range s {
-		if strings.IndexByte(globMeta, c) >= 0 {
-			dst = append(dst, '\\')
-		}
-		dst = append(dst, c)
-	}
-	return dst
-}
-
 // mode says how a template is rendered.
 type mode uint8
 
