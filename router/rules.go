@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/cachewire/invalidator/cdc"
 )
 
 // DefaultChannelPrefix is used when the rules file sets no channel_prefix.
@@ -37,7 +39,7 @@ type Rule struct {
 	File string
 	Line int
 
-	ops [5]bool // indexed by cdc.Op
+	ops [cdc.OpTruncate + 1]bool // indexed by cdc.Op
 }
 
 // Tables returns the distinct tables the rules name, in order of appearance.
@@ -296,11 +298,12 @@ func parseRule(file string, n *yaml.Node, fail func(*yaml.Node, string, ...any) 
 		}
 		r.On = on
 	}
-	for i, o := range opNames {
-		r.ops[i+1] = slices.Contains(r.On, o)
+	for _, o := range r.On {
+		op, _ := cdc.ParseOp(o) // each is one of opNames, checked above
+		r.ops[op] = true
 	}
 	// A TRUNCATE removes rows: a rule that cares about deletes cares about it.
-	r.ops[4] = r.ops[4] || r.ops[3]
+	r.ops[cdc.OpTruncate] = r.ops[cdc.OpTruncate] || r.ops[cdc.OpDelete]
 
 	for _, f := range []struct {
 		name string
