@@ -228,6 +228,7 @@ func (rt *Router) Wide(values map[string]string, op cdc.Op) *Result {
 		}
 		t.wideMessage(&t.main, br, row, op, len(values) == 0)
 	}
+	t.Commit()
 	return t.Result()
 }
 

@@ -30,6 +30,7 @@ func TestRouter_RenderSubjects(t *testing.T) {
 		rel := cdc.NewRelation("public.users", []cdc.Column{{Name: "tenant_id"}, {Name: "id"}})
 		txn := rt.NewTxn(1)
 		txn.Add(&cdc.Change{Op: cdc.OpInsert, Rel: rel, New: cdc.Tuple{{Kind: cdc.DatumText, Data: []byte(tt.tenant)}, {Kind: cdc.DatumText, Data: []byte("7")}}})
+		txn.Commit()
 		msgs := txn.Result().Messages()
 		if len(msgs) != 1 || msgs[0].Subject != tt.want {
 			t.Errorf("prefix %q tenant %q: messages %+v, want subject %q", tt.prefix, tt.tenant, msgs, tt.want)

@@ -714,17 +714,32 @@ func (t *Txn) Early() (*Txn, bool) {
 	return t.rt.Finished(&Result{Keys: keys, names: t.rt.names}), true
 }
 
-// Commit implements cdc.Txn: it computes the result and drops the
-// accumulation maps, so a transaction waiting in the queue holds only its
-// final lists.
-func (t *Txn) Commit() { t.Result() }
-
-// Result returns what the transaction invalidates. Call it once the
-// transaction has committed; the Txn must not be added to afterwards.
-func (t *Txn) Result() *Result {
+// Commit implements cdc.Txn: it finishes the transaction, computing its
+// Result and dropping the accumulation maps, so a transaction waiting in
+// the queue holds only its final lists. The Txn must not be added to
+// afterwards. A second Commit does nothing.
+func (t *Txn) Commit() {
 	if t.result != nil {
-		return t.result
+		return
 	}
+	t.result = t.finish()
+	// the accumulation lists are no longer needed
+	// (t.strs stays: its first chunk may be the result's)
+	t.main, t.subs, t.buf, t.subj, t.newImg, t.oldImg = part{}, nil, nil, nil, nil, nil
+	t.lastRel, t.lastRules = nil, nil
+}
+
+// Result returns what the committed transaction invalidates (the same
+// Result on every call); on a committed Txn it changes nothing. A Txn not
+// committed yet is committed first, for the callers that build one by hand
+// and read it at once (explain, replay).
+func (t *Txn) Result() *Result {
+	t.Commit()
+	return t.result
+}
+
+// finish computes the Result of the whole transaction.
+func (t *Txn) finish() *Result {
 	t.strs.finish()
 	res := t.partResult(&t.main)
 	res.Unlinked = t.early
@@ -739,11 +754,6 @@ func (t *Txn) Result() *Result {
 	if len(t.subs) > 0 {
 		res = t.mergeSubs(res, wide)
 	}
-	t.result = res
-	// the accumulation lists are no longer needed
-	// (t.strs stays: its first chunk may be the result's)
-	t.main, t.subs, t.buf, t.subj, t.newImg, t.oldImg = part{}, nil, nil, nil, nil, nil
-	t.lastRel, t.lastRules = nil, nil
 	return res
 }
 
