@@ -61,17 +61,6 @@ func NewDecoder[T Txn](newTxn func(xid uint32) T) *Decoder[T] {
 // or before lsn: they were handed on already.
 func (d *Decoder[T]) SkipThrough(lsn LSN) { d.skipThrough = lsn }
 
-// Reset forgets the state of a broken connection: a transaction or stream in
-// progress is lost with it and will be sent again by the server. Relation
-// descriptions are also re-sent, so they are dropped too.
-func (d *Decoder[T]) Reset() {
-	var zero T
-	d.inTxn, d.skipping, d.txn, d.xid = false, false, zero, 0
-	d.inStream, d.streamXid = false, 0
-	d.streams = map[uint32]T{}
-	d.rels = relationCache{}
-}
-
 // Busy reports whether a transaction is partly received: a regular one
 // between Begin and Commit, or a streamed one not yet committed or aborted.
 func (d *Decoder[T]) Busy() bool { return d.inTxn || d.inStream || len(d.streams) > 0 }
