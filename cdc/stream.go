@@ -3,6 +3,7 @@ package cdc
 import (
 	"bufio"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -466,15 +467,18 @@ func (s *Stream[T]) loop(ctx context.Context, conn *pgconn.PgConn, dec *Decoder[
 					lastStatus, nextStatus = time.Now(), time.Now().Add(s.cfg.StatusInterval)
 				}
 			case pglogrepl.XLogDataByteID:
+				// Parsed here rather than by pglogrepl.ParseXLogData, which
+				// also converts the server time we do not use: about 40 ns
+				// against 1.5 ns a message, on the path of every change.
 				if len(msg.Data) < 25 {
 					return fmt.Errorf("xlogdata: %w: short header", ErrMalformed)
 				}
-				if end := LSN(beUint64(msg.Data[9:17])); end > s.serverWAL {
+				if end := LSN(binary.BigEndian.Uint64(msg.Data[9:17])); end > s.serverWAL {
 					s.serverWAL = end
 				}
 				c, ok, err := dec.Decode(msg.Data[25:])
 				if err != nil {
-					return fmt.Errorf("decode at %s: %w", LSN(beUint64(msg.Data[1:9])), err)
+					return fmt.Errorf("decode at %s: %w", LSN(binary.BigEndian.Uint64(msg.Data[1:9])), err)
 				}
 				if err := gulp.update(now, dec.Receiving(), ok && !c.Early); err != nil {
 					return err
@@ -508,11 +512,6 @@ const streamReadBuffer = 64 << 10
 // streamReadBuffer.
 func bufferedFrontend(r io.Reader, w io.Writer) *pgproto3.Frontend {
 	return pgproto3.NewFrontend(bufio.NewReaderSize(r, streamReadBuffer), w)
-}
-
-func beUint64(b []byte) uint64 {
-	return uint64(b[0])<<56 | uint64(b[1])<<48 | uint64(b[2])<<40 | uint64(b[3])<<32 |
-		uint64(b[4])<<24 | uint64(b[5])<<16 | uint64(b[6])<<8 | uint64(b[7])
 }
 
 // prepare creates what is missing (when allowed) and checks the slot.
