@@ -96,10 +96,7 @@ func (d *Decoder[T]) Decode(msg []byte) (c Committed[T], ok bool, err error) {
 			d.txn = d.newTxn(xid)
 		}
 	case 'C':
-		r.u8("commit flags")
-		commitLSN := LSN(r.u64("commit lsn"))
-		endLSN := LSN(r.u64("commit end lsn"))
-		ts := r.time("commit time")
+		commitLSN, endLSN, ts := r.commit(false)
 		if r.err != nil {
 			return c, false, r.err
 		}
@@ -128,10 +125,7 @@ func (d *Decoder[T]) Decode(msg []byte) (c Committed[T], ok bool, err error) {
 		d.inStream = false
 	case 'c':
 		xid := r.u32("stream commit xid")
-		r.u8("stream commit flags")
-		commitLSN := LSN(r.u64("stream commit lsn"))
-		endLSN := LSN(r.u64("stream commit end lsn"))
-		ts := r.time("stream commit time")
+		commitLSN, endLSN, ts := r.commit(true)
 		if r.err != nil {
 			return c, false, r.err
 		}
