@@ -3,7 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
-	"strconv"
+	"github.com/jackc/pglogrepl"
 	"strings"
 	"time"
 
@@ -69,19 +69,11 @@ func currentLSN(ctx context.Context, url string) (uint64, error) {
 
 // parseLSN parses PostgreSQL's "X/Y" notation.
 func parseLSN(s string) (uint64, error) {
-	hi, lo, ok := strings.Cut(s, "/")
-	if !ok {
-		return 0, fmt.Errorf("bad LSN %q", s)
-	}
-	h, err := strconv.ParseUint(hi, 16, 32)
+	lsn, err := pglogrepl.ParseLSN(s)
 	if err != nil {
 		return 0, fmt.Errorf("bad LSN %q: %w", s, err)
 	}
-	l, err := strconv.ParseUint(lo, 16, 32)
-	if err != nil {
-		return 0, fmt.Errorf("bad LSN %q: %w", s, err)
-	}
-	return h<<32 | l, nil
+	return uint64(lsn), nil
 }
 
 func abbrev(sql string) string {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
@@ -117,11 +118,11 @@ func Slot(ctx context.Context, conn *pgconn.PgConn, slot string) (SlotState, err
 }
 
 func parseLSN(b []byte) (LSN, error) {
-	var hi, lo uint32
-	if _, err := fmt.Sscanf(string(b), "%X/%X", &hi, &lo); err != nil {
+	lsn, err := pglogrepl.ParseLSN(string(b))
+	if err != nil {
 		return 0, fmt.Errorf("parse LSN %q: %w", b, err)
 	}
-	return LSN(uint64(hi)<<32 | uint64(lo)), nil
+	return lsn, nil
 }
 
 // EnsurePublication creates the publication for tables when it is missing,

@@ -61,17 +61,6 @@ func NewDecoder[T Txn](newTxn func(xid uint32) T) *Decoder[T] {
 // or before lsn: they were handed on already.
 func (d *Decoder[T]) SkipThrough(lsn LSN) { d.skipThrough = lsn }
 
-// Reset forgets the state of a broken connection: a transaction or stream in
-// progress is lost with it and will be sent again by the server. Relation
-// descriptions are also re-sent, so they are dropped too.
-func (d *Decoder[T]) Reset() {
-	var zero T
-	d.inTxn, d.skipping, d.txn, d.xid = false, false, zero, 0
-	d.inStream, d.streamXid = false, 0
-	d.streams = map[uint32]T{}
-	d.rels = relationCache{}
-}
-
 // Busy reports whether a transaction is partly received: a regular one
 // between Begin and Commit, or a streamed one not yet committed or aborted.
 func (d *Decoder[T]) Busy() bool { return d.inTxn || d.inStream || len(d.streams) > 0 }
@@ -107,10 +96,7 @@ func (d *Decoder[T]) Decode(msg []byte) (c Committed[T], ok bool, err error) {
 			d.txn = d.newTxn(xid)
 		}
 	case 'C':
-		r.u8("commit flags")
-		commitLSN := LSN(r.u64("commit lsn"))
-		endLSN := LSN(r.u64("commit end lsn"))
-		ts := r.time("commit time")
+		commitLSN, endLSN, ts := r.commit(false)
 		if r.err != nil {
 			return c, false, r.err
 		}
@@ -139,10 +125,7 @@ func (d *Decoder[T]) Decode(msg []byte) (c Committed[T], ok bool, err error) {
 		d.inStream = false
 	case 'c':
 		xid := r.u32("stream commit xid")
-		r.u8("stream commit flags")
-		commitLSN := LSN(r.u64("stream commit lsn"))
-		endLSN := LSN(r.u64("stream commit end lsn"))
-		ts := r.time("stream commit time")
+		commitLSN, endLSN, ts := r.commit(true)
 		if r.err != nil {
 			return c, false, r.err
 		}

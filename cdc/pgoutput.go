@@ -32,49 +32,60 @@ func (r *reader) fail(what string) {
 	r.buf = nil
 }
 
-func (r *reader) u8(what string) byte {
-	if len(r.buf) < 1 {
+// take returns the next n bytes (n > 0), or nil when the message is short.
+func (r *reader) take(n int, what string) []byte {
+	if len(r.buf) < n {
 		r.fail(what)
-		return 0
+		return nil
 	}
-	b := r.buf[0]
-	r.buf = r.buf[1:]
+	b := r.buf[:n]
+	r.buf = r.buf[n:]
 	return b
 }
 
-func (r *reader) u16(what string) uint16 {
-	if len(r.buf) < 2 {
-		r.fail(what)
-		return 0
+func (r *reader) u8(what string) byte {
+	if b := r.take(1, what); b != nil {
+		return b[0]
 	}
-	v := binary.BigEndian.Uint16(r.buf)
-	r.buf = r.buf[2:]
-	return v
+	return 0
+}
+
+func (r *reader) u16(what string) uint16 {
+	if b := r.take(2, what); b != nil {
+		return binary.BigEndian.Uint16(b)
+	}
+	return 0
 }
 
 func (r *reader) u32(what string) uint32 {
-	if len(r.buf) < 4 {
-		r.fail(what)
-		return 0
+	if b := r.take(4, what); b != nil {
+		return binary.BigEndian.Uint32(b)
 	}
-	v := binary.BigEndian.Uint32(r.buf)
-	r.buf = r.buf[4:]
-	return v
+	return 0
 }
 
 func (r *reader) u64(what string) uint64 {
-	if len(r.buf) < 8 {
-		r.fail(what)
-		return 0
+	if b := r.take(8, what); b != nil {
+		return binary.BigEndian.Uint64(b)
 	}
-	v := binary.BigEndian.Uint64(r.buf)
-	r.buf = r.buf[8:]
-	return v
+	return 0
 }
 
 func (r *reader) time(what string) time.Time {
 	us := int64(r.u64(what))
 	return time.Unix(pgEpochUnix, 0).Add(time.Duration(us) * time.Microsecond).UTC()
+}
+
+// commit reads the fields Commit and Stream Commit share after the xid:
+// flags, commit and end positions, commit time.
+func (r *reader) commit(stream bool) (commitLSN, endLSN LSN, ts time.Time) {
+	what := [...]string{"commit flags", "commit lsn", "commit end lsn", "commit time"}
+	if stream {
+		what = [...]string{"stream commit flags", "stream commit lsn", "stream commit end lsn", "stream commit time"}
+	}
+	r.u8(what[0])
+	commitLSN, endLSN = LSN(r.u64(what[1])), LSN(r.u64(what[2]))
+	return commitLSN, endLSN, r.time(what[3])
 }
 
 // bytes returns n bytes aliasing the message.

@@ -3,6 +3,7 @@ package cdc
 import (
 	"bufio"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -451,45 +452,16 @@ func (s *Stream[T]) loop(ctx context.Context, conn *pgconn.PgConn, dec *Decoder[
 			}
 			switch msg.Data[0] {
 			case pglogrepl.PrimaryKeepaliveMessageByteID:
-				ka, err := pglogrepl.ParsePrimaryKeepaliveMessage(msg.Data[1:])
+				replied, err := s.keepalive(conn, dec, msg.Data[1:])
 				if err != nil {
-					return fmt.Errorf("keepalive: %w", err)
+					return err
 				}
-				if !dec.Busy() && ka.ServerWALEnd > s.serverEnd {
-					s.serverEnd = ka.ServerWALEnd
-				}
-				if ka.ServerWALEnd > s.serverWAL {
-					s.serverWAL = ka.ServerWALEnd
-					s.obs.Position(s.confirmedSent, s.serverWAL)
-				}
-				if ka.ReplyRequested {
-					if err := s.sendStatus(conn, dec, false); err != nil {
-						return err
-					}
+				if replied {
 					lastStatus, nextStatus = time.Now(), time.Now().Add(s.cfg.StatusInterval)
 				}
 			case pglogrepl.XLogDataByteID:
-				if len(msg.Data) < 25 {
-					return fmt.Errorf("xlogdata: %w: short header", ErrMalformed)
-				}
-				if end := LSN(beUint64(msg.Data[9:17])); end > s.serverWAL {
-					s.serverWAL = end
-				}
-				c, ok, err := dec.Decode(msg.Data[25:])
-				if err != nil {
-					return fmt.Errorf("decode at %s: %w", LSN(beUint64(msg.Data[1:9])), err)
-				}
-				if err := gulp.update(now, dec.Receiving(), ok && !c.Early); err != nil {
+				if err := s.xlogData(ctx, conn, dec, &gulp, now, msg.Data); err != nil {
 					return err
-				}
-				if ok && c.Early {
-					s.log.Debug("handing on part of a transaction before its commit arrives",
-						zap.Uint32("xid", c.Xid), zap.Stringer("commit_lsn", c.CommitLSN))
-				}
-				if ok {
-					if err := s.handOn(ctx, conn, dec, c); err != nil {
-						return err
-					}
 				}
 			}
 		case *pgproto3.ErrorResponse:
@@ -498,6 +470,59 @@ func (s *Stream[T]) loop(ctx context.Context, conn *pgconn.PgConn, dec *Decoder[
 			return errors.New("server ended the replication stream")
 		}
 	}
+}
+
+// keepalive handles a primary keepalive message (data after its type
+// byte): it learns the server's position and replies when asked; replied
+// says it sent a status.
+func (s *Stream[T]) keepalive(conn *pgconn.PgConn, dec *Decoder[T], data []byte) (replied bool, err error) {
+	ka, err := pglogrepl.ParsePrimaryKeepaliveMessage(data)
+	if err != nil {
+		return false, fmt.Errorf("keepalive: %w", err)
+	}
+	if !dec.Busy() && ka.ServerWALEnd > s.serverEnd {
+		s.serverEnd = ka.ServerWALEnd
+	}
+	if ka.ServerWALEnd > s.serverWAL {
+		s.serverWAL = ka.ServerWALEnd
+		s.obs.Position(s.confirmedSent, s.serverWAL)
+	}
+	if !ka.ReplyRequested {
+		return false, nil
+	}
+	if err := s.sendStatus(conn, dec, false); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+// xlogData decodes one XLogData message (data with its type byte) and hands
+// on a transaction it completes.
+func (s *Stream[T]) xlogData(ctx context.Context, conn *pgconn.PgConn, dec *Decoder[T], gulp *gulper, now time.Time, data []byte) error {
+	// Parsed here rather than by pglogrepl.ParseXLogData, which also
+	// converts the server time we do not use: about 40 ns against 1.5 ns a
+	// message, on the path of every change.
+	if len(data) < 25 {
+		return fmt.Errorf("xlogdata: %w: short header", ErrMalformed)
+	}
+	if end := LSN(binary.BigEndian.Uint64(data[9:17])); end > s.serverWAL {
+		s.serverWAL = end
+	}
+	c, ok, err := dec.Decode(data[25:])
+	if err != nil {
+		return fmt.Errorf("decode at %s: %w", LSN(binary.BigEndian.Uint64(data[1:9])), err)
+	}
+	if err := gulp.update(now, dec.Receiving(), ok && !c.Early); err != nil {
+		return err
+	}
+	if !ok {
+		return nil
+	}
+	if c.Early {
+		s.log.Debug("handing on part of a transaction before its commit arrives",
+			zap.Uint32("xid", c.Xid), zap.Stringer("commit_lsn", c.CommitLSN))
+	}
+	return s.handOn(ctx, conn, dec, c)
 }
 
 // streamReadBuffer is the read buffer of a replication connection.
@@ -511,11 +536,6 @@ const streamReadBuffer = 64 << 10
 // streamReadBuffer.
 func bufferedFrontend(r io.Reader, w io.Writer) *pgproto3.Frontend {
 	return pgproto3.NewFrontend(bufio.NewReaderSize(r, streamReadBuffer), w)
-}
-
-func beUint64(b []byte) uint64 {
-	return uint64(b[0])<<56 | uint64(b[1])<<48 | uint64(b[2])<<40 | uint64(b[3])<<32 |
-		uint64(b[4])<<24 | uint64(b[5])<<16 | uint64(b[6])<<8 | uint64(b[7])
 }
 
 // prepare creates what is missing (when allowed) and checks the slot.

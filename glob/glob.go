@@ -204,3 +204,26 @@ func (s *Set) CommonPrefix() string {
 	}
 	return common
 }
+
+// meta are the bytes a glob pattern gives meaning to.
+const meta = `*?[]\`
+
+// AppendEscaped appends s to dst with every glob metacharacter escaped by
+// '\', so that as a pattern the result matches s literally and nothing else.
+func AppendEscaped[T string | []byte](dst []byte, s T) []byte {
+	for i := 0; i < len(s); i++ {
+		if strings.IndexByte(meta, s[i]) >= 0 {
+			dst = append(dst, '\\')
+		}
+		dst = append(dst, s[i])
+	}
+	return dst
+}
+
+// Escape returns s with every glob metacharacter escaped (see AppendEscaped).
+func Escape(s string) string {
+	if !strings.ContainsAny(s, meta) {
+		return s
+	}
+	return string(AppendEscaped(make([]byte, 0, len(s)+4), s))
+}

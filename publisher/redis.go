@@ -128,7 +128,7 @@ func (p *Publisher) apply(ctx context.Context, batch []Applied) (Stats, error) {
 	if len(patterns) >= scanTogether {
 		// one pass over the keyspace for all of them, not one per pattern
 		set := glob.NewSet(patterns)
-		match := string(router.AppendGlobEscaped(nil, set.CommonPrefix())) + "*"
+		match := glob.Escape(set.CommonPrefix()) + "*"
 		n, err := p.deleteMatching(ctx, match, set.Match)
 		st.KeysDeleted += n
 		if err != nil {

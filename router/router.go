@@ -7,6 +7,7 @@ import (
 	"sync"
 
 	"github.com/cachewire/invalidator/cdc"
+	"github.com/cachewire/invalidator/glob"
 )
 
 // DefaultMaxKeysPerTxn bounds the distinct keys, patterns and channels one
@@ -60,7 +61,7 @@ func New(rules *Rules, maxKeys int, obs Observer) *Router {
 		obs:           obs,
 		keyPrefix:     rules.KeyPrefix,
 		seed:          maphash.MakeSeed(),
-		patternPrefix: string(AppendGlobEscaped(nil, rules.KeyPrefix)),
+		patternPrefix: glob.Escape(rules.KeyPrefix),
 		bindings:      map[*cdc.Relation][]*boundRule{},
 		warned:        map[*Rule]bool{},
 		noRule:        map[*cdc.Relation]bool{},
@@ -227,6 +228,7 @@ func (rt *Router) Wide(values map[string]string, op cdc.Op) *Result {
 		}
 		t.wideMessage(&t.main, br, row, op, len(values) == 0)
 	}
+	t.Commit()
 	return t.Result()
 }
 
@@ -317,11 +319,7 @@ func valueStatus(row cdc.Tuple, c int) renderStatus {
 func (bt *boundTemplate) renderRow(dst []byte, m mode, row cdc.Tuple, all bool) ([]byte, renderStatus) {
 	for i, s := range bt.t.segs {
 		if s.col == "" {
-			if m == modeWideKey {
-				dst = AppendGlobEscaped(dst, s.lit)
-			} else {
-				dst = append(dst, s.lit...)
-			}
+			dst = m.appendLiteral(dst, s.lit)
 			continue
 		}
 		wide := m == modeWideKey || m == modeWidePat || m == modeWideCh
@@ -333,12 +331,7 @@ func (bt *boundTemplate) renderRow(dst []byte, m mode, row cdc.Tuple, all bool) 
 		if st := valueStatus(row, c); st != rendered {
 			return dst, st
 		}
-		switch m {
-		case modeExact, modeWideCh:
-			dst = append(dst, row[c].Data...)
-		default:
-			dst = appendGlobEscapedBytes(dst, row[c].Data)
-		}
+		dst = m.appendValue(dst, row[c].Data)
 	}
 	return dst, rendered
 }
@@ -349,11 +342,7 @@ func (bt *boundTemplate) renderRow(dst []byte, m mode, row cdc.Tuple, all bool) 
 func (bt *boundTemplate) renderPartial(dst []byte, m mode, row cdc.Tuple) ([]byte, renderStatus) {
 	for i, s := range bt.t.segs {
 		if s.col == "" {
-			if m == modeWideKey {
-				dst = AppendGlobEscaped(dst, s.lit)
-			} else {
-				dst = append(dst, s.lit...)
-			}
+			dst = m.appendLiteral(dst, s.lit)
 			continue
 		}
 		c := bt.cols[i]
@@ -363,21 +352,28 @@ func (bt *boundTemplate) renderPartial(dst []byte, m mode, row cdc.Tuple) ([]byt
 		case missingWide:
 			dst = append(dst, '*')
 		default:
-			if m == modeWideCh {
-				dst = append(dst, row[c].Data...)
-			} else {
-				dst = appendGlobEscapedBytes(dst, row[c].Data)
-			}
+			dst = m.appendValue(dst, row[c].Data)
 		}
 	}
 	return dst, rendered
 }
 
+// subjectForm says how renderSubject renders placeholders: as the channel
+// they belong to was rendered.
+type subjectForm uint8
+
+const (
+	subjectExact   subjectForm = iota // values; a missing one is left out
+	subjectPartial                    // values; a missing one becomes '*'
+	subjectWide                       // values in scope, '*' for the others
+	subjectWideAll                    // '*' for every placeholder
+)
+
 // renderSubject appends the template as NATS subject tokens: literal ':'
 // separates tokens; everything else, values included (':' too), is escaped
-// within its token. In the wide form placeholders out of scope (all of
-// them with all) become the token "%2A". A missing value becomes "%".
-func (bt *boundTemplate) renderSubject(dst []byte, row cdc.Tuple, wide, all, partial bool) []byte {
+// within its token. A '*' placeholder (see subjectForm) becomes the token
+// "%2A"; a token left empty becomes "%".
+func (bt *boundTemplate) renderSubject(dst []byte, row cdc.Tuple, f subjectForm) []byte {
 	var tok []byte
 	for i, s := range bt.t.segs {
 		if s.col == "" {
@@ -392,13 +388,13 @@ func (bt *boundTemplate) renderSubject(dst []byte, row cdc.Tuple, wide, all, par
 			}
 			continue
 		}
-		if wide && (all || !bt.inScope[i]) {
+		if f == subjectWideAll || (f == subjectWide && !bt.inScope[i]) {
 			tok = append(tok, '*')
 			continue
 		}
 		if c := bt.cols[i]; valueStatus(row, c) == rendered {
 			tok = append(tok, row[c].Data...)
-		} else if partial {
+		} else if f == subjectPartial {
 			tok = append(tok, '*')
 		}
 	}

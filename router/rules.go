@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/cachewire/invalidator/cdc"
 )
 
 // DefaultChannelPrefix is used when the rules file sets no channel_prefix.
@@ -37,7 +39,7 @@ type Rule struct {
 	File string
 	Line int
 
-	ops [5]bool // indexed by cdc.Op
+	ops [cdc.OpTruncate + 1]bool // indexed by cdc.Op
 }
 
 // Tables returns the distinct tables the rules name, in order of appearance.
@@ -243,122 +245,177 @@ func decodeStrings(n *yaml.Node) ([]string, error) {
 	return out, nil
 }
 
+// ruleParser reads the fields of one rule. label names the rule in every
+// message ("rule \"name\"").
+type ruleParser struct {
+	fail   func(*yaml.Node, string, ...any) error
+	label  string
+	fields map[string]*yaml.Node
+}
+
 func parseRule(file string, n *yaml.Node, fail func(*yaml.Node, string, ...any) error) (*Rule, error) {
 	if n.Kind != yaml.MappingNode {
 		return nil, fail(n, "each rule must be a mapping with name, table and keys")
 	}
 	r := &Rule{File: file, Line: n.Line}
+	p := &ruleParser{fail: fail, label: "rule"}
 	// the name first, so that every later message can name the rule
-	label := "rule"
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		if k, v := n.Content[i], n.Content[i+1]; k.Value == "name" {
-			if err := decodeString(v, &r.Name); err != nil || r.Name == "" {
-				return nil, fail(v, "rule name: must be a non-empty string")
-			}
-			label = fmt.Sprintf("rule %q", r.Name)
-			break
-		}
+	if err := p.name(n, r); err != nil {
+		return nil, err
 	}
-	fields := map[string]*yaml.Node{}
-	keyLines := map[string]int{}
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		k, v := n.Content[i], n.Content[i+1]
-		if !slices.Contains(ruleFields, k.Value) {
-			return nil, fail(k, "%s: unknown field %q (expected one of %s)", label, k.Value, strings.Join(ruleFields, ", "))
-		}
-		if first, dup := keyLines[k.Value]; dup {
-			return nil, fail(k, "%s: duplicate field %q (first at line %d)", label, k.Value, first)
-		}
-		fields[k.Value], keyLines[k.Value] = v, k.Line
+	if err := p.collectFields(n); err != nil {
+		return nil, err
 	}
 	if r.Name == "" {
 		return nil, fail(n, "rule: missing name")
 	}
-	v := fields["table"]
+	for _, step := range []func(*yaml.Node, *Rule) error{p.table, p.ops, p.columnLists, p.templates, p.scope} {
+		if err := step(n, r); err != nil {
+			return nil, err
+		}
+	}
+	return r, nil
+}
+
+// name reads the rule's name, when it has one, and sets the label.
+func (p *ruleParser) name(n *yaml.Node, r *Rule) error {
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if k, v := n.Content[i], n.Content[i+1]; k.Value == "name" {
+			if err := decodeString(v, &r.Name); err != nil || r.Name == "" {
+				return p.fail(v, "rule name: must be a non-empty string")
+			}
+			p.label = fmt.Sprintf("rule %q", r.Name)
+			return nil
+		}
+	}
+	return nil
+}
+
+// collectFields indexes the rule's fields by name, refusing unknown and
+// repeated ones.
+func (p *ruleParser) collectFields(n *yaml.Node) error {
+	p.fields = map[string]*yaml.Node{}
+	keyLines := map[string]int{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		if !slices.Contains(ruleFields, k.Value) {
+			return p.fail(k, "%s: unknown field %q (expected one of %s)", p.label, k.Value, strings.Join(ruleFields, ", "))
+		}
+		if first, dup := keyLines[k.Value]; dup {
+			return p.fail(k, "%s: duplicate field %q (first at line %d)", p.label, k.Value, first)
+		}
+		p.fields[k.Value], keyLines[k.Value] = v, k.Line
+	}
+	return nil
+}
+
+// table reads the table, schema-qualified (public by default).
+func (p *ruleParser) table(n *yaml.Node, r *Rule) error {
+	v := p.fields["table"]
 	if v == nil {
-		return nil, fail(n, "%s: missing table", label)
+		return p.fail(n, "%s: missing table", p.label)
 	}
 	if err := decodeString(v, &r.Table); err != nil || r.Table == "" {
-		return nil, fail(v, "%s: table: must be a table name", label)
+		return p.fail(v, "%s: table: must be a table name", p.label)
 	}
 	if !strings.Contains(r.Table, ".") {
 		r.Table = "public." + r.Table
 	}
 	if strings.Count(r.Table, ".") != 1 {
-		return nil, fail(v, "%s: table %q: expected table or schema.table", label, r.Table)
+		return p.fail(v, "%s: table %q: expected table or schema.table", p.label, r.Table)
 	}
+	return nil
+}
+
+// ops reads on (insert, update and delete by default) into r.On and r.ops.
+func (p *ruleParser) ops(_ *yaml.Node, r *Rule) error {
 	r.On = []string{"insert", "update", "delete"}
-	if v := fields["on"]; v != nil {
+	if v := p.fields["on"]; v != nil {
 		on, err := decodeStrings(v)
 		if err != nil || len(on) == 0 {
-			return nil, fail(v, "%s: on: must list some of %s", label, strings.Join(opNames, ", "))
+			return p.fail(v, "%s: on: must list some of %s", p.label, strings.Join(opNames, ", "))
 		}
 		for _, o := range on {
 			if !slices.Contains(opNames, o) {
-				return nil, fail(v, "%s: on: unknown operation %q (expected %s)", label, o, strings.Join(opNames, ", "))
+				return p.fail(v, "%s: on: unknown operation %q (expected %s)", p.label, o, strings.Join(opNames, ", "))
 			}
 		}
 		r.On = on
 	}
-	for i, o := range opNames {
-		r.ops[i+1] = slices.Contains(r.On, o)
+	for _, o := range r.On {
+		op, _ := cdc.ParseOp(o) // each is one of opNames, checked above
+		r.ops[op] = true
 	}
 	// A TRUNCATE removes rows: a rule that cares about deletes cares about it.
-	r.ops[4] = r.ops[4] || r.ops[3]
+	r.ops[cdc.OpTruncate] = r.ops[cdc.OpTruncate] || r.ops[cdc.OpDelete]
+	return nil
+}
 
+// columnLists reads changed and scope, lists of column names.
+func (p *ruleParser) columnLists(_ *yaml.Node, r *Rule) error {
 	for _, f := range []struct {
 		name string
 		dst  *[]string
 	}{{"changed", &r.Changed}, {"scope", &r.Scope}} {
-		if v := fields[f.name]; v != nil {
+		if v := p.fields[f.name]; v != nil {
 			list, err := decodeStrings(v)
 			if err != nil {
-				return nil, fail(v, "%s: %s: %v", label, f.name, err)
+				return p.fail(v, "%s: %s: %v", p.label, f.name, err)
 			}
 			for _, c := range list {
 				if c == "" {
-					return nil, fail(v, "%s: %s: empty column name", label, f.name)
+					return p.fail(v, "%s: %s: empty column name", p.label, f.name)
 				}
 			}
 			*f.dst = list
 		}
 	}
+	return nil
+}
+
+// templates compiles keys, patterns and channel, of which a rule needs one.
+func (p *ruleParser) templates(n *yaml.Node, r *Rule) error {
 	for _, f := range []struct {
 		name string
 		dst  *[]*Template
 	}{{"keys", &r.Keys}, {"patterns", &r.Patterns}} {
-		v := fields[f.name]
+		v := p.fields[f.name]
 		if v == nil {
 			continue
 		}
 		list, err := decodeStrings(v)
 		if err != nil {
-			return nil, fail(v, "%s: %s: %v", label, f.name, err)
+			return p.fail(v, "%s: %s: %v", p.label, f.name, err)
 		}
 		for i, s := range list {
 			t, err := ParseTemplate(s)
 			if err != nil {
-				return nil, fail(lineOf(v, i), "%s: %s[%d]: %v", label, f.name, i, err)
+				return p.fail(lineOf(v, i), "%s: %s[%d]: %v", p.label, f.name, i, err)
 			}
 			*f.dst = append(*f.dst, t)
 		}
 	}
-	if v := fields["channel"]; v != nil {
+	if v := p.fields["channel"]; v != nil {
 		var s string
 		if err := decodeString(v, &s); err != nil {
-			return nil, fail(v, "%s: channel: must be a string", label)
+			return p.fail(v, "%s: channel: must be a string", p.label)
 		}
 		if s != "" {
 			t, err := ParseTemplate(s)
 			if err != nil {
-				return nil, fail(v, "%s: channel: %v", label, err)
+				return p.fail(v, "%s: channel: %v", p.label, err)
 			}
 			r.Channel = t
 		}
 	}
 	if len(r.Keys) == 0 && len(r.Patterns) == 0 && r.Channel == nil {
-		return nil, fail(n, "%s: needs at least one of keys, patterns or channel", label)
+		return p.fail(n, "%s: needs at least one of keys, patterns or channel", p.label)
 	}
+	return nil
+}
+
+// scope checks that every scope column is one a template uses.
+func (p *ruleParser) scope(_ *yaml.Node, r *Rule) error {
 	used := map[string]bool{}
 	for _, t := range r.allTemplates() {
 		for _, c := range t.Columns() {
@@ -367,10 +424,10 @@ func parseRule(file string, n *yaml.Node, fail func(*yaml.Node, string, ...any) 
 	}
 	for _, c := range r.Scope {
 		if !used[c] {
-			return nil, fail(fields["scope"], "%s: scope: column %q is not used by any template", label, c)
+			return p.fail(p.fields["scope"], "%s: scope: column %q is not used by any template", p.label, c)
 		}
 	}
-	return r, nil
+	return nil
 }
 
 func lineOf(seq *yaml.Node, i int) *yaml.Node {

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/cachewire/invalidator/glob"
 )
 
 // Template is a compiled key, pattern or channel template: literal text
@@ -65,31 +67,6 @@ func (t *Template) Columns() []string {
 	return out
 }
 
-// globMeta are the characters Redis MATCH patterns give meaning to.
-const globMeta = `*?[]\`
-
-// AppendGlobEscaped appends s with every glob metacharacter escaped so that
-// a MATCH pattern matches s literally.
-func AppendGlobEscaped(dst []byte, s string) []byte {
-	for i := 0; i < len(s); i++ {
-		if strings.IndexByte(globMeta, s[i]) >= 0 {
-			dst = append(dst, '\\')
-		}
-		dst = append(dst, s[i])
-	}
-	return dst
-}
-
-func appendGlobEscapedBytes(dst, s []byte) []byte {
-	for _, c := range s {
-		if strings.IndexByte(globMeta, c) >= 0 {
-			dst = append(dst, '\\')
-		}
-		dst = append(dst, c)
-	}
-	return dst
-}
-
 // mode says how a template is rendered.
 type mode uint8
 
@@ -100,6 +77,25 @@ const (
 	modeWidePat             // pattern template in wide form: literals kept, values escaped, others '*'
 	modeWideCh              // channel in wide form: literals and values verbatim, others '*'
 )
+
+// appendLiteral appends a template's literal text as mode m renders it:
+// glob-escaped when a key template is rendered as a pattern, else verbatim
+// (a pattern template's literals are glob syntax).
+func (m mode) appendLiteral(dst []byte, lit string) []byte {
+	if m == modeWideKey {
+		return glob.AppendEscaped(dst, lit)
+	}
+	return append(dst, lit...)
+}
+
+// appendValue appends a row value as mode m renders it: verbatim in a key
+// or channel, glob-escaped in a pattern.
+func (m mode) appendValue(dst, v []byte) []byte {
+	if m == modeExact || m == modeWideCh {
+		return append(dst, v...)
+	}
+	return glob.AppendEscaped(dst, v)
+}
 
 // subjectMeta are the bytes escaped in a NATS subject token: separators,
 // wildcards, white space, the escape character itself and control bytes.

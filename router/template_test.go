@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/cachewire/invalidator/cdc"
+	"github.com/cachewire/invalidator/glob"
 	"github.com/cachewire/invalidator/router"
 )
 
@@ -64,7 +65,7 @@ func TestAppendGlobEscaped(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.in, func(t *testing.T) {
-			got := string(router.AppendGlobEscaped([]byte("p:"), tt.in))
+			got := string(glob.AppendEscaped([]byte("p:"), tt.in))
 			if got != "p:"+tt.want {
 				t.Errorf("AppendGlobEscaped(%q) = %q, want %q", tt.in, got, "p:"+tt.want)
 			}

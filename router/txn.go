@@ -377,27 +377,27 @@ func (t *Txn) addRow(p *part, br *boundRule, row cdc.Tuple, op cdc.Op) {
 	}
 	msg := int32(-1)
 	if br.channel != nil {
-		ok, stop := t.render(p, br, br.channel, "", modeExact, row, op)
+		ch, ok, stop := t.render(p, br, br.channel, "", modeExact, row, op)
 		if stop {
 			return
 		}
 		if ok {
-			if i, _ := p.findMsg(t); i < 0 && t.overBudget() {
+			if i, _ := p.findMsg(t, ch); i < 0 && t.overBudget() {
 				t.addWide(p, br, row, op, false)
 				return
 			}
-			msg = p.message(t, op, br, row, false, false, false)
+			msg = p.message(t, ch, op, br, row, subjectExact)
 		}
 	}
 	for i := range br.keys {
-		ok, stop := t.render(p, br, &br.keys[i], t.rt.keyPrefix, modeExact, row, op)
+		key, ok, stop := t.render(p, br, &br.keys[i], t.rt.keyPrefix, modeExact, row, op)
 		if stop {
 			return
 		}
 		if !ok {
 			continue
 		}
-		ki, h := p.findKey(t)
+		ki, h := p.findKey(t, key)
 		if ki >= 0 {
 			// a key listed by another message in between: list it here too,
 			// unless this message has it already
@@ -410,43 +410,44 @@ func (t *Txn) addRow(p *part, br *boundRule, row cdc.Tuple, op cdc.Op) {
 			t.addWide(p, br, row, op, false)
 			return
 		}
-		ki = p.addKey(t, h)
+		ki = p.addKey(t, key, h)
 		t.budget++
 		if msg >= 0 {
 			p.listKey(msg, ki)
 		}
 	}
 	for i := range br.patterns {
-		ok, stop := t.render(p, br, &br.patterns[i], t.rt.patternPrefix, modePattern, row, op)
+		pat, ok, stop := t.render(p, br, &br.patterns[i], t.rt.patternPrefix, modePattern, row, op)
 		if stop {
 			return
 		}
 		if !ok {
 			continue
 		}
-		if _, exists := p.patterns[string(t.buf)]; !exists && t.overBudget() {
+		if _, exists := p.patterns[string(pat)]; !exists && t.overBudget() {
 			t.addWide(p, br, row, op, false)
 			return
 		}
-		t.addPattern(p, msg)
+		t.addPattern(p, pat, msg)
 	}
 }
 
-// render renders bt after prefix into t.buf for addRow. ok: rendered. A
-// NULL value skips this template (counted); an unknown one hands the whole
-// row to unavailable, and stop tells the caller the row is done.
-func (t *Txn) render(p *part, br *boundRule, bt *boundTemplate, prefix string, m mode, row cdc.Tuple, op cdc.Op) (ok, stop bool) {
+// render renders bt after prefix for addRow, into the Txn's scratch
+// buffer: out is valid until the next rendering. ok: rendered. A NULL value
+// skips this template (counted); an unknown one hands the whole row to
+// unavailable, and stop tells the caller the row is done.
+func (t *Txn) render(p *part, br *boundRule, bt *boundTemplate, prefix string, m mode, row cdc.Tuple, op cdc.Op) (out []byte, ok, stop bool) {
 	var st renderStatus
 	t.buf, st = bt.renderRow(append(t.buf[:0], prefix...), m, row, false)
 	switch st {
 	case missingWide:
 		t.unavailable(p, br, bt, row, op)
-		return false, true
+		return nil, false, true
 	case missingNull:
 		t.rt.skipped(br.r, bt, row)
-		return false, false
+		return nil, false, false
 	}
-	return true, false
+	return t.buf, true, false
 }
 
 // unavailable handles a row with a value that exists but is unknown (an
@@ -461,32 +462,35 @@ func (t *Txn) unavailable(p *part, br *boundRule, bt *boundTemplate, row cdc.Tup
 	if br.channel != nil {
 		var st renderStatus
 		if t.buf, st = br.channel.renderPartial(t.buf[:0], modeWideCh, row); st == rendered {
-			msg = p.message(t, op, br, row, false, false, true)
+			msg = p.message(t, t.buf, op, br, row, subjectPartial)
 		}
 	}
 	for i := range br.keys {
-		var st renderStatus
-		if t.buf, st = br.keys[i].renderPartial(append(t.buf[:0], t.rt.patternPrefix...), modeWideKey, row); st == rendered {
-			t.addPattern(p, msg)
-		}
+		t.partialPattern(p, &br.keys[i], modeWideKey, row, msg)
 	}
 	for i := range br.patterns {
-		var st renderStatus
-		if t.buf, st = br.patterns[i].renderPartial(append(t.buf[:0], t.rt.patternPrefix...), modeWidePat, row); st == rendered {
-			t.addPattern(p, msg)
-		}
+		t.partialPattern(p, &br.patterns[i], modeWidePat, row, msg)
 	}
 }
 
-// addPattern adds the pattern in t.buf, listing it in message msg (if >= 0).
-func (t *Txn) addPattern(p *part, msg int32) {
-	if _, exists := p.patterns[string(t.buf)]; exists {
-		if msg >= 0 && !slices.Contains(p.msgPats[msg], string(t.buf)) {
-			p.listPattern(msg, string(t.buf))
+// partialPattern adds bt's pattern for a row with unknown values (see
+// renderPartial), unless a NULL value means no such key exists.
+func (t *Txn) partialPattern(p *part, bt *boundTemplate, m mode, row cdc.Tuple, msg int32) {
+	var st renderStatus
+	if t.buf, st = bt.renderPartial(append(t.buf[:0], t.rt.patternPrefix...), m, row); st == rendered {
+		t.addPattern(p, t.buf, msg)
+	}
+}
+
+// addPattern adds the pattern b, listing it in message msg (if >= 0).
+func (t *Txn) addPattern(p *part, b []byte, msg int32) {
+	if _, exists := p.patterns[string(b)]; exists {
+		if msg >= 0 && !slices.Contains(p.msgPats[msg], string(b)) {
+			p.listPattern(msg, string(b))
 		}
 		return
 	}
-	pat := string(t.buf)
+	pat := string(b)
 	if p.patterns == nil {
 		p.patterns = map[string]struct{}{}
 	}
@@ -505,20 +509,20 @@ func (p *part) listPattern(msg int32, pat string) {
 	p.msgPats[msg] = append(p.msgPats[msg], pat)
 }
 
-// message returns the index of the message for channel, creating it.
-// The channel is in t.buf; when the router renders NATS subjects, the new
-// message's subject is rendered from bt and row in the same (wide) form.
-func (p *part) message(t *Txn, op cdc.Op, br *boundRule, row cdc.Tuple, wide, all, partial bool) int32 {
-	i, h := p.findMsg(t)
+// message returns the index of the message for channel ch, creating it.
+// When the router renders NATS subjects, the new message's subject is
+// rendered from br's channel and row in form f, the form ch was rendered in.
+func (p *part) message(t *Txn, ch []byte, op cdc.Op, br *boundRule, row cdc.Tuple, f subjectForm) int32 {
+	i, h := p.findMsg(t, ch)
 	if i >= 0 {
 		m := p.msgs.at(i)
 		m.op, m.name = op, br.name
 		return i
 	}
-	i = p.msgs.add(msgRec{ch: t.strs.add(t.buf), op: op, name: br.name})
+	i = p.msgs.add(msgRec{ch: t.strs.add(ch), op: op, name: br.name})
 	p.msgIdx.add(t.rt.seed, &t.strs, i, h, p.msgs.len(), p.msgRef)
 	if t.rt.subjects {
-		t.subj = br.channel.renderSubject(append(t.subj[:0], t.rt.subjectPrefix...), row, wide, all, partial)
+		t.subj = br.channel.renderSubject(append(t.subj[:0], t.rt.subjectPrefix...), row, f)
 		p.subj.add(t.strs.add(t.subj))
 	}
 	t.budget++
@@ -528,24 +532,24 @@ func (p *part) message(t *Txn, op cdc.Op, br *boundRule, row cdc.Tuple, wide, al
 func (p *part) keyRef(i int32) sref { return *p.keyList.at(i) }
 func (p *part) msgRef(i int32) sref { return p.msgs.at(i).ch }
 
-// findKey returns the index of the key in t.buf in the key list, or -1,
-// and its hash for addKey.
-func (p *part) findKey(t *Txn) (int32, uint32) {
-	return p.keys.find(t.rt.seed, &t.strs, t.buf, p.keyList.len(), p.keyRef)
+// findKey returns the index of key in the key list, or -1, and its hash
+// for addKey.
+func (p *part) findKey(t *Txn, key []byte) (int32, uint32) {
+	return p.keys.find(t.rt.seed, &t.strs, key, p.keyList.len(), p.keyRef)
 }
 
-// addKey appends the key in t.buf, new with hash h, and returns its index.
-func (p *part) addKey(t *Txn, h uint32) int32 {
-	i := p.keyList.add(t.strs.add(t.buf))
+// addKey appends key, new with hash h, and returns its index.
+func (p *part) addKey(t *Txn, key []byte, h uint32) int32 {
+	i := p.keyList.add(t.strs.add(key))
 	p.keyMsg.add(-1)
 	p.keys.add(t.rt.seed, &t.strs, i, h, p.keyList.len(), p.keyRef)
 	return i
 }
 
-// findMsg returns the index of the message for the channel in t.buf, or
-// -1, and its hash for msgIdx.add.
-func (p *part) findMsg(t *Txn) (int32, uint32) {
-	return p.msgIdx.find(t.rt.seed, &t.strs, t.buf, p.msgs.len(), p.msgRef)
+// findMsg returns the index of the message for channel ch, or -1, and its
+// hash for msgIdx.add.
+func (p *part) findMsg(t *Txn, ch []byte) (int32, uint32) {
+	return p.msgIdx.find(t.rt.seed, &t.strs, ch, p.msgs.len(), p.msgRef)
 }
 
 // msgHasKey reports whether message msg lists key ki.
@@ -656,7 +660,11 @@ func (t *Txn) wideMessage(p *part, br *boundRule, row cdc.Tuple, op cdc.Op, all 
 			all = true
 			t.buf, _ = br.channel.renderRow(t.buf[:0], modeWideCh, row, true)
 		}
-		msg = p.message(t, op, br, row, true, all, false)
+		f := subjectWide
+		if all {
+			f = subjectWideAll
+		}
+		msg = p.message(t, t.buf, op, br, row, f)
 	}
 	for i := range br.keys {
 		t.widePattern(p, &br.keys[i], modeWideKey, row, all, msg)
@@ -674,7 +682,7 @@ func (t *Txn) widePattern(p *part, bt *boundTemplate, m mode, row cdc.Tuple, all
 	if st != rendered {
 		t.buf, _ = bt.renderRow(append(t.buf[:0], t.rt.patternPrefix...), m, row, true)
 	}
-	t.addPattern(p, msg)
+	t.addPattern(p, t.buf, msg)
 }
 
 // EarlyKeys is how many exact keys a transaction gathers before Early
@@ -706,17 +714,32 @@ func (t *Txn) Early() (*Txn, bool) {
 	return t.rt.Finished(&Result{Keys: keys, names: t.rt.names}), true
 }
 
-// Commit implements cdc.Txn: it computes the result and drops the
-// accumulation maps, so a transaction waiting in the queue holds only its
-// final lists.
-func (t *Txn) Commit() { t.Result() }
-
-// Result returns what the transaction invalidates. Call it once the
-// transaction has committed; the Txn must not be added to afterwards.
-func (t *Txn) Result() *Result {
+// Commit implements cdc.Txn: it finishes the transaction, computing its
+// Result and dropping the accumulation maps, so a transaction waiting in
+// the queue holds only its final lists. The Txn must not be added to
+// afterwards. A second Commit does nothing.
+func (t *Txn) Commit() {
 	if t.result != nil {
-		return t.result
+		return
 	}
+	t.result = t.finish()
+	// the accumulation lists are no longer needed
+	// (t.strs stays: its first chunk may be the result's)
+	t.main, t.subs, t.buf, t.subj, t.newImg, t.oldImg = part{}, nil, nil, nil, nil, nil
+	t.lastRel, t.lastRules = nil, nil
+}
+
+// Result returns what the committed transaction invalidates (the same
+// Result on every call); on a committed Txn it changes nothing. A Txn not
+// committed yet is committed first, for the callers that build one by hand
+// and read it at once (explain, replay).
+func (t *Txn) Result() *Result {
+	t.Commit()
+	return t.result
+}
+
+// finish computes the Result of the whole transaction.
+func (t *Txn) finish() *Result {
 	t.strs.finish()
 	res := t.partResult(&t.main)
 	res.Unlinked = t.early
@@ -731,11 +754,6 @@ func (t *Txn) Result() *Result {
 	if len(t.subs) > 0 {
 		res = t.mergeSubs(res, wide)
 	}
-	t.result = res
-	// the accumulation lists are no longer needed
-	// (t.strs stays: its first chunk may be the result's)
-	t.main, t.subs, t.buf, t.subj, t.newImg, t.oldImg = part{}, nil, nil, nil, nil, nil
-	t.lastRel, t.lastRules = nil, nil
 	return res
 }
 

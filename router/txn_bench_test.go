@@ -72,6 +72,7 @@ func BenchmarkTxnAdd(b *testing.B) {
 			xid++
 			txn := rt.NewTxn(xid)
 			txn.Add(c)
+			txn.Commit()
 			if res := txn.Result(); len(res.Keys) != 1 || res.NumMessages() != 1 {
 				b.Fatalf("result %+v", res)
 			}
@@ -115,6 +116,7 @@ func BenchmarkTxnAdd(b *testing.B) {
 		for b.Loop() {
 			txn.Add(c)
 		}
+		txn.Commit()
 		if res := txn.Result(); len(res.Keys) != 1 {
 			b.Fatalf("result %+v", res)
 		}

@@ -139,6 +139,7 @@ func run(tb testing.TB, rt *router.Router, xid uint32, changes ...*cdc.Change) *
 	for _, c := range changes {
 		txn.Add(c)
 	}
+	txn.Commit()
 	res := txn.Result()
 	if res == nil {
 		tb.Fatal("Result() = nil")
@@ -519,6 +520,7 @@ func TestTxn_Result_KeyBound(t *testing.T) {
 		txn.Add(insert(shards, row(t, id, tenant, "title", "p")))
 		all = append(all, "app:tenant:"+tenant+":shard:"+id+":structured")
 	}
+	txn.Commit()
 	res := txn.Result()
 
 	if len(res.Keys) > maxKeys {
@@ -563,6 +565,7 @@ func TestTxn_Result_KeyBoundManyTenants(t *testing.T) {
 		txn.Add(insert(shards, row(t, id, tenant, "title", "p")))
 		all = append(all, "app:tenant:"+tenant+":shard:"+id+":structured")
 	}
+	txn.Commit()
 	res := txn.Result()
 	for _, k := range all {
 		if !covered(res, k) {
@@ -595,6 +598,7 @@ rules:
 	for i := range 1000 {
 		txn.Add(insert(docs, row(t, strconv.Itoa(i), "t1")))
 	}
+	txn.Commit()
 	res := txn.Result()
 	for i := range 1000 {
 		if k := "t:t1:doc:" + strconv.Itoa(i) + ":x"; !covered(res, k) {
@@ -647,6 +651,7 @@ func TestTxn_DiscardSub(t *testing.T) {
 	txn.Add(add(kept, "4", "t1"))
 	txn.Add(add(0, "5", "t1")) // not streamed: belongs to the transaction
 	txn.DiscardSub(aborted)
+	txn.Commit()
 	res := txn.Result()
 
 	wantStrings(t, "Keys", res.Keys, []string{
@@ -691,6 +696,7 @@ func TestTxn_Result_IsStable(t *testing.T) {
 	shards := shardsRel(t)
 	txn := renderRouter(t, 0, nil).NewTxn(7)
 	txn.Add(insert(shards, row(t, "1", "t1", "a", "p")))
+	txn.Commit()
 	first := txn.Result()
 	if second := txn.Result(); second != first {
 		t.Errorf("second Result() = %p, want the same %p", second, first)
@@ -811,6 +817,7 @@ func TestTxn_Early(t *testing.T) {
 			add(3) // a key handed on already: not handed on again
 		}
 	}
+	txn.Commit()
 	res := txn.Result()
 	if parts != 2 {
 		t.Fatalf("%d early parts, want 2", parts)
@@ -891,6 +898,7 @@ func TestTxn_Early_Streamed(t *testing.T) {
 			t.Fatalf("split after change %d of a streamed transaction", i)
 		}
 	}
+	txn.Commit()
 	if res := txn.Result(); res.Unlinked != 0 || len(res.ToUnlink()) != 2*router.EarlyKeys {
 		t.Errorf("unlinked %d, to unlink %d: want 0 and %d", res.Unlinked, len(res.ToUnlink()), 2*router.EarlyKeys)
 	}

@@ -41,6 +41,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
+
+	"github.com/cachewire/invalidator/glob"
 )
 
 // Reasons passed to Config.OnResync.
@@ -212,7 +214,7 @@ func New(cfg Config) (*Subscriber, error) {
 		s.channels = slices.Compact(s.channels)
 		s.want = len(s.channels)
 	} else {
-		s.pattern = escapeGlob(cfg.ChannelPrefix) + "*"
+		s.pattern = glob.Escape(cfg.ChannelPrefix) + "*"
 		s.want = 1
 	}
 	return s, nil
