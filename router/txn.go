@@ -730,13 +730,8 @@ func (t *Txn) Commit() {
 }
 
 // Result returns what the committed transaction invalidates (the same
-// Result on every call); on a committed Txn it changes nothing. A Txn not
-// committed yet is committed first, for the callers that build one by hand
-// and read it at once (explain, replay).
-func (t *Txn) Result() *Result {
-	t.Commit()
-	return t.result
-}
+// Result on every call); it changes nothing, and is nil before Commit.
+func (t *Txn) Result() *Result { return t.result }
 
 // finish computes the Result of the whole transaction.
 func (t *Txn) finish() *Result {

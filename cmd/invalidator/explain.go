@@ -130,6 +130,7 @@ func explain(rules *router.Rules, table, rowJSON, oldJSON, opName string) (strin
 func route(rules *router.Rules, c *cdc.Change, obs router.Observer) *router.Result {
 	txn := router.New(rules, 0, obs).NewTxn(1)
 	txn.Add(c)
+	txn.Commit()
 	return txn.Result()
 }
 

@@ -466,6 +466,7 @@ func (r *replayer) scan(ctx context.Context, conn *pgconn.PgConn, table string, 
 			}
 			txn.Add(&cdc.Change{Op: cdc.OpUpdate, Rel: rel, New: row})
 		}
+		txn.Commit()
 		if err := r.apply(ctx, []publisher.Applied{{Txn: txn, CommitTime: now}}); err != nil {
 			return err
 		}
