@@ -65,6 +65,8 @@ func runCommand(ctx context.Context, args []string, stdout, stderr io.Writer) in
 
 	err = runDaemon(ctx, s.cfg, s.rules, log)
 	var rerr *router.Error
+	var ref *refusal
+	var cerr *config.Error
 	switch {
 	case err == nil:
 		log.Info("stopped")
@@ -72,6 +74,14 @@ func runCommand(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	case errors.As(err, &rerr):
 		log.Error("rules do not match the database", zap.Error(err))
 		_, _ = fmt.Fprintf(stderr, "invalidator run: %v\n", err)
+		return exitUsage
+	case errors.As(err, &ref):
+		log.Error("the database cannot be streamed as the rules need; nothing was changed", zap.Error(err))
+		_, _ = fmt.Fprintf(stderr, "invalidator run: refusing to start:\n%v\n", err)
+		return exitUsage
+	case errors.As(err, &cerr) || permanent(err):
+		log.Error("stopped on a configuration error", zap.Error(err))
+		_, _ = fmt.Fprintf(stderr, "invalidator run: %s\n", redactErr(err, s.cfg))
 		return exitUsage
 	default:
 		log.Error("stopped on error", zap.Error(err))
@@ -146,9 +156,12 @@ func redisTLS(cfg *config.Config) (*tls.Config, error) {
 	return conf, nil
 }
 
-// checkColumns waits for PostgreSQL and checks that every column the rules
-// use exists. A mismatch is a *router.Error.
-func checkColumns(ctx context.Context, cfg *config.Config, rules *router.Rules, log *zap.Logger) error {
+// checkDatabase waits for PostgreSQL, then checks that every column the
+// rules use exists (a mismatch is a *router.Error) and that the database
+// can be streamed as the rules need without breaking the application's
+// writes (a *refusal otherwise; warnings are logged). Errors retrying
+// cannot mend (a wrong password, a missing database) are returned.
+func checkDatabase(ctx context.Context, cfg *config.Config, rules *router.Rules, log *zap.Logger) error {
 	backoff := 250 * time.Millisecond
 	for {
 		err := func() error {
@@ -157,29 +170,29 @@ func checkColumns(ctx context.Context, cfg *config.Config, rules *router.Rules, 
 				return err
 			}
 			defer func() { _ = conn.Close(context.WithoutCancel(ctx)) }()
-			for _, t := range rules.Tables() {
-				cols, err := cdc.TableColumns(ctx, conn, t)
-				if errors.Is(err, cdc.ErrNoSuchTable) {
-					r := firstRule(rules, t)
-					return &router.Error{File: r.File, Line: r.Line, Msg: fmt.Sprintf("rule %q: table %s does not exist", r.Name, t)}
-				}
-				if err != nil {
-					return err
-				}
-				if err := rules.CheckColumns(t, cols); err != nil {
-					return err
+			found, err := preflight(ctx, conn, cfg, rules)
+			if err != nil {
+				return err
+			}
+			for _, f := range found {
+				if f.Status == "warn" || f.startable {
+					log.Warn(f.Check+": "+f.Message, zap.String("fix", f.Fix))
 				}
 			}
-			return nil
+			return refuse(found)
 		}()
 		var rerr *router.Error
-		if err == nil || errors.As(err, &rerr) {
+		var ref *refusal
+		if err == nil || errors.As(err, &rerr) || errors.As(err, &ref) {
 			return err
+		}
+		if permanent(err) {
+			return fmt.Errorf("PostgreSQL: %w", err)
 		}
 		if ctx.Err() != nil {
 			return nil
 		}
-		log.Warn("cannot reach PostgreSQL to check the rules' columns; retrying", zap.Error(err), zap.Duration("backoff", backoff))
+		log.Warn("cannot reach PostgreSQL to check the rules against the database; retrying", zap.Error(err), zap.Duration("backoff", backoff))
 		select {
 		case <-ctx.Done():
 			return nil
@@ -242,7 +255,7 @@ func runDaemon(ctx context.Context, cfg *config.Config, rules *router.Rules, log
 // startStreaming checks the rules against the database, then runs the
 // stream, the applier and the heartbeat until ctx ends or one fails.
 func startStreaming(ctx context.Context, cfg *config.Config, rules *router.Rules, rdb redis.UniversalClient, metrics *ops.Metrics, log *zap.Logger) error {
-	if err := checkColumns(ctx, cfg, rules, log); err != nil {
+	if err := checkDatabase(ctx, cfg, rules, log); err != nil {
 		return err
 	}
 	if ctx.Err() != nil {
@@ -363,6 +376,9 @@ func slotWasUsed(ctx context.Context, rdb redis.UniversalClient, key string, log
 		n, err := rdb.Exists(ctx, key).Result()
 		if err == nil {
 			return n == 1, nil
+		}
+		if permanent(err) {
+			return false, fmt.Errorf("Redis: %w", err)
 		}
 		if ctx.Err() != nil {
 			return false, nil
