@@ -163,3 +163,65 @@ func TestGeneratedColumnInTemplate(t *testing.T) {
 		t.Fatalf("run did not warn of the generated column:\n%s", out)
 	}
 }
+
+// TestPermanentErrorsEndRun: credentials or settings that retrying cannot
+// mend end run with exit 2 and one line on stderr that says what is wrong
+// (ADR 17), instead of being retried forever.
+func TestPermanentErrorsEndRun(t *testing.T) {
+	needIntegration(t)
+	plain := testsrv.StartRedis(t)
+	locked, err := testsrv.NewRedisWith(testsrv.RedisOptions{Args: []string{"--requirepass", "secret"}, Password: "secret"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = locked.Close() })
+	scram, err := testsrv.NewPostgresWith(testsrv.PostgresOptions{HBA: []string{"host all all 127.0.0.1/32 scram-sha-256"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = scram.Close() })
+	withPassword := func(u, pw string) string { return strings.Replace(u, "://", "://:"+pw+"@", 1) }
+
+	cases := []struct {
+		name string
+		env  func(f *fixture) []string
+		want string
+	}{
+		{"postgres wrong password", func(*fixture) []string {
+			return []string{"INVALIDATOR_POSTGRES_URL=" + strings.Replace(scram.URL("postgres"), "postgres@", "postgres:wrong@", 1)}
+		}, "password authentication failed"},
+		{"postgres no such role", func(f *fixture) []string {
+			return []string{"INVALIDATOR_POSTGRES_URL=" + strings.Replace(f.pgURL, "postgres@", "nosuchrole@", 1)}
+		}, `role "nosuchrole" does not exist`},
+		{"postgres no such database", func(f *fixture) []string {
+			return []string{"INVALIDATOR_POSTGRES_URL=" + strings.Replace(f.pgURL, "/"+f.db, "/nosuchdb", 1)}
+		}, `database "nosuchdb" does not exist`},
+		{"redis wrong password", func(*fixture) []string {
+			return []string{"INVALIDATOR_REDIS_URL=" + withPassword(locked.URL(), "wrong")}
+		}, "WRONGPASS"},
+		{"redis password missing", func(*fixture) []string { return []string{"INVALIDATOR_REDIS_URL=" + locked.URL()} }, "NOAUTH"},
+		{"redis db 99", func(*fixture) []string {
+			return []string{"INVALIDATOR_REDIS_URL=" + strings.TrimSuffix(plain.URL(), "/0") + "/99"}
+		}, "DB index is out of range"},
+		{"redis url bad db index", func(*fixture) []string {
+			return []string{"INVALIDATOR_REDIS_URL=" + strings.TrimSuffix(plain.URL(), "/0") + "/abc"}
+		}, "INVALIDATOR_REDIS_URL"},
+		{"missing CA file", func(*fixture) []string {
+			return []string{"INVALIDATOR_REDIS_URL=rediss://" + plain.Addr() + "/0", "INVALIDATOR_REDIS_TLS_CA_FILE=/nonexistent/ca.pem"}
+		}, "INVALIDATOR_REDIS_TLS_CA_FILE"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newDatabaseFixture(t, preflightRules)
+			f.env = append(append(f.env, "INVALIDATOR_REDIS_URL="+plain.URL()), tc.env(f)...)
+			code, stderr := f.runToExit()
+			lines := stderrLines(stderr)
+			if code != exitUsage || len(lines) != 1 || !strings.Contains(lines[0], tc.want) {
+				t.Fatalf("run: exit %d, want 2 and one line with %q on stderr; stderr:\n%s", code, tc.want, stderr)
+			}
+			if strings.Contains(lines[0], "wrong") || strings.Contains(lines[0], "secret") {
+				t.Fatalf("the line shows a password: %s", lines[0])
+			}
+		})
+	}
+}
