@@ -6,6 +6,8 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/cachewire/invalidator/internal/resp"
 )
 
 // permanent reports whether an error met while starting is one that
@@ -26,9 +28,16 @@ func permanent(err error) bool {
 		}
 		return false
 	}
+	var msg string
 	var redisErr redis.Error
-	if errors.As(err, &redisErr) {
-		msg := redisErr.Error()
+	var reply resp.Error // the publisher's own connection
+	switch {
+	case errors.As(err, &redisErr):
+		msg = redisErr.Error()
+	case errors.As(err, &reply):
+		msg = string(reply)
+	}
+	if msg != "" {
 		// the starts of the replies that say the configuration is wrong
 		for _, prefix := range []string{
 			"WRONGPASS",                    // wrong user or password

@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/cachewire/invalidator/internal/resp"
 )
 
 // redisReply is a Redis error reply as go-redis returns it.
@@ -31,6 +33,8 @@ func TestPermanentClassifiesOnce(t *testing.T) {
 		{redisReply("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?"), true},
 		{redisReply("ERR DB index is out of range"), true},
 		{redisReply("ERR invalid DB index"), true},
+		{resp.Error("ERR AUTH <password> called without any password configured for the default user."), true}, // the publisher's connection
+		{resp.Error("LOADING Redis is loading the dataset in memory"), false},
 		{redisReply("READONLY You can't write against a read only replica."), false},
 		{redisReply("LOADING Redis is loading the dataset in memory"), false},
 		{errors.New("dial tcp 127.0.0.1:1: connect: connection refused"), false},

@@ -200,6 +200,9 @@ func TestPermanentErrorsEndRun(t *testing.T) {
 			return []string{"INVALIDATOR_REDIS_URL=" + withPassword(locked.URL(), "wrong")}
 		}, "WRONGPASS"},
 		{"redis password missing", func(*fixture) []string { return []string{"INVALIDATOR_REDIS_URL=" + locked.URL()} }, "NOAUTH"},
+		{"redis without requirepass", func(*fixture) []string {
+			return []string{"INVALIDATOR_REDIS_URL=" + withPassword(plain.URL(), "secret")}
+		}, "without any password configured"},
 		{"redis db 99", func(*fixture) []string {
 			return []string{"INVALIDATOR_REDIS_URL=" + strings.TrimSuffix(plain.URL(), "/0") + "/99"}
 		}, "DB index is out of range"},

@@ -301,6 +301,11 @@ func startStreaming(ctx context.Context, cfg *config.Config, rules *router.Rules
 	}
 	pub := publisher.New(rdb, pubCfg)
 	defer func() { _ = pub.Close() }() // after the applier, resync and heartbeat below have stopped
+	// its own connection authenticates as go-redis's does not (AUTH
+	// <password>): a refusal shows now, not as retries of the first batch
+	if err := waitForRedis(ctx, log, func() error { return pub.Connect(ctx) }); err != nil || ctx.Err() != nil {
+		return err
+	}
 	applier := publisher.NewApplier(pub, queue, stream, metrics, log.Named("publisher"), publisher.ApplierConfig{
 		MaxBatchTxns: cfg.BatchMaxTxns,
 		MaxBatchKeys: cfg.BatchMaxKeys,
@@ -371,22 +376,34 @@ func startStreaming(ctx context.Context, cfg *config.Config, rules *router.Rules
 // slotWasUsed reads the slot marker, waiting for Redis if it is down: the
 // answer decides whether a missing slot is new or lost.
 func slotWasUsed(ctx context.Context, rdb redis.UniversalClient, key string, log *zap.Logger) (bool, error) {
+	var n int64
+	err := waitForRedis(ctx, log, func() (err error) {
+		n, err = rdb.Exists(ctx, key).Result()
+		return err
+	})
+	return n == 1, err
+}
+
+// waitForRedis runs try until it succeeds, ctx ends (nil) or it fails in
+// a way retrying cannot mend (a wrong password, a database the server does
+// not have: the error), backing off while Redis is out of reach.
+func waitForRedis(ctx context.Context, log *zap.Logger, try func() error) error {
 	backoff := 250 * time.Millisecond
 	for {
-		n, err := rdb.Exists(ctx, key).Result()
+		err := try()
 		if err == nil {
-			return n == 1, nil
+			return nil
 		}
 		if permanent(err) {
-			return false, fmt.Errorf("Redis: %w", err)
+			return fmt.Errorf("Redis: %w", err)
 		}
 		if ctx.Err() != nil {
-			return false, nil
+			return nil
 		}
 		log.Warn("cannot reach Redis; waiting before streaming", zap.Error(err), zap.Duration("backoff", backoff))
 		select {
 		case <-ctx.Done():
-			return false, nil
+			return nil
 		case <-time.After(backoff):
 		}
 		backoff = min(backoff*2, 15*time.Second)
