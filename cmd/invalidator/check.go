@@ -292,7 +292,13 @@ func checkRedis(ctx context.Context, cfg *config.Config, r *report) {
 	defer func() { _ = rdb.Close() }()
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	if err := rdb.Ping(pctx).Err(); err != nil {
+	err = rdb.Ping(pctx).Err()
+	if err == nil { // the daemon's own connection authenticates as go-redis does not
+		pub := publisher.New(rdb, publisher.Config{})
+		err = pub.Connect(pctx)
+		_ = pub.Close()
+	}
+	if err != nil {
 		r.add("problem", "redis", "cannot reach: "+redactErr(err, cfg), "check "+config.Var("REDIS_URL"))
 		return
 	}

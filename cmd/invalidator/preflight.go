@@ -103,7 +103,7 @@ func tableFindings(rules *router.Rules, table string, id cdc.Identity, info cdc.
 			}
 			if len(used) > 0 {
 				out = append(out, finding{Check: name, Status: "problem", startable: true,
-					Message: fmt.Sprintf("rule %q renders generated column %s, which pgoutput does not send (before PostgreSQL 18, or without publish_generated_columns): every change becomes the rule's wide form (a SCAN)", r.Name, strings.Join(used, ", ")),
+					Message: fmt.Sprintf("rule %q renders generated column %s, which pgoutput does not send (before PostgreSQL 18, or without publish_generated_columns): every change is flushed by patterns that star it (a SCAN)", r.Name, strings.Join(used, ", ")),
 					Fix:     "render the key from the columns it is generated from (on PostgreSQL 18: ALTER PUBLICATION " + cdc.QuoteIdent(pubName) + " SET (publish_generated_columns = stored);)"})
 			}
 		}

@@ -149,7 +149,11 @@ func (c checkJSON) findAny(status, s string) bool {
 // column, so check calls a template that renders one a problem with the
 // fix, and run starts but warns.
 func TestGeneratedColumnInTemplate(t *testing.T) {
-	f := newDatabaseFixture(t, strings.Replace(preflightRules, "{tenant_id}:user:{id}", "{slug}", 1))
+	f := newDatabaseFixture(t, strings.Replace(preflightRules, "{tenant_id}:user:{id}", "{slug}", 1)+`
+  - name: sentinel
+    table: sentinel
+    channel: "sentinel:{id}"
+`)
 	rdb := testsrv.StartRedis(t)
 	f.env = append(f.env, "INVALIDATOR_REDIS_URL="+rdb.URL())
 	f.exec(`ALTER TABLE users ADD COLUMN slug text GENERATED ALWAYS AS (tenant_id || '-' || id) STORED`)
@@ -161,6 +165,20 @@ func TestGeneratedColumnInTemplate(t *testing.T) {
 	d.waitReady(t)
 	if out := d.out.String(); !strings.Contains(out, `"level":"warn"`) || !strings.Contains(out, "renders generated column slug") {
 		t.Fatalf("run did not warn of the generated column:\n%s", out)
+	}
+	// no key stays stale: the row is flushed by a pattern
+	f.rdb = rdb.Client(t)
+	f.sub = newSubscriber(t, f.rdb, "cache:invalidate:*")
+	f.exec(`INSERT INTO users VALUES ('t1', 1, 'a')`)
+	f.sync()
+	f.set("tenant:t1-1:profile")
+	f.exec(`UPDATE users SET name = 'b' WHERE id = 1`)
+	f.sync()
+	if f.exists("tenant:t1-1:profile") {
+		t.Fatal("the key rendered from the generated column stayed")
+	}
+	if n := d.metric(t, "invalidator_render_failures_total", `rule="user-profile"`); n == 0 {
+		t.Fatal("render_failures_total{rule=\"user-profile\"} did not count the unknown column")
 	}
 }
 
@@ -224,6 +242,11 @@ func TestPermanentErrorsEndRun(t *testing.T) {
 			}
 			if strings.Contains(lines[0], "wrong") || strings.Contains(lines[0], "secret") {
 				t.Fatalf("the line shows a password: %s", lines[0])
+			}
+			if strings.HasPrefix(tc.name, "redis ") {
+				if code, rep := f.checkReport(); code != exitProblems || !rep.findAny("problem", tc.want) {
+					t.Fatalf("check: exit %d, want a redis problem with %q: %+v", code, tc.want, rep.Checks)
+				}
 			}
 		})
 	}
