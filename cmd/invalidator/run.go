@@ -395,7 +395,7 @@ func waitForRedis(ctx context.Context, log *zap.Logger, try func() error) error 
 			return nil
 		}
 		if permanent(err) {
-			return fmt.Errorf("Redis: %w", err)
+			return fmt.Errorf("redis: %w", err)
 		}
 		if ctx.Err() != nil {
 			return nil
