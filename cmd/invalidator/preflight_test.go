@@ -81,6 +81,10 @@ func TestRefusesWhatCannotBeStreamed(t *testing.T) {
 	}{
 		{name: "partial publish", rules: preflightRules, sql: `CREATE PUBLICATION %[1]s FOR TABLE users WITH (publish = 'insert, update')`,
 			want: "does not publish delete (rules user-profile), truncate", fix: "SET (publish = 'insert, update, delete, truncate')"},
+		{name: "all tables, inserts only", rules: preflightRules, sql: `CREATE PUBLICATION %[1]s FOR ALL TABLES WITH (publish = 'insert')`,
+			want: "does not publish update (rules user-profile), delete", fix: "SET (publish = 'insert, update, delete, truncate')"},
+		{name: "schema, no truncate", rules: preflightRules, sql: `CREATE PUBLICATION %[1]s FOR TABLES IN SCHEMA public WITH (publish = 'insert, update, delete')`,
+			want: "does not publish truncate (rules user-profile)", fix: "SET (publish = 'insert, update, delete, truncate')"},
 		{name: "row filter", rules: preflightRules, sql: `CREATE PUBLICATION %[1]s FOR TABLE users WHERE (id < 5)`,
 			want: "sends only the rows of public.users WHERE (id < 5)", fix: `DROP TABLE "public"."users"`},
 		{name: "column list", rules: preflightRules, sql: `CREATE PUBLICATION %[1]s FOR TABLE users (id, name)`,
