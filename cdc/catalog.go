@@ -307,3 +307,106 @@ func ServerOf(ctx context.Context, conn *pgconn.PgConn) (Server, error) {
 	}
 	return Server{SystemID: string(rows[0][0]), Database: string(rows[0][1])}, nil
 }
+
+// TableInfo is what the catalog says of a rule table besides its columns
+// and replica identity: whether logical replication can stream it at all,
+// and which of its columns it does not send.
+type TableInfo struct {
+	Kind        byte     // relkind: 'r' table, 'p' partitioned, 'v' view, 'm' materialized view, 'f' foreign
+	Persistence byte     // relpersistence: 'p' permanent, 'u' unlogged, 't' temporary
+	Generated   []string // generated columns, which pgoutput sends only on PostgreSQL 18 with publish_generated_columns
+}
+
+// ReadTableInfo reads a table's kind, persistence and generated columns,
+// or returns ErrNoSuchTable.
+func ReadTableInfo(ctx context.Context, conn *pgconn.PgConn, table string) (TableInfo, error) {
+	schema, name, _ := strings.Cut(table, ".")
+	rows, err := query(ctx, conn, `SELECT c.relkind::text, c.relpersistence::text, coalesce((
+			SELECT string_agg(a.attname, ',' ORDER BY a.attnum) FROM pg_catalog.pg_attribute a
+			WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated <> ''
+		), '')
+		FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+		WHERE n.nspname = `+QuoteLiteral(schema)+` AND c.relname = `+QuoteLiteral(name))
+	if err != nil {
+		return TableInfo{}, fmt.Errorf("kind of %s: %w", table, err)
+	}
+	if len(rows) == 0 {
+		return TableInfo{}, fmt.Errorf("%s: %w", table, ErrNoSuchTable)
+	}
+	info := TableInfo{Kind: rows[0][0][0], Persistence: rows[0][1][0]}
+	if s := string(rows[0][2]); s != "" {
+		info.Generated = strings.Split(s, ",")
+	}
+	return info, nil
+}
+
+// Publication is what an existing publication sends.
+type Publication struct {
+	Exists                           bool
+	AllTables                        bool
+	Insert, Update, Delete, Truncate bool
+	GeneratedColumns                 bool                      // publish_generated_columns = stored (PostgreSQL 18)
+	Tables                           map[string]PublishedTable // every table it covers, by schema.table
+}
+
+// PublishedTable is what a publication sends of one table.
+type PublishedTable struct {
+	RowFilter string   // the row filter's expression, "" for none (PostgreSQL 15)
+	Columns   []string // the columns it sends; nil when the server cannot say (before 15)
+}
+
+// ReadPublication reads what a publication sends and of which tables
+// (FOR ALL TABLES and FOR TABLES IN SCHEMA included).
+func ReadPublication(ctx context.Context, conn *pgconn.PgConn, pub string) (Publication, error) {
+	versionNum, err := Setting(ctx, conn, "server_version_num")
+	if err != nil {
+		return Publication{}, err
+	}
+	var version int
+	_, _ = fmt.Sscan(versionNum, &version)
+	gencols := "false"
+	if version >= 180000 {
+		gencols = "p.pubgencols = 's'"
+	}
+	rows, err := query(ctx, conn, `SELECT p.puballtables, p.pubinsert, p.pubupdate, p.pubdelete, p.pubtruncate, `+gencols+`
+		FROM pg_catalog.pg_publication p WHERE p.pubname = `+QuoteLiteral(pub))
+	if err != nil {
+		return Publication{}, fmt.Errorf("read publication %q: %w", pub, err)
+	}
+	if len(rows) == 0 {
+		return Publication{}, nil
+	}
+	r := rows[0]
+	p := Publication{Exists: true, AllTables: string(r[0]) == "t",
+		Insert: string(r[1]) == "t", Update: string(r[2]) == "t", Delete: string(r[3]) == "t", Truncate: string(r[4]) == "t",
+		GeneratedColumns: string(r[5]) == "t", Tables: map[string]PublishedTable{}}
+	detail := "'', NULL"
+	if version >= 150000 {
+		detail = "coalesce(t.rowfilter, ''), array_to_string(t.attnames, E'\\n')"
+	}
+	rows, err = query(ctx, conn, `SELECT t.schemaname || '.' || t.tablename, `+detail+`
+		FROM pg_catalog.pg_publication_tables t WHERE t.pubname = `+QuoteLiteral(pub))
+	if err != nil {
+		return Publication{}, fmt.Errorf("read tables of publication %q: %w", pub, err)
+	}
+	for _, r := range rows {
+		t := PublishedTable{RowFilter: string(r[1])}
+		if r[2] != nil {
+			t.Columns = strings.Split(string(r[2]), "\n")
+		}
+		p.Tables[string(r[0])] = t
+	}
+	return p, nil
+}
+
+// Database returns the name of the database conn is connected to.
+func Database(ctx context.Context, conn *pgconn.PgConn) (string, error) {
+	rows, err := query(ctx, conn, "SELECT pg_catalog.current_database()")
+	if err != nil {
+		return "", fmt.Errorf("current database: %w", err)
+	}
+	if len(rows) == 0 {
+		return "", errors.New("current database: no row")
+	}
+	return string(rows[0][0]), nil
+}

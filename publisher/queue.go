@@ -47,12 +47,8 @@ func (p *Publisher) queue(ctx context.Context) (commands, error) {
 		p.pipe.start(p.rdb.Pipeline())
 		return &p.pipe, nil
 	}
-	if p.conn == nil {
-		c, err := resp.Dial(ctx, *p.direct)
-		if err != nil {
-			return nil, err
-		}
-		p.conn = c
+	if err := p.Connect(ctx); err != nil {
+		return nil, err
 	}
 	p.wire.start(p.conn)
 	return &p.wire, nil

@@ -74,6 +74,21 @@ func New(rdb redis.UniversalClient, cfg Config) *Publisher {
 	return p
 }
 
+// Connect opens the Publisher's own connection now, when it writes to a
+// single Redis itself, so that a refused AUTH or SELECT shows before the
+// first batch rather than as retries of it.
+func (p *Publisher) Connect(ctx context.Context) error {
+	if p.direct == nil || p.conn != nil {
+		return nil
+	}
+	c, err := resp.Dial(ctx, *p.direct)
+	if err != nil {
+		return err
+	}
+	p.conn = c
+	return nil
+}
+
 // Close closes the Publisher's own connection, if any; rdb is the caller's.
 func (p *Publisher) Close() error {
 	if p.conn == nil {

@@ -37,6 +37,9 @@ type finding struct {
 	Status  string `json:"status"` // ok, warn, problem
 	Message string `json:"message"`
 	Fix     string `json:"fix,omitempty"`
+	// startable: a problem run starts with anyway (it logs a warning),
+	// because no key stays stale, only the work grows.
+	startable bool
 }
 
 type report struct {
@@ -127,9 +130,13 @@ func checkPostgres(ctx context.Context, cfg *config.Config, rules *router.Rules,
 		r.add("ok", "postgres", fmt.Sprintf("PostgreSQL %s, wal_level=logical", version), "")
 	}
 
+	pub, err := cdc.ReadPublication(ctx, conn, cfg.Publication)
+	if err != nil {
+		r.add("problem", "publication", err.Error(), "")
+	}
 	tables := rules.Tables()
 	for _, t := range tables {
-		checkTable(ctx, conn, rules, t, r)
+		checkTable(ctx, conn, rules, t, cfg.Publication, pub, r)
 	}
 	checkOwnKeys(cfg, rules, r)
 
@@ -148,7 +155,6 @@ func checkPostgres(ctx context.Context, cfg *config.Config, rules *router.Rules,
 		case err != nil:
 			r.add("problem", "publication", err.Error(), "")
 		case len(missing) == 0:
-			r.add("ok", "publication", pubCheck+" covers every rule table", "")
 		default:
 			quoted := make([]string, len(missing))
 			for i, m := range missing {
@@ -161,13 +167,18 @@ func checkPostgres(ctx context.Context, cfg *config.Config, rules *router.Rules,
 			r.add(status, "publication", fmt.Sprintf("%s does not cover %s", pubCheck, strings.Join(missing, ", ")),
 				"ALTER PUBLICATION "+cdc.QuoteIdent(cfg.Publication)+" ADD TABLE "+strings.Join(quoted, ", ")+";")
 		}
+		found := publicationFindings(cfg, rules, pub, tables)
+		r.findings = append(r.findings, found...)
+		if err == nil && len(missing) == 0 && len(found) == 0 {
+			r.add("ok", "publication", pubCheck+" covers every rule table and publishes every operation, row and column the rules use", "")
+		}
 	}
 	checkSlot(ctx, conn, cfg, major, r)
 	return false
 }
 
 // checkTable checks columns and replica identity for one rule table.
-func checkTable(ctx context.Context, conn *pgconn.PgConn, rules *router.Rules, table string, r *report) {
+func checkTable(ctx context.Context, conn *pgconn.PgConn, rules *router.Rules, table, pubName string, pub cdc.Publication, r *report) {
 	name := "table " + table
 	cols, err := cdc.TableColumns(ctx, conn, table)
 	if errors.Is(err, cdc.ErrNoSuchTable) {
@@ -187,18 +198,20 @@ func checkTable(ctx context.Context, conn *pgconn.PgConn, rules *router.Rules, t
 		r.add("problem", name, err.Error(), "")
 		return
 	}
+	info, err := cdc.ReadTableInfo(ctx, conn, table)
+	if err != nil {
+		r.add("problem", name, err.Error(), "")
+		return
+	}
+	found := tableFindings(rules, table, id, info, pubName, pub)
+	r.findings = append(r.findings, found...)
 	fix := "ALTER TABLE " + cdc.QuoteTable(table) + " REPLICA IDENTITY FULL;"
-	ok := true
+	ok := len(found) == 0
 	for _, rule := range rules.Rules {
-		if rule.Table != table {
-			continue
+		if rule.Table != table || id.Kind != 'f' && len(id.Columns) == 0 {
+			continue // no replica identity: a problem above
 		}
 		fires := func(op string) bool { return slices.Contains(rule.On, op) }
-		if id.Kind == 'n' && (fires("update") || fires("delete")) {
-			r.add("problem", name, fmt.Sprintf("REPLICA IDENTITY NOTHING: no old row is sent, so rule %q cannot render what an UPDATE or DELETE invalidates", rule.Name), fix)
-			ok = false
-			continue
-		}
 		var missing []string
 		for _, c := range rule.TemplateColumns() {
 			if !slices.Contains(id.Columns, c) {
@@ -258,9 +271,17 @@ func checkSlot(ctx context.Context, conn *pgconn.PgConn, cfg *config.Config, maj
 	case !st.Exists:
 		r.add("problem", "slot", name+" does not exist", "invalidator setup")
 		return
-	case st.Plugin != "pgoutput":
-		r.add("problem", "slot", fmt.Sprintf("%s uses plugin %s, not pgoutput", name, st.Plugin), "SELECT pg_drop_replication_slot('"+cfg.Slot+"'); then invalidator setup")
+	}
+	db, err := cdc.Database(ctx, conn)
+	if err != nil {
+		r.add("problem", "slot", err.Error(), "")
 		return
+	}
+	if f := slotFinding(cfg, st, db); f != nil {
+		r.findings = append(r.findings, *f)
+		return
+	}
+	switch {
 	case st.WALStatus == "lost":
 		r.add("problem", "slot", name+" is lost (its WAL was removed): invalidations were missed", "restart run with "+config.Var("ON_SLOT_LOST")+"=resync")
 		return
@@ -330,7 +351,13 @@ func checkRedis(ctx context.Context, cfg *config.Config, r *report) {
 	defer func() { _ = rdb.Close() }()
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	if err := rdb.Ping(pctx).Err(); err != nil {
+	err = rdb.Ping(pctx).Err()
+	if err == nil { // the daemon's own connection authenticates as go-redis does not
+		pub := publisher.New(rdb, publisher.Config{})
+		err = pub.Connect(pctx)
+		_ = pub.Close()
+	}
+	if err != nil {
 		r.add("problem", "redis", "cannot reach: "+oneLine(redactErr(err, cfg)), "check "+config.Var("REDIS_URL")+" (--redis-url) and that Redis is running")
 		return
 	}

@@ -65,6 +65,8 @@ func runCommand(ctx context.Context, args []string, stdout, stderr io.Writer) in
 
 	err = runDaemon(ctx, s.cfg, s.rules, log)
 	var rerr *router.Error
+	var ref *refusal
+	var cerr *config.Error
 	switch {
 	case err == nil:
 		log.Info("stopped")
@@ -76,6 +78,14 @@ func runCommand(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	case errors.Is(err, cdc.ErrUnsupported):
 		log.Error("the PostgreSQL server does not support this configuration", zap.Error(err))
 		_, _ = fmt.Fprintf(stderr, "invalidator run: %v\n", err)
+		return exitUsage
+	case errors.As(err, &ref):
+		log.Error("the database cannot be streamed as the rules need; nothing was changed", zap.Error(err))
+		_, _ = fmt.Fprintf(stderr, "invalidator run: refusing to start:\n%v\n", err)
+		return exitUsage
+	case errors.As(err, &cerr) || permanent(err):
+		log.Error("stopped on a configuration error", zap.Error(err))
+		_, _ = fmt.Fprintf(stderr, "invalidator run: %s\n", redactErr(err, s.cfg))
 		return exitUsage
 	default:
 		log.Error("stopped on error", zap.Error(err))
@@ -150,9 +160,12 @@ func redisTLS(cfg *config.Config) (*tls.Config, error) {
 	return conf, nil
 }
 
-// checkColumns waits for PostgreSQL and checks that every column the rules
-// use exists. A mismatch is a *router.Error.
-func checkColumns(ctx context.Context, cfg *config.Config, rules *router.Rules, log *zap.Logger) error {
+// checkDatabase waits for PostgreSQL, then checks that every column the
+// rules use exists (a mismatch is a *router.Error) and that the database
+// can be streamed as the rules need without breaking the application's
+// writes (a *refusal otherwise; warnings are logged). Errors retrying
+// cannot mend (a wrong password, a missing database) are returned.
+func checkDatabase(ctx context.Context, cfg *config.Config, rules *router.Rules, log *zap.Logger) error {
 	backoff := 250 * time.Millisecond
 	for {
 		err := func() error {
@@ -164,29 +177,29 @@ func checkColumns(ctx context.Context, cfg *config.Config, rules *router.Rules, 
 			if err := checkServer(conn, cfg); err != nil {
 				return err
 			}
-			for _, t := range rules.Tables() {
-				cols, err := cdc.TableColumns(ctx, conn, t)
-				if errors.Is(err, cdc.ErrNoSuchTable) {
-					r := firstRule(rules, t)
-					return &router.Error{File: r.File, Line: r.Line, Msg: fmt.Sprintf("rule %q: table %s does not exist", r.Name, t)}
-				}
-				if err != nil {
-					return err
-				}
-				if err := rules.CheckColumns(t, cols); err != nil {
-					return err
+			found, err := preflight(ctx, conn, cfg, rules)
+			if err != nil {
+				return err
+			}
+			for _, f := range found {
+				if f.Status == "warn" || f.startable {
+					log.Warn(f.Check+": "+f.Message, zap.String("fix", f.Fix))
 				}
 			}
-			return nil
+			return refuse(found)
 		}()
 		var rerr *router.Error
-		if err == nil || errors.As(err, &rerr) || errors.Is(err, cdc.ErrUnsupported) {
+		var ref *refusal
+		if err == nil || errors.As(err, &rerr) || errors.As(err, &ref) || errors.Is(err, cdc.ErrUnsupported) {
 			return err
+		}
+		if permanent(err) {
+			return fmt.Errorf("PostgreSQL: %w", err)
 		}
 		if ctx.Err() != nil {
 			return nil
 		}
-		log.Warn("cannot reach PostgreSQL to check the rules' columns; retrying", zap.Error(err), zap.Duration("backoff", backoff))
+		log.Warn("cannot reach PostgreSQL to check the rules against the database; retrying", zap.Error(err), zap.Duration("backoff", backoff))
 		select {
 		case <-ctx.Done():
 			return nil
@@ -261,17 +274,20 @@ func runDaemon(ctx context.Context, cfg *config.Config, rules *router.Rules, log
 // startStreaming checks the rules against the database, then runs the
 // stream, the applier and the heartbeat until ctx ends or one fails.
 func startStreaming(ctx context.Context, cfg *config.Config, rules *router.Rules, rdb redis.UniversalClient, metrics *ops.Metrics, log *zap.Logger) error {
-	if err := checkColumns(ctx, cfg, rules, log); err != nil {
+	if err := checkDatabase(ctx, cfg, rules, log); err != nil {
 		return err
 	}
 	if ctx.Err() != nil {
 		return nil
 	}
-	srv := serverOf(ctx, cfg, log)
+	srv, err := serverOf(ctx, cfg, log)
+	if err != nil || ctx.Err() != nil {
+		return err
+	}
 	markerKey, legacyKey := slotMarkerKey(rules.ChannelPrefix, srv, cfg.Slot), legacySlotMarkerKey(rules.ChannelPrefix, cfg.Slot)
-	expectSlot := slotWasUsed(ctx, rdb, log, markerKey, legacyKey)
-	if ctx.Err() != nil {
-		return nil
+	expectSlot, err := slotWasUsed(ctx, rdb, log, markerKey, legacyKey)
+	if err != nil || ctx.Err() != nil {
+		return err
 	}
 
 	rt := router.New(rules, cfg.MaxKeysPerTxn, metrics)
@@ -310,6 +326,11 @@ func startStreaming(ctx context.Context, cfg *config.Config, rules *router.Rules
 	}
 	pub := publisher.New(rdb, pubCfg)
 	defer func() { _ = pub.Close() }() // after the applier, resync and heartbeat below have stopped
+	// its own connection authenticates as go-redis's does not (AUTH
+	// <password>): a refusal shows now, not as retries of the first batch
+	if err := untilReachable(ctx, log, "Redis", func() error { return pub.Connect(ctx) }); err != nil || ctx.Err() != nil {
+		return err
+	}
 	applier := publisher.NewApplier(pub, queue, stream, metrics, log.Named("publisher"), publisher.ApplierConfig{
 		MaxBatchTxns: cfg.BatchMaxTxns,
 		MaxBatchKeys: cfg.BatchMaxKeys,
@@ -380,9 +401,9 @@ func startStreaming(ctx context.Context, cfg *config.Config, rules *router.Rules
 // slotWasUsed reads the slot markers (this server's and an older version's),
 // waiting for Redis if it is down: the answer decides whether a missing slot
 // is new or lost.
-func slotWasUsed(ctx context.Context, rdb redis.UniversalClient, log *zap.Logger, keys ...string) bool {
+func slotWasUsed(ctx context.Context, rdb redis.UniversalClient, log *zap.Logger, keys ...string) (bool, error) {
 	var used bool
-	untilReachable(ctx, log, "Redis", func() error {
+	err := untilReachable(ctx, log, "Redis", func() error {
 		used = false
 		for _, k := range keys { // one by one: on a Redis Cluster they may lie in different slots
 			n, err := rdb.Exists(ctx, k).Result()
@@ -393,14 +414,14 @@ func slotWasUsed(ctx context.Context, rdb redis.UniversalClient, log *zap.Logger
 		}
 		return nil
 	})
-	return used
+	return used, err
 }
 
 // serverOf reads the system identifier and database the daemon serves,
 // waiting for PostgreSQL if it is down.
-func serverOf(ctx context.Context, cfg *config.Config, log *zap.Logger) cdc.Server {
+func serverOf(ctx context.Context, cfg *config.Config, log *zap.Logger) (cdc.Server, error) {
 	var srv cdc.Server
-	untilReachable(ctx, log, "PostgreSQL", func() error {
+	err := untilReachable(ctx, log, "PostgreSQL", func() error {
 		conn, err := pgconn.Connect(ctx, cfg.PostgresURL)
 		if err != nil {
 			return err
@@ -409,22 +430,29 @@ func serverOf(ctx context.Context, cfg *config.Config, log *zap.Logger) cdc.Serv
 		srv, err = cdc.ServerOf(ctx, conn)
 		return err
 	})
-	return srv
+	return srv, err
 }
 
-// untilReachable calls try until it succeeds or ctx ends, with a growing
-// pause between attempts.
-func untilReachable(ctx context.Context, log *zap.Logger, what string, try func() error) {
+// untilReachable calls try until it succeeds, ctx ends (nil) or it fails
+// in a way retrying cannot mend (a wrong password, a database the server
+// does not have: the error), with a growing pause between attempts.
+func untilReachable(ctx context.Context, log *zap.Logger, what string, try func() error) error {
 	backoff := 250 * time.Millisecond
 	for {
 		err := try()
-		if err == nil || ctx.Err() != nil {
-			return
+		if err == nil {
+			return nil
+		}
+		if permanent(err) {
+			return fmt.Errorf("%s: %w", what, err)
+		}
+		if ctx.Err() != nil {
+			return nil
 		}
 		log.Warn("cannot reach "+what+"; waiting before streaming", zap.Error(err), zap.Duration("backoff", backoff))
 		select {
 		case <-ctx.Done():
-			return
+			return nil
 		case <-time.After(backoff):
 		}
 		backoff = min(backoff*2, 15*time.Second)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/cachewire/invalidator/cdc"
 	"github.com/cachewire/invalidator/config"
+	"github.com/cachewire/invalidator/router"
 )
 
 const setupHelp = `invalidator setup
@@ -35,6 +36,22 @@ func setupCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	}
 	defer func() { _ = conn.Close(context.WithoutCancel(ctx)) }()
 
+	// refuse what would break the application's writes or never be
+	// streamed, before the publication is touched
+	found, err := preflight(ctx, conn, s.cfg, s.rules)
+	if err == nil {
+		err = refuse(found)
+	}
+	if err != nil {
+		var rerr *router.Error
+		var ref *refusal
+		if errors.As(err, &rerr) || errors.As(err, &ref) {
+			_, _ = fmt.Fprintf(stderr, "invalidator setup: refusing, nothing was changed:\n%v\n", err)
+			return exitUsage
+		}
+		_, _ = fmt.Fprintf(stderr, "invalidator setup: %v\n", err)
+		return exitProblems
+	}
 	tables := s.rules.Tables()
 	created, added, err := cdc.EnsurePublication(ctx, conn, s.cfg.Publication, tables)
 	if err != nil {
