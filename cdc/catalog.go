@@ -152,21 +152,19 @@ func EnsurePublication(ctx context.Context, conn *pgconn.PgConn, pub string, tab
 	return false, added, nil
 }
 
-// PublicationMissing returns the tables the publication does not cover. A
-// missing publication covers nothing.
+// PublicationMissing returns the tables the publication does not cover
+// (see PublicationCoverage: a partitioned table is covered by its own
+// membership, a partition also by an ancestor's). A missing publication
+// covers nothing.
 func PublicationMissing(ctx context.Context, conn *pgconn.PgConn, pub string, tables []string) ([]string, error) {
-	rows, err := query(ctx, conn, `SELECT schemaname || '.' || tablename FROM pg_catalog.pg_publication_tables WHERE pubname = `+QuoteLiteral(pub))
+	cov, err := PublicationCoverage(ctx, conn, pub, tables)
 	if err != nil {
-		return nil, fmt.Errorf("read publication %q: %w", pub, err)
-	}
-	have := make(map[string]bool, len(rows))
-	for _, r := range rows {
-		have[string(r[0])] = true
+		return nil, err
 	}
 	var missing []string
-	for _, t := range tables {
-		if !have[t] {
-			missing = append(missing, t)
+	for _, c := range cov {
+		if !c.Covered() {
+			missing = append(missing, c.Table)
 		}
 	}
 	return missing, nil

@@ -41,6 +41,9 @@ type Decoder[T Txn] struct {
 	// OnUnknownRelation, when set, is told about changes that name a
 	// relation never described; such changes are skipped.
 	OnUnknownRelation func(relID uint32)
+	// OnRelation, when set, is given each relation description before
+	// changes use it (to fill its Routes); an error fails Decode.
+	OnRelation func(*Relation) error
 	// Early, when set, is asked after each row change of a transaction
 	// that is not streamed whether part of it can be handed on before its
 	// Commit arrives; when it returns ok, Decode returns that part marked
@@ -172,6 +175,11 @@ func (d *Decoder[T]) Decode(msg []byte) (c Committed[T], ok bool, err error) {
 		rel := r.relation()
 		if r.err != nil {
 			return c, false, r.err
+		}
+		if d.OnRelation != nil {
+			if err := d.OnRelation(rel); err != nil {
+				return c, false, err
+			}
 		}
 		d.rels.put(rel)
 	case 'I', 'U', 'D':

@@ -342,6 +342,9 @@ func (s *Stream[T]) session(ctx context.Context) (err error) {
 	dec.SkipThrough(s.submittedCommit)
 	dec.OnMessage = s.OnMessage
 	dec.Early = s.Early
+	routes := &routeLookup{url: s.cfg.URL}
+	defer routes.close(ctx)
+	dec.OnRelation = func(rel *Relation) error { return routes.fill(ctx, rel) }
 	dec.OnUnknownRelation = func(id uint32) {
 		s.obs.StreamError("unknown_relation")
 		s.log.Warn("change for a relation never described; skipped", zap.Uint32("relation_id", id))

@@ -131,10 +131,14 @@ func (rt *Router) bind(rel *cdc.Relation) []*boundRule {
 		}
 	}
 	var out []*boundRule
-	for _, r := range rt.byTable[rel.QualifiedName()] {
-		br := bindRule(r, rel.ColumnIndex, func(c int) bool { return c >= 0 && rel.Columns[c].Key }, r.Scope)
-		br.name = rt.nameOf[r]
-		out = append(out, br)
+	// a partition's changes also go to its ancestors' rules (ADR 15),
+	// whose columns are found by name: a partition may order them its way
+	for _, table := range append([]string{rel.QualifiedName()}, rel.Routes...) {
+		for _, r := range rt.byTable[table] {
+			br := bindRule(r, rel.ColumnIndex, func(c int) bool { return c >= 0 && rel.Columns[c].Key }, r.Scope)
+			br.name = rt.nameOf[r]
+			out = append(out, br)
+		}
 	}
 	rt.bindings[rel] = out
 	return out
@@ -191,6 +195,17 @@ func bindRule(r *Rule, colIndex func(string) int, isKey func(int) bool, scope []
 // the columns are left out; with no values at all, every rule's all-'*'
 // form is returned. Messages carry op.
 func (rt *Router) Wide(values map[string]string, op cdc.Op) *Result {
+	return rt.wide(values, op, func(*Rule) bool { return true })
+}
+
+// WideTables returns the all-'*' wide form of the rules on the given
+// tables (for a table whose changes may have been missed), messages
+// carrying op.
+func (rt *Router) WideTables(tables []string, op cdc.Op) *Result {
+	return rt.wide(nil, op, func(r *Rule) bool { return slices.Contains(tables, r.Table) })
+}
+
+func (rt *Router) wide(values map[string]string, op cdc.Op, keep func(*Rule) bool) *Result {
 	names := make([]string, 0, len(values))
 	row := make(cdc.Tuple, 0, len(values))
 	for name, v := range values {
@@ -207,6 +222,9 @@ func (rt *Router) Wide(values map[string]string, op cdc.Op) *Result {
 	}
 	t := rt.NewTxn(0)
 	for _, r := range rt.rules.Rules {
+		if !keep(r) {
+			continue
+		}
 		uses := len(values) == 0
 		for _, c := range r.Columns() {
 			uses = uses || colIndex(c) >= 0

@@ -131,7 +131,14 @@ type fixture struct {
 
 func newFixture(t testing.TB, extraEnv ...string) *fixture {
 	t.Helper()
-	f := newDatabaseFixture(t, rulesYAML)
+	return newDatabaseFixture(t, rulesYAML).withRedis(extraEnv...)
+}
+
+// withRedis completes a database fixture: a Redis, the daemon's setting
+// for it and extraEnv, and a subscriber on every channel.
+func (f *fixture) withRedis(extraEnv ...string) *fixture {
+	t := f.t
+	t.Helper()
 	f.redis = testsrv.StartRedis(t)
 	f.rdb = f.redis.Client(t)
 	f.env = append(append(f.env, "INVALIDATOR_REDIS_URL="+f.redis.URL()), extraEnv...)
