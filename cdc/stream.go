@@ -122,6 +122,12 @@ type Stream[T Txn] struct {
 	// on before its Commit arrives, see Decoder.Early. Such parts go to out
 	// marked Early, before the transaction itself, and confirm nothing.
 	Early func(T) (T, bool)
+	// Republished, when set, is given the tables a session added to an
+	// existing publication while the slot already existed, before it
+	// streams (ADR 16): what was committed to them since the slot's
+	// position was not published and will never arrive. An error fails
+	// the session.
+	Republished func(ctx context.Context, tables []string) error
 }
 
 // NewStream returns a Stream that creates one T per transaction with newTxn
@@ -540,6 +546,11 @@ func (s *Stream[T]) prepare(ctx context.Context, conn *pgconn.PgConn) error {
 		}
 		if len(added) > 0 {
 			s.log.Info("added tables to publication", zap.String("publication", s.cfg.Publication), zap.Strings("tables", added))
+			if st.Exists && s.Republished != nil {
+				if err := s.Republished(ctx, added); err != nil {
+					return err
+				}
+			}
 		}
 		created, err = EnsureSlot(ctx, conn, s.cfg.Slot)
 		if err != nil {

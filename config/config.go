@@ -56,6 +56,10 @@ type Config struct {
 	NATSCredsFile      string        `envconfig:"INVALIDATOR_NATS_CREDS_FILE"`
 	NATSStream         string        `envconfig:"INVALIDATOR_NATS_STREAM"`
 	NATSTimeout        time.Duration `envconfig:"INVALIDATOR_NATS_TIMEOUT" default:"5s"`
+
+	// PublicationCheckInterval is how often the active daemon checks that
+	// the publication still covers every rule table (ADR 16); 0 = never.
+	PublicationCheckInterval time.Duration `envconfig:"INVALIDATOR_PUBLICATION_CHECK_INTERVAL" default:"10s"`
 }
 
 // Error is a bad setting, named by its environment variable.
@@ -156,6 +160,7 @@ func (c *Config) BindRunFlags(fs *flag.FlagSet) {
 	fs.BoolVar(&c.RedisShardedPubSub, "redis-sharded-pubsub", c.RedisShardedPubSub, "publish with SPUBLISH (Redis 7 sharded pub/sub) (env "+Var("REDIS_SHARDED_PUBSUB")+")")
 	fs.StringVar(&c.NATSStream, "nats-stream", c.NATSStream, "create this JetStream stream for the subjects when missing (env "+Var("NATS_STREAM")+")")
 	fs.StringVar(&c.OnSlotLost, "on-slot-lost", c.OnSlotLost, "fail or resync when the slot was lost (env "+Var("ON_SLOT_LOST")+")")
+	fs.DurationVar(&c.PublicationCheckInterval, "publication-check-interval", c.PublicationCheckInterval, "how often to check that the publication covers every rule table, 0 = never (env "+Var("PUBLICATION_CHECK_INTERVAL")+")")
 }
 
 var slotName = regexp.MustCompile(`^[a-z0-9_]{1,63}$`)
@@ -225,7 +230,7 @@ func (c *Config) Validate() error {
 	for _, v := range []struct {
 		name string
 		d    time.Duration
-	}{{"HEARTBEAT_INTERVAL", c.HeartbeatInterval}, {"BATCH_LINGER", c.BatchLinger}} {
+	}{{"HEARTBEAT_INTERVAL", c.HeartbeatInterval}, {"BATCH_LINGER", c.BatchLinger}, {"PUBLICATION_CHECK_INTERVAL", c.PublicationCheckInterval}} {
 		if v.d < 0 {
 			return &Error{Var: Var(v.name), Msg: "must not be negative"}
 		}
@@ -319,5 +324,7 @@ func (c *Config) Redacted() map[string]any {
 		"nats_creds_file":      c.NATSCredsFile,
 		"nats_stream":          c.NATSStream,
 		"nats_timeout":         c.NATSTimeout.String(),
+
+		"publication_check_interval": c.PublicationCheckInterval.String(),
 	}
 }

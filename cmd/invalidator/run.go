@@ -268,6 +268,12 @@ func startStreaming(ctx context.Context, cfg *config.Config, rules *router.Rules
 		}
 	}
 	queue := make(chan publisher.Applied, queueLen)
+	pubCfg := publisher.Config{
+		ChannelPrefix: rules.ChannelPrefix,
+		Journal:       cfg.Journal,
+		JournalMaxLen: cfg.JournalMaxLen,
+		Sharded:       cfg.RedisShardedPubSub,
+	}
 	stream := cdc.NewStream(cdc.StreamConfig{
 		URL:          cfg.PostgresURL,
 		Slot:         cfg.Slot,
@@ -280,11 +286,11 @@ func startStreaming(ctx context.Context, cfg *config.Config, rules *router.Rules
 	stream.OnMessage = onProbe(cfg.Slot, metrics)
 	// a large transaction's keys are deleted while the rest of it arrives (ADR 14)
 	stream.Early = (*router.Txn).Early
-	pubCfg := publisher.Config{
-		ChannelPrefix: rules.ChannelPrefix,
-		Journal:       cfg.Journal,
-		JournalMaxLen: cfg.JournalMaxLen,
-		Sharded:       cfg.RedisShardedPubSub,
+	// changes of a table added to the publication late were never sent (ADR 16)
+	stream.Republished = func(ctx context.Context, tables []string) error {
+		pub := publisher.New(rdb, pubCfg) // the stream's own: the watch's is not shared
+		defer func() { _ = pub.Close() }()
+		return flushTables(ctx, rt, pub, tables, log.Named("publication"))
 	}
 	pub := publisher.New(rdb, pubCfg)
 	defer func() { _ = pub.Close() }() // after the applier, resync and heartbeat below have stopped
@@ -315,6 +321,20 @@ func startStreaming(ctx context.Context, cfg *config.Config, rules *router.Rules
 		_ = hb.Run(hbCtx)
 	}()
 
+	// a rule table dropped and re-created leaves the publication (ADR 16)
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	watchPub := publisher.New(rdb, pubCfg) // its own, beside the applier's
+	defer func() { _ = watchPub.Close() }()
+	watch := &publicationWatch{
+		interval: cfg.PublicationCheckInterval, pgURL: cfg.PostgresURL, publication: cfg.Publication,
+		tables: rules.Tables(), manage: cfg.CreateSlot, stream: stream, rt: rt, pub: watchPub,
+		metrics: metrics, log: log.Named("publication"),
+	}
+	watch.Baseline(watchCtx)
+	watchDone := make(chan error, 1)
+	go func() { watchDone <- watch.Run(watchCtx) }()
+
 	stopLog := context.AfterFunc(ctx, func() {
 		log.Info("stopping: draining in-flight transactions", zap.Duration("bound", cfg.ShutdownTimeout))
 	})
@@ -333,6 +353,12 @@ func startStreaming(ctx context.Context, cfg *config.Config, rules *router.Rules
 	case err := <-applierDone:
 		result = fmt.Errorf("applier stopped: %w", err)
 		applierDone = nil
+	case result = <-watchDone:
+		watchDone = nil
+	}
+	stopWatch()
+	if watchDone != nil {
+		<-watchDone
 	}
 	stopStream()
 	if streamDone != nil {
@@ -423,24 +449,12 @@ func resync(ctx context.Context, cfg *config.Config, rt *router.Router, pub *pub
 		return fmt.Errorf("resync: %w", err)
 	}
 	flush := rt.Wide(nil, cdc.OpTruncate)
-	batch := []publisher.Applied{{Txn: rt.Finished(flush), CommitTime: time.Now()}}
-	backoff := 250 * time.Millisecond
-	for {
-		st, err := pub.Apply(ctx, batch)
-		if err == nil {
-			log.Info("resync flushed every rule's wide form", zap.Int("patterns", len(flush.Patterns)), zap.Int64("keys_deleted", st.KeysDeleted))
-			return nil
-		}
-		if ctx.Err() != nil {
-			return fmt.Errorf("resync: %w", ctx.Err())
-		}
-		log.Warn("resync flush failed; retrying", zap.Error(err))
-		select {
-		case <-ctx.Done():
-		case <-time.After(backoff):
-		}
-		backoff = min(backoff*2, 5*time.Second)
+	st, err := applyFlush(ctx, rt, pub, flush, log)
+	if err != nil {
+		return fmt.Errorf("resync: %w", err)
 	}
+	log.Info("resync flushed every rule's wide form", zap.Int("patterns", len(flush.Patterns)), zap.Int64("keys_deleted", st.KeysDeleted))
+	return nil
 }
 
 // redisLogger adapts zap to go-redis's logger.
