@@ -20,6 +20,9 @@ type TableCoverage struct {
 	Partitioned bool
 	// Partitions lists its partitions at every level, nearest first.
 	Partitions []string
+	// Ancestors lists, for a partition, the tables it is a partition of,
+	// nearest first.
+	Ancestors []string
 	// Via is what publishes the table: the table itself, or the nearest of
 	// its partition ancestors that is a member of the publication (the
 	// table itself for FOR ALL TABLES or a publication of its schema);
@@ -37,18 +40,22 @@ func (c TableCoverage) Covered() bool { return c.Via != "" }
 // table or of a partition reach the rules; it is empty for a plain table.
 func (c TableCoverage) Describe() string {
 	switch {
-	case c.Partitioned && c.ViaRoot:
+	case c.Partitioned && c.ViaRoot && c.Via != "":
 		return fmt.Sprintf("%s is partitioned (partitions: %s); the publication publishes via the partition root, so their changes arrive as %s and go to the rules of %s and of every partition",
 			c.Table, listOrNone(c.Partitions), c.Via, c.Via)
 	case c.Partitioned:
 		return fmt.Sprintf("%s is partitioned (partitions: %s); their changes, and those of partitions attached later, arrive as the partition and go to the rules of the partition and of its ancestors, %s included",
 			c.Table, listOrNone(c.Partitions), c.Table)
-	case c.Via != "" && c.Via != c.Table:
-		how := "as " + c.Table + " and go to its rules and those of its ancestors"
-		if c.ViaRoot {
-			how = "as their published root and go to the rules of the root and of every partition, " + c.Table + " included"
+	case len(c.Ancestors) > 0:
+		through, as := "", c.Table
+		if c.Via != "" && c.Via != c.Table {
+			through = ", published through " + c.Via
 		}
-		return fmt.Sprintf("%s is a partition published through %s: its changes arrive %s", c.Table, c.Via, how)
+		if c.ViaRoot {
+			as = "its topmost published ancestor"
+		}
+		return fmt.Sprintf("%s is a partition of %s%s: its changes arrive as %s and go to its rules and to those of its ancestors",
+			c.Table, strings.Join(c.Ancestors, " of "), through, as)
 	}
 	return ""
 }
@@ -78,8 +85,12 @@ func PublicationCoverage(ctx context.Context, conn *pgconn.PgConn, pub string, t
 	}
 	// the table itself at level 0, then its ancestors nearest first
 	lineage := "SELECT c.oid AS relid, 0::int8 AS level"
-	partitions := "''"
+	partitions, ancestors := "''", "''"
 	if major == 0 || major >= 12 {
+		ancestors = `coalesce((SELECT string_agg(an.nspname || '.' || ac.relname, ',' ORDER BY a.level)
+			FROM pg_catalog.pg_partition_ancestors(c.oid) WITH ORDINALITY AS a(relid, level)
+			JOIN pg_catalog.pg_class ac ON ac.oid = a.relid JOIN pg_catalog.pg_namespace an ON an.oid = ac.relnamespace
+			WHERE a.relid <> c.oid), '')`
 		lineage += " UNION ALL SELECT a.relid, a.level FROM pg_catalog.pg_partition_ancestors(c.oid) WITH ORDINALITY AS a(relid, level)"
 		partitions = `coalesce((SELECT string_agg(pn.nspname || '.' || pc.relname, ',' ORDER BY pt.level, pn.nspname, pc.relname)
 			FROM pg_catalog.pg_partition_tree(c.oid) pt
@@ -102,7 +113,8 @@ func PublicationCoverage(ctx context.Context, conn *pgconn.PgConn, pub string, t
 				ELSE coalesce((SELECT ln.nspname || '.' || lc.relname FROM (`+lineage+`) l
 					JOIN pg_catalog.pg_class lc ON lc.oid = l.relid JOIN pg_catalog.pg_namespace ln ON ln.oid = lc.relnamespace
 					WHERE `+member+` ORDER BY l.level LIMIT 1), '') END,
-			CASE WHEN c.relkind = 'p' THEN `+partitions+` ELSE '' END
+			CASE WHEN c.relkind = 'p' THEN `+partitions+` ELSE '' END,
+			CASE WHEN c.oid IS NULL THEN '' ELSE `+ancestors+` END
 		FROM t LEFT JOIN pg_catalog.pg_namespace n ON n.nspname = t.nsp
 		LEFT JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = t.rel
 		ORDER BY t.ord`)
@@ -122,6 +134,9 @@ func PublicationCoverage(ctx context.Context, conn *pgconn.PgConn, pub string, t
 			ViaRoot: string(r[2]) == "true", Via: string(r[3])}
 		if s := string(r[4]); s != "" {
 			out[i].Partitions = strings.Split(s, ",")
+		}
+		if s := string(r[5]); s != "" {
+			out[i].Ancestors = strings.Split(s, ",")
 		}
 	}
 	return out, nil

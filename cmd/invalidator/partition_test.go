@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
@@ -114,5 +115,27 @@ func TestRun_PartitionedViaRoot(t *testing.T) {
 	f.expectGone(t, `UPDATE events SET payload = 'z' WHERE tenant_id = 'a'`, []string{"ev:a:1"}, nil)
 	if out := d.out.String(); strings.Contains(out, "added tables to publication") {
 		t.Errorf("a publication that covers every rule table through the root was changed:\n%s", out)
+	}
+}
+
+// TestSetupAndCheck_Partitioned checks that setup may run again over a
+// partitioned rule table (no "already member"), and that setup and check
+// say how its partitions' changes reach the rules.
+func TestSetupAndCheck_Partitioned(t *testing.T) {
+	f := newPartitionFixture(t, "", "INVALIDATOR_CREATE_SLOT=false")
+	for i := range 2 {
+		code, out, errOut := f.cli("setup")
+		if code != 0 || !strings.Contains(out, "public.events is partitioned (partitions: public.events_a, public.events_b, public.events_c, public.events_c1)") ||
+			!strings.Contains(out, "public.events_b is a partition of public.events: its changes arrive as public.events_b") {
+			t.Fatalf("setup #%d: exit %d\n%s%s", i+1, code, out, errOut)
+		}
+	}
+	code, out, errOut := f.cli("check", "--json")
+	var c checkJSON
+	if err := json.Unmarshal([]byte(out), &c); err != nil {
+		t.Fatalf("check --json: %v\n%s%s", err, out, errOut)
+	}
+	if !c.find("publication", "ok", "covers every rule table") || !c.find("table public.events", "ok", "go to the rules of the partition and of its ancestors") {
+		t.Errorf("check does not say the publication covers the partitioned table and how: exit %d\n%s", code, out)
 	}
 }
