@@ -120,17 +120,20 @@ func parseLSN(b []byte) (LSN, error) {
 }
 
 // EnsurePublication creates the publication for tables when it is missing,
-// and adds any of tables it lacks. It returns what it did, for the log.
-func EnsurePublication(ctx context.Context, conn *pgconn.PgConn, pub string, tables []string) (created bool, added []string, err error) {
+// and adds any of tables it lacks. When flushSlot is set, the tables added
+// and a flush request for them to that slot's stream (RequestFlush) commit
+// in one transaction: what was committed to them before was not published.
+// It returns what it did, for the log.
+func EnsurePublication(ctx context.Context, conn *pgconn.PgConn, pub string, tables []string, flushSlot string) (created bool, added []string, err error) {
 	rows, err := query(ctx, conn, `SELECT puballtables FROM pg_catalog.pg_publication WHERE pubname = `+QuoteLiteral(pub))
 	if err != nil {
 		return false, nil, fmt.Errorf("read publication %q: %w", pub, err)
 	}
-	quoted := make([]string, len(tables))
-	for i, t := range tables {
-		quoted[i] = QuoteTable(t)
-	}
 	if len(rows) == 0 {
+		quoted := make([]string, len(tables))
+		for i, t := range tables {
+			quoted[i] = QuoteTable(t)
+		}
 		if _, err := query(ctx, conn, "CREATE PUBLICATION "+QuoteIdent(pub)+" FOR TABLE "+strings.Join(quoted, ", ")); err != nil {
 			return false, nil, fmt.Errorf("create publication %q: %w", pub, err)
 		}
@@ -140,16 +143,21 @@ func EnsurePublication(ctx context.Context, conn *pgconn.PgConn, pub string, tab
 		return false, nil, nil
 	}
 	missing, err := PublicationMissing(ctx, conn, pub, tables)
-	if err != nil {
+	if err != nil || len(missing) == 0 {
 		return false, nil, err
 	}
+	// one statement string: one transaction, the flush request with the adds
+	stmts := make([]string, 0, len(missing)+1)
 	for _, t := range missing {
-		if _, err := query(ctx, conn, "ALTER PUBLICATION "+QuoteIdent(pub)+" ADD TABLE "+QuoteTable(t)); err != nil {
-			return false, added, fmt.Errorf("add %s to publication %q: %w", t, pub, err)
-		}
-		added = append(added, t)
+		stmts = append(stmts, "ALTER PUBLICATION "+QuoteIdent(pub)+" ADD TABLE "+QuoteTable(t))
 	}
-	return false, added, nil
+	if flushSlot != "" {
+		stmts = append(stmts, flushRequestSQL(flushSlot, missing))
+	}
+	if _, err := query(ctx, conn, strings.Join(stmts, "; ")); err != nil {
+		return false, nil, fmt.Errorf("add %s to publication %q: %w", strings.Join(missing, ", "), pub, err)
+	}
+	return false, missing, nil
 }
 
 // PublicationMissing returns the tables the publication does not cover

@@ -38,6 +38,9 @@ type Decoder[T Txn] struct {
 	// OnMessage, when set, receives logical decoding messages
 	// (pg_logical_emit_message); content aliases the receive buffer.
 	OnMessage func(transactional bool, lsn LSN, prefix string, content []byte)
+	// OnTxnMessage, when set, is also given each transactional message
+	// with the transaction it belongs to (none of one already handed on).
+	OnTxnMessage func(txn T, prefix string, content []byte)
 	// OnUnknownRelation, when set, is told about changes that name a
 	// relation never described; such changes are skipped.
 	OnUnknownRelation func(relID uint32)
@@ -201,6 +204,9 @@ func (d *Decoder[T]) Decode(msg []byte) (c Committed[T], ok bool, err error) {
 		}
 		if d.OnMessage != nil {
 			d.OnMessage(flags&1 != 0, lsn, prefix, content)
+		}
+		if txn, ok := d.target(); ok && flags&1 != 0 && d.OnTxnMessage != nil {
+			d.OnTxnMessage(txn, prefix, content)
 		}
 	case 'Y', 'O':
 		// Type and origin messages carry nothing we need.

@@ -122,12 +122,10 @@ type Stream[T Txn] struct {
 	// on before its Commit arrives, see Decoder.Early. Such parts go to out
 	// marked Early, before the transaction itself, and confirm nothing.
 	Early func(T) (T, bool)
-	// Republished, when set, is given the tables a session added to an
-	// existing publication while the slot already existed, before it
-	// streams (ADR 16): what was committed to them since the slot's
-	// position was not published and will never arrive. An error fails
-	// the session.
-	Republished func(ctx context.Context, tables []string) error
+	// Flush, when set, is given the tables a flush request to this
+	// stream's slot names (RequestFlush, ADR 16), with the transaction
+	// that carried it: their rules' wide form is to be deleted with it.
+	Flush func(txn T, tables []string)
 }
 
 // NewStream returns a Stream that creates one T per transaction with newTxn
@@ -348,6 +346,11 @@ func (s *Stream[T]) session(ctx context.Context) (err error) {
 	dec.SkipThrough(s.submittedCommit)
 	dec.OnMessage = s.OnMessage
 	dec.Early = s.Early
+	dec.OnTxnMessage = func(txn T, prefix string, content []byte) {
+		if tables, ok := FlushRequest(s.cfg.Slot, prefix, content); ok && s.Flush != nil {
+			s.Flush(txn, tables)
+		}
+	}
 	routes := &routeLookup{url: s.cfg.URL}
 	defer routes.close(ctx)
 	dec.OnRelation = func(rel *Relation) error { return routes.fill(ctx, rel) }
@@ -537,7 +540,13 @@ func (s *Stream[T]) prepare(ctx context.Context, conn *pgconn.PgConn) error {
 		return fmt.Errorf("%w: %q no longer exists", ErrSlotLost, s.cfg.Slot)
 	}
 	if s.cfg.Create {
-		created, added, err := EnsurePublication(ctx, conn, s.cfg.Publication, s.cfg.Tables)
+		// what was committed to a table added while the slot existed was
+		// not published: the add asks this stream to flush its rules (ADR 16)
+		flushSlot := ""
+		if st.Exists {
+			flushSlot = s.cfg.Slot
+		}
+		created, added, err := EnsurePublication(ctx, conn, s.cfg.Publication, s.cfg.Tables, flushSlot)
 		if err != nil {
 			return err
 		}
@@ -546,11 +555,6 @@ func (s *Stream[T]) prepare(ctx context.Context, conn *pgconn.PgConn) error {
 		}
 		if len(added) > 0 {
 			s.log.Info("added tables to publication", zap.String("publication", s.cfg.Publication), zap.Strings("tables", added))
-			if st.Exists && s.Republished != nil {
-				if err := s.Republished(ctx, added); err != nil {
-					return err
-				}
-			}
 		}
 		created, err = EnsureSlot(ctx, conn, s.cfg.Slot)
 		if err != nil {

@@ -52,11 +52,23 @@ func TestRouter_PartitionRoutes(t *testing.T) {
 	wantStrings(t, "Patterns", res.Patterns, []string{"ev:*:*"})
 }
 
-// TestRouter_WideTables checks that the wide form of some tables' rules
+// TestTxn_FlushTables checks that a flush request in a transaction adds
+// the wide form of the named tables' rules, whatever their on:, and
 // leaves every other rule out.
-func TestRouter_WideTables(t *testing.T) {
-	res := partitionRouter(t).WideTables([]string{"public.users"}, cdc.OpTruncate)
-	wantStrings(t, "Patterns", res.Patterns, []string{"user:*"})
+func TestTxn_FlushTables(t *testing.T) {
+	rules, err := router.ParseRules("rules.yaml", []byte(partitionRules+`  - name: users-updates
+    table: users
+    on: [update]
+    keys: ["user:{id}:name"]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	txn := router.New(rules, 0, nil).NewTxn(1)
+	txn.FlushTables([]string{"public.users", "public.nosuch"})
+	txn.Commit()
+	res := txn.Result()
+	wantStrings(t, "Patterns", res.Patterns, []string{"user:*", "user:*:name"})
 	if len(res.Keys) != 0 {
 		t.Errorf("Keys = %q, want none", res.Keys)
 	}

@@ -195,17 +195,6 @@ func bindRule(r *Rule, colIndex func(string) int, isKey func(int) bool, scope []
 // the columns are left out; with no values at all, every rule's all-'*'
 // form is returned. Messages carry op.
 func (rt *Router) Wide(values map[string]string, op cdc.Op) *Result {
-	return rt.wide(values, op, func(*Rule) bool { return true })
-}
-
-// WideTables returns the all-'*' wide form of the rules on the given
-// tables (for a table whose changes may have been missed), messages
-// carrying op.
-func (rt *Router) WideTables(tables []string, op cdc.Op) *Result {
-	return rt.wide(nil, op, func(r *Rule) bool { return slices.Contains(tables, r.Table) })
-}
-
-func (rt *Router) wide(values map[string]string, op cdc.Op, keep func(*Rule) bool) *Result {
 	names := make([]string, 0, len(values))
 	row := make(cdc.Tuple, 0, len(values))
 	for name, v := range values {
@@ -222,9 +211,6 @@ func (rt *Router) wide(values map[string]string, op cdc.Op, keep func(*Rule) boo
 	}
 	t := rt.NewTxn(0)
 	for _, r := range rt.rules.Rules {
-		if !keep(r) {
-			continue
-		}
 		uses := len(values) == 0
 		for _, c := range r.Columns() {
 			uses = uses || colIndex(c) >= 0

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -13,8 +12,6 @@ import (
 	"github.com/cachewire/invalidator/cdc"
 	"github.com/cachewire/invalidator/config"
 	"github.com/cachewire/invalidator/ops"
-	"github.com/cachewire/invalidator/publisher"
-	"github.com/cachewire/invalidator/router"
 )
 
 // errPublicationChanged stops a daemon that may not manage the publication
@@ -29,17 +26,17 @@ var errPublicationChanged = errors.New("a rule table left the publication")
 // re-created (a new oid), dropped, or left the publication, the watch adds
 // it back when it may manage the publication, then deletes the wide form
 // of the table's rules: what was committed to it before the add was never
-// decoded, and the dropped table's rows took no DELETE with them. When it
-// may not, Run returns errPublicationChanged.
+// decoded, and the dropped table's rows took no DELETE with them; the
+// flush is requested in the transaction of the add and done by the stream
+// (cdc.RequestFlush). When it may not, Run returns errPublicationChanged.
 type publicationWatch struct {
 	interval    time.Duration
 	pgURL       string
 	publication string
 	tables      []string
-	manage      bool // INVALIDATOR_CREATE_SLOT: the daemon may add tables to the publication
+	slot        string // whose stream flushes what the watch asks for
+	manage      bool   // INVALIDATOR_CREATE_SLOT: the daemon may add tables to the publication
 	stream      streamState
-	rt          *router.Router
-	pub         *publisher.Publisher
 	metrics     *ops.Metrics
 	log         *zap.Logger
 
@@ -124,7 +121,7 @@ func (w *publicationWatch) check(ctx context.Context) error {
 		case missing || (known && cur.OID != was.OID):
 			// the stream added every table before it became active: one
 			// missing now left since, and a new oid is a table created again
-			if err := w.mend(ctx, qctx, conn, was, known, cur); err != nil {
+			if err := w.mend(qctx, conn, was, known, cur); err != nil {
 				return err
 			}
 		}
@@ -137,10 +134,12 @@ func addTableSQL(pub, table string) string {
 	return "ALTER PUBLICATION " + cdc.QuoteIdent(pub) + " ADD TABLE " + cdc.QuoteTable(table) + ";"
 }
 
-// mend adds a table back to the publication if need be (on conn, under
-// qctx), then flushes the wide form of its rules (until Redis
-// acknowledges or ctx ends).
-func (w *publicationWatch) mend(ctx, qctx context.Context, conn *pgconn.PgConn, was cdc.TableCoverage, known bool, cur cdc.TableCoverage) error {
+// mend adds a table back to the publication if need be, with a request
+// to the stream to flush the wide form of its rules in the same
+// transaction, or only requests the flush (on conn, under ctx). The stream
+// applies the flush after every change committed before the request and
+// confirms it only once Redis has: a stop or crash cannot lose it.
+func (w *publicationWatch) mend(ctx context.Context, conn *pgconn.PgConn, was cdc.TableCoverage, known bool, cur cdc.TableCoverage) error {
 	w.metrics.Error("publication_changed")
 	what := "left the publication"
 	switch {
@@ -151,57 +150,24 @@ func (w *publicationWatch) mend(ctx, qctx context.Context, conn *pgconn.PgConn, 
 	}
 	fields := []zap.Field{zap.String("table", cur.Table), zap.String("publication", w.publication),
 		zap.Uint32("old_oid", was.OID), zap.Uint32("oid", cur.OID)}
-	if cur.OID != 0 && !cur.Covered() {
-		if !w.manage {
-			fix := addTableSQL(w.publication, cur.Table)
-			w.log.Error("a rule table "+what+": its changes are not delivered, and "+config.Var("CREATE_SLOT")+
-				" is false, so the daemon may not add it back. Run "+fix+" then restart the daemon and flush the table's keys",
-				fields...)
-			return fmt.Errorf("%w: %s %s; run %s, restart, and invalidate the table's keys (`invalidator replay --table %s` covers its current rows)",
-				errPublicationChanged, cur.Table, what, fix, cur.Table)
-		}
-		if _, _, err := cdc.EnsurePublication(qctx, conn, w.publication, []string{cur.Table}); err != nil {
+	if cur.OID == 0 || cur.Covered() {
+		if err := cdc.RequestFlush(ctx, conn, w.slot, []string{cur.Table}); err != nil {
 			return err
 		}
-		w.log.Warn("a rule table "+what+": added it back to the publication; flushing its rules", fields...)
-	} else {
-		w.log.Warn("a rule table "+what+": its changes may have been missed; flushing its rules", fields...)
+		w.log.Warn("a rule table "+what+": its changes may have been missed; its rules will be flushed", fields...)
+		return nil
 	}
-	return flushTables(ctx, w.rt, w.pub, []string{cur.Table}, w.log)
-}
-
-// flushTables deletes the wide form of the rules on tables, retrying until
-// Redis acknowledges or ctx ends: for tables whose changes were not all
-// decoded.
-func flushTables(ctx context.Context, rt *router.Router, pub *publisher.Publisher, tables []string, log *zap.Logger) error {
-	res := rt.WideTables(tables, cdc.OpTruncate)
-	st, err := applyFlush(ctx, rt, pub, res, log)
-	if err != nil {
-		return fmt.Errorf("flush the rules of %s: %w", strings.Join(tables, ", "), err)
+	if !w.manage {
+		fix := addTableSQL(w.publication, cur.Table)
+		w.log.Error("a rule table "+what+": its changes are not delivered, and "+config.Var("CREATE_SLOT")+
+			" is false, so the daemon may not add it back. Run "+fix+" then restart the daemon and flush the table's keys",
+			fields...)
+		return fmt.Errorf("%w: %s %s; run %s, restart, and invalidate the table's keys (`invalidator replay --table %s` covers its current rows)",
+			errPublicationChanged, cur.Table, what, fix, cur.Table)
 	}
-	log.Info("flushed the wide form of the tables' rules", zap.Strings("tables", tables),
-		zap.Int("patterns", len(res.Patterns)), zap.Int64("keys_deleted", st.KeysDeleted))
+	if _, _, err := cdc.EnsurePublication(ctx, conn, w.publication, []string{cur.Table}, w.slot); err != nil {
+		return err
+	}
+	w.log.Warn("a rule table "+what+": added it back to the publication; its rules will be flushed", fields...)
 	return nil
-}
-
-// applyFlush applies a wide invalidation that came from no transaction,
-// retrying with backoff until Redis acknowledges or ctx ends.
-func applyFlush(ctx context.Context, rt *router.Router, pub *publisher.Publisher, res *router.Result, log *zap.Logger) (publisher.Stats, error) {
-	batch := []publisher.Applied{{Txn: rt.Finished(res), CommitTime: time.Now()}}
-	backoff := 250 * time.Millisecond
-	for {
-		st, err := pub.Apply(ctx, batch)
-		if err == nil {
-			return st, nil
-		}
-		if ctx.Err() != nil {
-			return st, ctx.Err()
-		}
-		log.Warn("flush failed; retrying", zap.Error(err), zap.Duration("backoff", backoff))
-		select {
-		case <-ctx.Done():
-		case <-time.After(backoff):
-		}
-		backoff = min(backoff*2, 5*time.Second)
-	}
 }

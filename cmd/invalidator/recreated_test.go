@@ -1,9 +1,14 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"testing"
+
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/cachewire/invalidator/cdc"
 )
 
 // recreateUsers drops the users table and creates it again, with a row
@@ -77,5 +82,39 @@ func TestRun_RuleTableRecreatedUnmanaged(t *testing.T) {
 	want := fmt.Sprintf(`ALTER PUBLICATION \"%s\" ADD TABLE \"public\".\"users\"`, f.db)
 	if out := d.out.String(); !strings.Contains(out, want) {
 		t.Errorf("the daemon did not stop with %s:\n%s", want, out)
+	}
+}
+
+// TestRun_FlushRequestSurvivesStop checks that a flush request, which the
+// watch commits with the add of a table, is carried out by the stream
+// even when the daemon stopped before applying it (it is in the WAL, and
+// confirmed only once applied), and only by the stream of the slot it
+// names (ADR 16).
+func TestRun_FlushRequestSurvivesStop(t *testing.T) {
+	f := newFixture(t, "INVALIDATOR_PUBLICATION_CHECK_INTERVAL=0")
+	d := f.startReady()
+	f.sync()
+	if code := d.stop(t); code != 0 {
+		t.Fatalf("SIGTERM: exit status %d\n%s", code, d.out.String())
+	}
+	f.set("tenant:t1:user:1:profile", "tenant:t1:acl:1:1")
+	conn, err := pgconn.Connect(context.Background(), f.pgURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = conn.Close(context.Background()) }()
+	if err := cdc.RequestFlush(context.Background(), conn, f.db, []string{"public.users"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := cdc.RequestFlush(context.Background(), conn, f.db+"_other", []string{"public.acl"}); err != nil {
+		t.Fatal(err)
+	}
+	f.startReady()
+	f.sync()
+	if f.exists("tenant:t1:user:1:profile") {
+		t.Error("the flush requested while the daemon was stopped was not applied")
+	}
+	if !f.exists("tenant:t1:acl:1:1") {
+		t.Error("a flush requested for another slot was applied")
 	}
 }

@@ -268,12 +268,6 @@ func startStreaming(ctx context.Context, cfg *config.Config, rules *router.Rules
 		}
 	}
 	queue := make(chan publisher.Applied, queueLen)
-	pubCfg := publisher.Config{
-		ChannelPrefix: rules.ChannelPrefix,
-		Journal:       cfg.Journal,
-		JournalMaxLen: cfg.JournalMaxLen,
-		Sharded:       cfg.RedisShardedPubSub,
-	}
 	stream := cdc.NewStream(cdc.StreamConfig{
 		URL:          cfg.PostgresURL,
 		Slot:         cfg.Slot,
@@ -286,11 +280,14 @@ func startStreaming(ctx context.Context, cfg *config.Config, rules *router.Rules
 	stream.OnMessage = onProbe(cfg.Slot, metrics)
 	// a large transaction's keys are deleted while the rest of it arrives (ADR 14)
 	stream.Early = (*router.Txn).Early
-	// changes of a table added to the publication late were never sent (ADR 16)
-	stream.Republished = func(ctx context.Context, tables []string) error {
-		pub := publisher.New(rdb, pubCfg) // the stream's own: the watch's is not shared
-		defer func() { _ = pub.Close() }()
-		return flushTables(ctx, rt, pub, tables, log.Named("publication"))
+	// a table added back to the publication: its rules are flushed in the
+	// stream, in WAL order (ADR 16)
+	stream.Flush = (*router.Txn).FlushTables
+	pubCfg := publisher.Config{
+		ChannelPrefix: rules.ChannelPrefix,
+		Journal:       cfg.Journal,
+		JournalMaxLen: cfg.JournalMaxLen,
+		Sharded:       cfg.RedisShardedPubSub,
 	}
 	pub := publisher.New(rdb, pubCfg)
 	defer func() { _ = pub.Close() }() // after the applier, resync and heartbeat below have stopped
@@ -324,12 +321,9 @@ func startStreaming(ctx context.Context, cfg *config.Config, rules *router.Rules
 	// a rule table dropped and re-created leaves the publication (ADR 16)
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
-	watchPub := publisher.New(rdb, pubCfg) // its own, beside the applier's
-	defer func() { _ = watchPub.Close() }()
 	watch := &publicationWatch{
-		interval: cfg.PublicationCheckInterval, pgURL: cfg.PostgresURL, publication: cfg.Publication,
-		tables: rules.Tables(), manage: cfg.CreateSlot, stream: stream, rt: rt, pub: watchPub,
-		metrics: metrics, log: log.Named("publication"),
+		interval: cfg.PublicationCheckInterval, pgURL: cfg.PostgresURL, publication: cfg.Publication, slot: cfg.Slot,
+		tables: rules.Tables(), manage: cfg.CreateSlot, stream: stream, metrics: metrics, log: log.Named("publication"),
 	}
 	watch.Baseline(watchCtx)
 	watchDone := make(chan error, 1)
@@ -449,12 +443,24 @@ func resync(ctx context.Context, cfg *config.Config, rt *router.Router, pub *pub
 		return fmt.Errorf("resync: %w", err)
 	}
 	flush := rt.Wide(nil, cdc.OpTruncate)
-	st, err := applyFlush(ctx, rt, pub, flush, log)
-	if err != nil {
-		return fmt.Errorf("resync: %w", err)
+	batch := []publisher.Applied{{Txn: rt.Finished(flush), CommitTime: time.Now()}}
+	backoff := 250 * time.Millisecond
+	for {
+		st, err := pub.Apply(ctx, batch)
+		if err == nil {
+			log.Info("resync flushed every rule's wide form", zap.Int("patterns", len(flush.Patterns)), zap.Int64("keys_deleted", st.KeysDeleted))
+			return nil
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("resync: %w", ctx.Err())
+		}
+		log.Warn("resync flush failed; retrying", zap.Error(err))
+		select {
+		case <-ctx.Done():
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 5*time.Second)
 	}
-	log.Info("resync flushed every rule's wide form", zap.Int("patterns", len(flush.Patterns)), zap.Int64("keys_deleted", st.KeysDeleted))
-	return nil
 }
 
 // redisLogger adapts zap to go-redis's logger.

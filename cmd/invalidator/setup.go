@@ -39,7 +39,7 @@ func setupCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	defer func() { _ = conn.Close(context.WithoutCancel(ctx)) }()
 
 	tables := s.rules.Tables()
-	created, added, err := cdc.EnsurePublication(ctx, conn, s.cfg.Publication, tables)
+	created, added, err := cdc.EnsurePublication(ctx, conn, s.cfg.Publication, tables, "")
 	if err != nil {
 		_, _ = fmt.Fprintf(stderr, "invalidator setup: %v\n", err)
 		return exitProblems
