@@ -156,10 +156,28 @@ func splitTable(qualified string) (schema, name string) {
 // via the root), its partitions at every level. It is empty for a plain
 // table, or one that no longer exists.
 func RelationRoutes(ctx context.Context, conn *pgconn.PgConn, relID uint32) ([]string, error) {
+	routes, err := routesOf(ctx, conn, strconv.FormatUint(uint64(relID), 10)+"::oid")
+	if err != nil {
+		return nil, fmt.Errorf("partitions of relation %d: %w", relID, err)
+	}
+	return routes, nil
+}
+
+// TableRoutes is RelationRoutes for a table named schema.table.
+func TableRoutes(ctx context.Context, conn *pgconn.PgConn, table string) ([]string, error) {
+	routes, err := routesOf(ctx, conn, QuoteLiteral(QuoteTable(table))+"::regclass::oid")
+	if err != nil {
+		return nil, fmt.Errorf("partitions of %s: %w", table, err)
+	}
+	return routes, nil
+}
+
+// routesOf answers RelationRoutes for the relation whose oid the SQL
+// expression id gives.
+func routesOf(ctx context.Context, conn *pgconn.PgConn, id string) ([]string, error) {
 	if major := serverMajor(conn.ParameterStatus("server_version")); major != 0 && major < 12 {
 		return nil, nil
 	}
-	id := strconv.FormatUint(uint64(relID), 10) + "::oid"
 	rows, err := query(ctx, conn, `SELECT n.nspname || '.' || c.relname FROM (
 			SELECT a.relid, a.level FROM pg_catalog.pg_partition_ancestors(`+id+`) WITH ORDINALITY AS a(relid, level)
 			UNION ALL
@@ -168,7 +186,7 @@ func RelationRoutes(ctx context.Context, conn *pgconn.PgConn, relID uint32) ([]s
 		) x JOIN pg_catalog.pg_class c ON c.oid = x.relid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 		WHERE x.relid <> `+id+` ORDER BY x.level, 1`)
 	if err != nil {
-		return nil, fmt.Errorf("partitions of relation %d: %w", relID, err)
+		return nil, err
 	}
 	out := make([]string, len(rows))
 	for i, r := range rows {

@@ -139,3 +139,35 @@ func TestSetupAndCheck_Partitioned(t *testing.T) {
 		t.Errorf("check does not say the publication covers the partitioned table and how: exit %d\n%s", code, out)
 	}
 }
+
+// TestReplay_Partition checks that replay --table of a partition renders
+// its ancestors' rules too (a partition no rule names is accepted for
+// them), and that replay of the partitioned table reaches the rules of
+// its partitions, as the stream does (ADR 15).
+func TestReplay_Partition(t *testing.T) {
+	f := newPartitionFixture(t, "")
+	for _, c := range []struct {
+		table      string
+		gone, kept []string
+	}{
+		{"events_a", []string{"ev:a:1"}, []string{"ev:b:1", "evb:1"}},
+		{"events_b", []string{"ev:b:1", "evb:1"}, []string{"ev:a:1"}},
+		{"events_c1", []string{"ev:c:1"}, []string{"ev:a:1"}},
+		{"events", []string{"ev:a:1", "ev:b:1", "ev:c:1", "evb:1"}, []string{"tenant:t1:user:1:profile"}},
+	} {
+		f.set(append(append([]string{}, c.gone...), c.kept...)...)
+		if code, out, errOut := f.cli("replay", "--table", c.table); code != 0 {
+			t.Fatalf("replay --table %s: exit %d\n%s%s", c.table, code, out, errOut)
+		}
+		for _, k := range c.gone {
+			if f.exists(k) {
+				t.Errorf("replay --table %s left key %s", c.table, k)
+			}
+		}
+		for _, k := range c.kept {
+			if !f.exists(k) {
+				t.Errorf("replay --table %s deleted key %s", c.table, k)
+			}
+		}
+	}
+}

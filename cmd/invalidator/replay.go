@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -394,21 +395,30 @@ func (r *replayer) table(ctx context.Context, table, where string, batchSize int
 	if !strings.Contains(table, ".") {
 		table = "public." + table
 	}
-	known := false
-	for _, t := range r.rules.Tables() {
-		known = known || t == table
-	}
-	if !known {
-		return &usageError{fmt.Sprintf("--table %s: no rule names this table", table)}
-	}
 	conn, err := pgconn.Connect(ctx, r.cfg.PostgresURL)
 	if err != nil {
 		return fmt.Errorf("connect to PostgreSQL: %w", err)
 	}
 	defer func() { _ = conn.Close(context.WithoutCancel(ctx)) }()
 	cols, err := cdc.TableColumns(ctx, conn, table)
+	if errors.Is(err, cdc.ErrNoSuchTable) {
+		return &usageError{fmt.Sprintf("--table %s: no such table", table)}
+	}
 	if err != nil {
 		return err
+	}
+	// a partition's rows also render its ancestors' rules, a partitioned
+	// table's those of its partitions, as in the stream (ADR 15)
+	routes, err := cdc.TableRoutes(ctx, conn, table)
+	if err != nil {
+		return err
+	}
+	known := false
+	for _, t := range r.rules.Tables() {
+		known = known || t == table || slices.Contains(routes, t)
+	}
+	if !known {
+		return &usageError{fmt.Sprintf("--table %s: no rule names this table or a table it is a partition of", table)}
 	}
 	relCols := make([]cdc.Column, len(cols))
 	quoted := make([]string, len(cols))
@@ -417,6 +427,7 @@ func (r *replayer) table(ctx context.Context, table, where string, batchSize int
 		quoted[i] = cdc.QuoteIdent(c)
 	}
 	rel := cdc.NewRelation(table, relCols)
+	rel.Routes = routes
 	if _, err := conn.Exec(ctx, "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY").ReadAll(); err != nil {
 		return fmt.Errorf("begin snapshot: %w", err)
 	}
