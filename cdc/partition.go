@@ -3,6 +3,7 @@ package cdc
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -198,9 +199,17 @@ func routesOf(ctx context.Context, conn *pgconn.PgConn, id string) ([]string, er
 // routeLookup answers RelationRoutes for a stream on a connection of its
 // own (the replication connection is busy streaming), opened when first
 // needed and again after a failure.
+//
+// The lookup reads the catalog as it is now, not as it was when the
+// changes being decoded were written: a partition detached (or dropped)
+// while the stream lags would lose its ancestors' rules for changes made
+// while it was attached. So the routes a relation was once found to have
+// are kept, in seen, and added to every later answer: too many rules
+// render its changes afterwards, never too few.
 type routeLookup struct {
 	url  string
 	conn *pgconn.PgConn
+	seen map[uint32][]string // by relation id; owned by the stream, kept across sessions
 }
 
 // fill sets rel.Routes.
@@ -219,6 +228,12 @@ func (l *routeLookup) fill(ctx context.Context, rel *Relation) error {
 		l.close(ctx)
 		return fmt.Errorf("look up the partitions of %s.%s: %w", rel.Namespace, rel.Name, err)
 	}
+	for _, old := range l.seen[rel.ID] {
+		if !slices.Contains(routes, old) {
+			routes = append(routes, old)
+		}
+	}
+	l.seen[rel.ID] = routes
 	rel.Routes = routes
 	return nil
 }

@@ -107,12 +107,13 @@ type Stream[T Txn] struct {
 	role     atomic.Int32
 
 	// loop state, owned by Run
-	submittedCommit LSN    // commit LSN of the last transaction handed on
-	submittedEnd    LSN    // its end LSN
-	confirmedSent   LSN    // last flush position sent to the server
-	serverEnd       LSN    // latest keepalive position with nothing in flight
-	serverWAL       LSN    // latest WAL end the server reported
-	system          string // system id and timeline of the last session's server
+	routesSeen      map[uint32][]string // every route a relation was found to have, see routeLookup
+	submittedCommit LSN                 // commit LSN of the last transaction handed on
+	submittedEnd    LSN                 // its end LSN
+	confirmedSent   LSN                 // last flush position sent to the server
+	serverEnd       LSN                 // latest keepalive position with nothing in flight
+	serverWAL       LSN                 // latest WAL end the server reported
+	system          string              // system id and timeline of the last session's server
 
 	busyRate float64 // see busyRate; tests lower it
 
@@ -351,7 +352,10 @@ func (s *Stream[T]) session(ctx context.Context) (err error) {
 			s.Flush(txn, tables)
 		}
 	}
-	routes := &routeLookup{url: s.cfg.URL}
+	if s.routesSeen == nil {
+		s.routesSeen = map[uint32][]string{}
+	}
+	routes := &routeLookup{url: s.cfg.URL, seen: s.routesSeen}
 	defer routes.close(ctx)
 	dec.OnRelation = func(rel *Relation) error { return routes.fill(ctx, rel) }
 	dec.OnUnknownRelation = func(id uint32) {
