@@ -164,9 +164,10 @@ func RelationRoutes(ctx context.Context, conn *pgconn.PgConn, relID uint32) ([]s
 	return routes, nil
 }
 
-// TableRoutes is RelationRoutes for a table named schema.table.
+// TableRoutes is RelationRoutes for a table named schema.table; it is
+// empty for one that does not exist.
 func TableRoutes(ctx context.Context, conn *pgconn.PgConn, table string) ([]string, error) {
-	routes, err := routesOf(ctx, conn, QuoteLiteral(QuoteTable(table))+"::regclass::oid")
+	routes, err := routesOf(ctx, conn, "pg_catalog.to_regclass("+QuoteLiteral(QuoteTable(table))+")::oid")
 	if err != nil {
 		return nil, fmt.Errorf("partitions of %s: %w", table, err)
 	}

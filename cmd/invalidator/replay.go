@@ -395,21 +395,7 @@ func (r *replayer) table(ctx context.Context, table, where string, batchSize int
 	if !strings.Contains(table, ".") {
 		table = "public." + table
 	}
-	conn, err := pgconn.Connect(ctx, r.cfg.PostgresURL)
-	if err != nil {
-		return fmt.Errorf("connect to PostgreSQL: %w", err)
-	}
-	defer func() { _ = conn.Close(context.WithoutCancel(ctx)) }()
-	cols, err := cdc.TableColumns(ctx, conn, table)
-	if errors.Is(err, cdc.ErrNoSuchTable) {
-		return &usageError{fmt.Sprintf("--table %s: no such table", table)}
-	}
-	if err != nil {
-		return err
-	}
-	// a partition's rows also render its ancestors' rules, a partitioned
-	// table's those of its partitions, as in the stream (ADR 15)
-	routes, err := cdc.TableRoutes(ctx, conn, table)
+	routes, err := r.tableRoutes(ctx, table)
 	if err != nil {
 		return err
 	}
@@ -418,7 +404,16 @@ func (r *replayer) table(ctx context.Context, table, where string, batchSize int
 		known = known || t == table || slices.Contains(routes, t)
 	}
 	if !known {
-		return &usageError{fmt.Sprintf("--table %s: no rule names this table or a table it is a partition of", table)}
+		return &usageError{fmt.Sprintf("--table %s: no rule names this table", table)}
+	}
+	conn, err := pgconn.Connect(ctx, r.cfg.PostgresURL)
+	if err != nil {
+		return fmt.Errorf("connect to PostgreSQL: %w", err)
+	}
+	defer func() { _ = conn.Close(context.WithoutCancel(ctx)) }()
+	cols, err := cdc.TableColumns(ctx, conn, table)
+	if err != nil {
+		return err
 	}
 	relCols := make([]cdc.Column, len(cols))
 	quoted := make([]string, len(cols))
@@ -523,4 +518,16 @@ func (p *progress) done() {
 	if p.drawn {
 		_, _ = fmt.Fprintln(p.w)
 	}
+}
+
+// tableRoutes returns the tables whose rules a table's rows also render,
+// as the stream finds them (ADR 15): a partition's ancestors, a
+// partitioned table's partitions; none for a table that does not exist.
+func (r *replayer) tableRoutes(ctx context.Context, table string) ([]string, error) {
+	conn, err := pgconn.Connect(ctx, r.cfg.PostgresURL)
+	if err != nil {
+		return nil, fmt.Errorf("connect to PostgreSQL: %w", err)
+	}
+	defer func() { _ = conn.Close(context.WithoutCancel(ctx)) }()
+	return cdc.TableRoutes(ctx, conn, table)
 }
