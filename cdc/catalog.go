@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
 )
@@ -28,6 +29,14 @@ func QuoteTable(qualified string) string {
 }
 
 // query runs one SQL statement and returns its rows as text; NULL is nil.
+// CloseConn closes conn within 2s, also once ctx has ended: a server gone
+// silent must not hold up whoever closes it.
+func CloseConn(ctx context.Context, conn *pgconn.PgConn) {
+	closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	defer cancel()
+	_ = conn.Close(closeCtx)
+}
+
 func query(ctx context.Context, conn *pgconn.PgConn, sql string) ([][][]byte, error) {
 	results, err := conn.Exec(ctx, sql).ReadAll()
 	if err != nil {

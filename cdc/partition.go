@@ -243,8 +243,6 @@ func (l *routeLookup) close(ctx context.Context) {
 	if l.conn == nil {
 		return
 	}
-	closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-	defer cancel()
-	_ = l.conn.Close(closeCtx)
+	CloseConn(ctx, l.conn)
 	l.conn = nil
 }

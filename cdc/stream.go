@@ -303,11 +303,7 @@ func (s *Stream[T]) session(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("connect: %w", err)
 	}
-	defer func() {
-		closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-		defer cancel()
-		_ = conn.Close(closeCtx)
-	}()
+	defer CloseConn(ctx, conn)
 
 	sys, err := pglogrepl.IdentifySystem(ctx, conn)
 	if err != nil {

@@ -98,13 +98,7 @@ func (w *publicationWatch) check(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("connect: %w", err)
 	}
-	defer func() {
-		// bounded: a server gone silent must not hold the watch, and with
-		// it the daemon's shutdown
-		closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-		defer cancel()
-		_ = conn.Close(closeCtx)
-	}()
+	defer cdc.CloseConn(ctx, conn) // bounded: the daemon's shutdown waits for the watch
 	now, err := cdc.PublicationCoverage(qctx, conn, w.publication, w.tables)
 	if err != nil {
 		return err
