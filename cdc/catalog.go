@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -29,6 +30,14 @@ func QuoteTable(qualified string) string {
 }
 
 // query runs one SQL statement and returns its rows as text; NULL is nil.
+// CloseConn closes conn within 2s, also once ctx has ended: a server gone
+// silent must not hold up whoever closes it.
+func CloseConn(ctx context.Context, conn *pgconn.PgConn) {
+	closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	defer cancel()
+	_ = conn.Close(closeCtx)
+}
+
 func query(ctx context.Context, conn *pgconn.PgConn, sql string) ([][][]byte, error) {
 	results, err := conn.Exec(ctx, sql).ReadAll()
 	if err != nil {
@@ -126,17 +135,20 @@ func parseLSN(b []byte) (LSN, error) {
 }
 
 // EnsurePublication creates the publication for tables when it is missing,
-// and adds any of tables it lacks. It returns what it did, for the log.
-func EnsurePublication(ctx context.Context, conn *pgconn.PgConn, pub string, tables []string) (created bool, added []string, err error) {
+// and adds any of tables it lacks. When flushSlot is set, the tables added
+// and a flush request for them to that slot's stream (RequestFlush) commit
+// in one transaction: what was committed to them before was not published.
+// It returns what it did, for the log.
+func EnsurePublication(ctx context.Context, conn *pgconn.PgConn, pub string, tables []string, flushSlot string) (created bool, added []string, err error) {
 	rows, err := query(ctx, conn, `SELECT puballtables FROM pg_catalog.pg_publication WHERE pubname = `+QuoteLiteral(pub))
 	if err != nil {
 		return false, nil, fmt.Errorf("read publication %q: %w", pub, err)
 	}
-	quoted := make([]string, len(tables))
-	for i, t := range tables {
-		quoted[i] = QuoteTable(t)
-	}
 	if len(rows) == 0 {
+		quoted := make([]string, len(tables))
+		for i, t := range tables {
+			quoted[i] = QuoteTable(t)
+		}
 		if _, err := query(ctx, conn, "CREATE PUBLICATION "+QuoteIdent(pub)+" FOR TABLE "+strings.Join(quoted, ", ")); err != nil {
 			return false, nil, fmt.Errorf("create publication %q: %w", pub, err)
 		}
@@ -146,33 +158,36 @@ func EnsurePublication(ctx context.Context, conn *pgconn.PgConn, pub string, tab
 		return false, nil, nil
 	}
 	missing, err := PublicationMissing(ctx, conn, pub, tables)
-	if err != nil {
+	if err != nil || len(missing) == 0 {
 		return false, nil, err
 	}
+	// one statement string: one transaction, the flush request with the adds
+	stmts := make([]string, 0, len(missing)+1)
 	for _, t := range missing {
-		if _, err := query(ctx, conn, "ALTER PUBLICATION "+QuoteIdent(pub)+" ADD TABLE "+QuoteTable(t)); err != nil {
-			return false, added, fmt.Errorf("add %s to publication %q: %w", t, pub, err)
-		}
-		added = append(added, t)
+		stmts = append(stmts, "ALTER PUBLICATION "+QuoteIdent(pub)+" ADD TABLE "+QuoteTable(t))
 	}
-	return false, added, nil
+	if flushSlot != "" {
+		stmts = append(stmts, flushRequestSQL(flushSlot, missing))
+	}
+	if _, err := query(ctx, conn, strings.Join(stmts, "; ")); err != nil {
+		return false, nil, fmt.Errorf("add %s to publication %q: %w", strings.Join(missing, ", "), pub, err)
+	}
+	return false, missing, nil
 }
 
-// PublicationMissing returns the tables the publication does not cover. A
-// missing publication covers nothing.
+// PublicationMissing returns the tables the publication does not cover
+// (see PublicationCoverage: a partitioned table is covered by its own
+// membership, a partition also by an ancestor's). A missing publication
+// covers nothing.
 func PublicationMissing(ctx context.Context, conn *pgconn.PgConn, pub string, tables []string) ([]string, error) {
-	rows, err := query(ctx, conn, `SELECT schemaname || '.' || tablename FROM pg_catalog.pg_publication_tables WHERE pubname = `+QuoteLiteral(pub))
+	cov, err := PublicationCoverage(ctx, conn, pub, tables)
 	if err != nil {
-		return nil, fmt.Errorf("read publication %q: %w", pub, err)
-	}
-	have := make(map[string]bool, len(rows))
-	for _, r := range rows {
-		have[string(r[0])] = true
+		return nil, err
 	}
 	var missing []string
-	for _, t := range tables {
-		if !have[t] {
-			missing = append(missing, t)
+	for _, c := range cov {
+		if !c.Covered() {
+			missing = append(missing, c.Table)
 		}
 	}
 	return missing, nil

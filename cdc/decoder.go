@@ -38,9 +38,15 @@ type Decoder[T Txn] struct {
 	// OnMessage, when set, receives logical decoding messages
 	// (pg_logical_emit_message); content aliases the receive buffer.
 	OnMessage func(transactional bool, lsn LSN, prefix string, content []byte)
+	// OnTxnMessage, when set, is also given each transactional message
+	// with the transaction it belongs to (none of one already handed on).
+	OnTxnMessage func(txn T, prefix string, content []byte)
 	// OnUnknownRelation, when set, is told about changes that name a
 	// relation never described; such changes are skipped.
 	OnUnknownRelation func(relID uint32)
+	// OnRelation, when set, is given each relation description before
+	// changes use it (to fill its Routes); an error fails Decode.
+	OnRelation func(*Relation) error
 	// Early, when set, is asked after each row change of a transaction
 	// that is not streamed whether part of it can be handed on before its
 	// Commit arrives; when it returns ok, Decode returns that part marked
@@ -156,6 +162,11 @@ func (d *Decoder[T]) Decode(msg []byte) (c Committed[T], ok bool, err error) {
 		if r.err != nil {
 			return c, false, r.err
 		}
+		if d.OnRelation != nil {
+			if err := d.OnRelation(rel); err != nil {
+				return c, false, err
+			}
+		}
 		d.rels.put(rel)
 	case 'I', 'U', 'D':
 		if err := d.rowChange(kind, &r); err != nil {
@@ -176,6 +187,9 @@ func (d *Decoder[T]) Decode(msg []byte) (c Committed[T], ok bool, err error) {
 		}
 		if d.OnMessage != nil {
 			d.OnMessage(flags&1 != 0, lsn, prefix, content)
+		}
+		if txn, ok := d.target(); ok && flags&1 != 0 && d.OnTxnMessage != nil {
+			d.OnTxnMessage(txn, prefix, content)
 		}
 	case 'Y', 'O':
 		// Type and origin messages carry nothing we need.

@@ -10,7 +10,11 @@ type Relation struct {
 	Name            string
 	ReplicaIdentity byte // 'd' default, 'n' nothing, 'f' full, 'i' index
 	Columns         []Column
-	qualified       string
+	// Routes names the other tables whose rules its changes concern: its
+	// partition ancestors and, for a partitioned table, its partitions
+	// (ADR 15). The stream fills it when the description arrives.
+	Routes    []string
+	qualified string
 }
 
 // Column is one column of a Relation.

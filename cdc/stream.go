@@ -112,12 +112,13 @@ type Stream[T Txn] struct {
 	role     atomic.Int32
 
 	// loop state, owned by Run
-	submittedCommit LSN    // commit LSN of the last transaction handed on
-	submittedEnd    LSN    // its end LSN
-	confirmedSent   LSN    // last flush position sent to the server
-	serverEnd       LSN    // latest keepalive position with nothing in flight
-	serverWAL       LSN    // latest WAL end the server reported
-	system          string // system id and timeline of the last session's server
+	routesSeen      map[uint32][]string // every route a relation was found to have, see routeLookup
+	submittedCommit LSN                 // commit LSN of the last transaction handed on
+	submittedEnd    LSN                 // its end LSN
+	confirmedSent   LSN                 // last flush position sent to the server
+	serverEnd       LSN                 // latest keepalive position with nothing in flight
+	serverWAL       LSN                 // latest WAL end the server reported
+	system          string              // system id and timeline of the last session's server
 
 	busyRate float64 // see busyRate; tests lower it
 
@@ -127,6 +128,10 @@ type Stream[T Txn] struct {
 	// on before its Commit arrives, see Decoder.Early. Such parts go to out
 	// marked Early, before the transaction itself, and confirm nothing.
 	Early func(T) (T, bool)
+	// Flush, when set, is given the tables a flush request to this
+	// stream's slot names (RequestFlush, ADR 16), with the transaction
+	// that carried it: their rules' wide form is to be deleted with it.
+	Flush func(txn T, tables []string)
 }
 
 // NewStream returns a Stream that creates one T per transaction with newTxn
@@ -303,11 +308,7 @@ func (s *Stream[T]) session(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("connect: %w", err)
 	}
-	defer func() {
-		closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-		defer cancel()
-		_ = conn.Close(closeCtx)
-	}()
+	defer CloseConn(ctx, conn)
 
 	sys, err := pglogrepl.IdentifySystem(ctx, conn)
 	if err != nil {
@@ -346,6 +347,17 @@ func (s *Stream[T]) session(ctx context.Context) (err error) {
 	dec.SkipThrough(s.submittedCommit)
 	dec.OnMessage = s.OnMessage
 	dec.Early = s.Early
+	dec.OnTxnMessage = func(txn T, prefix string, content []byte) {
+		if tables, ok := FlushRequest(s.cfg.Slot, prefix, content); ok && s.Flush != nil {
+			s.Flush(txn, tables)
+		}
+	}
+	if s.routesSeen == nil {
+		s.routesSeen = map[uint32][]string{}
+	}
+	routes := &routeLookup{url: s.cfg.URL, seen: s.routesSeen}
+	defer routes.close(ctx)
+	dec.OnRelation = func(rel *Relation) error { return routes.fill(ctx, rel) }
 	dec.OnUnknownRelation = func(id uint32) {
 		s.obs.StreamError("unknown_relation")
 		s.log.Warn("change for a relation never described; skipped", zap.Uint32("relation_id", id))
@@ -551,7 +563,13 @@ func (s *Stream[T]) prepare(ctx context.Context, conn *pgconn.PgConn) error {
 		return fmt.Errorf("%w: %q no longer exists", ErrSlotLost, s.cfg.Slot)
 	}
 	if s.cfg.Create {
-		created, added, err := EnsurePublication(ctx, conn, s.cfg.Publication, s.cfg.Tables)
+		// what was committed to a table added while the slot existed was
+		// not published: the add asks this stream to flush its rules (ADR 16)
+		flushSlot := ""
+		if st.Exists {
+			flushSlot = s.cfg.Slot
+		}
+		created, added, err := EnsurePublication(ctx, conn, s.cfg.Publication, s.cfg.Tables, flushSlot)
 		if err != nil {
 			return err
 		}

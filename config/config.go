@@ -60,6 +60,10 @@ type Config struct {
 	NATSCredsFile      string        `envconfig:"INVALIDATOR_NATS_CREDS_FILE" desc:"NATS credentials file (JWT and nkey)"`
 	NATSStream         string        `envconfig:"INVALIDATOR_NATS_STREAM" desc:"create this JetStream stream for the subjects when missing"`
 	NATSTimeout        time.Duration `envconfig:"INVALIDATOR_NATS_TIMEOUT" default:"5s" desc:"bound on a NATS flush or the JetStream acks of a batch"`
+
+	// PublicationCheckInterval is how often the active daemon checks that
+	// the publication still covers every rule table (ADR 16); 0 = never.
+	PublicationCheckInterval time.Duration `envconfig:"INVALIDATOR_PUBLICATION_CHECK_INTERVAL" default:"10s" desc:"how often to check that the publication covers every rule table, 0 = never"`
 }
 
 // Error is a bad setting, named by its environment variable.
@@ -178,7 +182,7 @@ func (c *Config) Validate() error {
 	for _, v := range []struct {
 		name string
 		d    time.Duration
-	}{{"HEARTBEAT_INTERVAL", c.HeartbeatInterval}, {"BATCH_LINGER", c.BatchLinger}} {
+	}{{"HEARTBEAT_INTERVAL", c.HeartbeatInterval}, {"BATCH_LINGER", c.BatchLinger}, {"PUBLICATION_CHECK_INTERVAL", c.PublicationCheckInterval}} {
 		if v.d < 0 {
 			return &Error{Var: Var(v.name), Msg: "must not be negative"}
 		}
@@ -274,5 +278,7 @@ func (c *Config) Redacted() map[string]any {
 		"nats_creds_file":      c.NATSCredsFile,
 		"nats_stream":          c.NATSStream,
 		"nats_timeout":         c.NATSTimeout.String(),
+
+		"publication_check_interval": c.PublicationCheckInterval.String(),
 	}
 }

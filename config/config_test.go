@@ -21,7 +21,7 @@ var settings = []string{
 	"CREATE_SLOT", "HTTP_ADDR", "LOG_LEVEL", "LOG_FORMAT", "NATS_URL", "NATS_JETSTREAM",
 	"JOURNAL", "HEARTBEAT_INTERVAL", "JOURNAL_MAXLEN", "MAX_KEYS_PER_TXN", "BATCH_MAX_KEYS",
 	"BATCH_MAX_TXNS", "BATCH_LINGER", "SHUTDOWN_TIMEOUT", "ON_SLOT_LOST",
-	"SLOT_FAILOVER",
+	"SLOT_FAILOVER", "PUBLICATION_CHECK_INTERVAL",
 }
 
 // clearEnv unsets every variable the configuration may read, for the
@@ -73,6 +73,8 @@ func defaults() config.Config {
 		OnSlotLost:        "fail",
 		SlotFailover:      "auto",
 		NATSTimeout:       5 * time.Second,
+
+		PublicationCheckInterval: 10 * time.Second,
 	}
 }
 
@@ -140,6 +142,8 @@ func TestFromEnv_Overrides(t *testing.T) {
 		"SHUTDOWN_TIMEOUT":    "1m",
 		"ON_SLOT_LOST":        "resync",
 		"SLOT_FAILOVER":       "true",
+
+		"PUBLICATION_CHECK_INTERVAL": "250ms",
 	})
 	c, err := config.FromEnv()
 	if err != nil {
@@ -152,6 +156,7 @@ func TestFromEnv_Overrides(t *testing.T) {
 		NATSURL: "nats://nats:4222", NATSJetStream: true, Journal: false, HeartbeatInterval: 0,
 		JournalMaxLen: 500, MaxKeysPerTxn: 7, BatchMaxKeys: 8, BatchMaxTxns: 9,
 		BatchLinger: 5 * time.Millisecond, ShutdownTimeout: time.Minute, OnSlotLost: "resync", SlotFailover: "true", NATSTimeout: 5 * time.Second,
+		PublicationCheckInterval: 250 * time.Millisecond,
 	}
 	if !reflect.DeepEqual(*c, want) {
 		t.Errorf("FromEnv() = %+v\nwant %+v", *c, want)
@@ -269,6 +274,8 @@ func TestConfig_Validate(t *testing.T) {
 			wantVar: "INVALIDATOR_HEARTBEAT_INTERVAL"},
 		{name: "negative linger", mutate: func(c *config.Config) { c.BatchLinger = -time.Millisecond },
 			wantVar: "INVALIDATOR_BATCH_LINGER"},
+		{name: "negative publication check", mutate: func(c *config.Config) { c.PublicationCheckInterval = -time.Second },
+			wantVar: "INVALIDATOR_PUBLICATION_CHECK_INTERVAL"},
 		{name: "zero shutdown timeout", mutate: func(c *config.Config) { c.ShutdownTimeout = 0 },
 			wantVar: "INVALIDATOR_SHUTDOWN_TIMEOUT"},
 		{name: "zero max keys", mutate: func(c *config.Config) { c.MaxKeysPerTxn = 0 },
@@ -372,7 +379,7 @@ func TestConfig_BindFlags(t *testing.T) {
 			args: []string{"--heartbeat-interval=0", "--create-slot=false", "--http-addr=", "--nats-url", "nats://n:4222",
 				"--nats-jetstream", "--journal=false", "--journal-maxlen", "42", "--max-keys-per-txn", "5",
 				"--batch-max-keys", "6", "--batch-max-txns", "7", "--batch-linger", "3ms", "--shutdown-timeout", "2s",
-				"--on-slot-lost", "resync", "--slot-failover", "false"},
+				"--on-slot-lost", "resync", "--slot-failover", "false", "--publication-check-interval", "1s"},
 			check: func(t *testing.T, c *config.Config) {
 				want := config.Config{
 					PostgresURL: "postgres://env/db", RedisURL: "redis://env:6379",
@@ -381,6 +388,7 @@ func TestConfig_BindFlags(t *testing.T) {
 					NATSURL: "nats://n:4222", NATSJetStream: true, Journal: false, HeartbeatInterval: 0,
 					JournalMaxLen: 42, MaxKeysPerTxn: 5, BatchMaxKeys: 6, BatchMaxTxns: 7,
 					BatchLinger: 3 * time.Millisecond, ShutdownTimeout: 2 * time.Second, OnSlotLost: "resync", SlotFailover: "false", NATSTimeout: 5 * time.Second,
+					PublicationCheckInterval: time.Second,
 				}
 				if !reflect.DeepEqual(*c, want) {
 					t.Errorf("config = %+v\nwant %+v", *c, want)

@@ -132,10 +132,14 @@ func (rt *Router) bind(rel *cdc.Relation) []*boundRule {
 		}
 	}
 	var out []*boundRule
-	for _, r := range rt.byTable[rel.QualifiedName()] {
-		br := bindRule(r, rel.ColumnIndex, func(c int) bool { return c >= 0 && rel.Columns[c].Key }, r.Scope)
-		br.name = rt.nameOf[r]
-		out = append(out, br)
+	// a partition's changes also go to its ancestors' rules (ADR 15),
+	// whose columns are found by name: a partition may order them its way
+	for _, table := range append([]string{rel.QualifiedName()}, rel.Routes...) {
+		for _, r := range rt.byTable[table] {
+			br := bindRule(r, rel.ColumnIndex, func(c int) bool { return c >= 0 && rel.Columns[c].Key }, r.Scope)
+			br.name = rt.nameOf[r]
+			out = append(out, br)
+		}
 	}
 	rt.bindings[rel] = out
 	return out

@@ -651,6 +651,19 @@ func (t *Txn) addWide(p *part, br *boundRule, row cdc.Tuple, op cdc.Op, all bool
 	t.wideMessage(p, br, row, op, all)
 }
 
+// FlushTables adds the all-'*' wide form of every rule on the tables,
+// whatever its on: (for tables some of whose changes were never decoded,
+// ADR 16).
+func (t *Txn) FlushTables(tables []string) {
+	for _, r := range t.rt.rules.Rules {
+		if slices.Contains(tables, r.Table) {
+			br := bindRule(r, func(string) int { return -1 }, func(int) bool { return false }, nil)
+			br.name = t.rt.nameOf[r]
+			t.addWide(&t.main, br, nil, cdc.OpTruncate, true)
+		}
+	}
+}
+
 func (t *Txn) wideMessage(p *part, br *boundRule, row cdc.Tuple, op cdc.Op, all bool) {
 	msg := int32(-1)
 	if br.channel != nil {

@@ -26,7 +26,8 @@ Validates the environment and the rules file. When PostgreSQL and Redis are
 reachable it also checks wal_level, that the publication covers every rule
 table, that every column a rule uses exists, that each table's REPLICA
 IDENTITY carries the old values the rules render (with the ALTER TABLE to
-run when it does not), the slot's state and retained WAL, and Redis.
+run when it does not), how the changes of partitioned tables and of
+partitions reach their rules, the slot's state and retained WAL, and Redis.
 It takes every flag run takes, so it can check the command line run will get.
 Exit status: 0 no problems (warnings allowed), 1 problems, 2 bad usage or
 configuration.`
@@ -173,8 +174,24 @@ func checkPostgres(ctx context.Context, cfg *config.Config, rules *router.Rules,
 			r.add("ok", "publication", pubCheck+" covers every rule table and publishes every operation, row and column the rules use", "")
 		}
 	}
+	checkPartitions(ctx, conn, cfg, tables, r)
 	checkSlot(ctx, conn, cfg, major, r)
 	return false
+}
+
+// checkPartitions says how the changes of partitioned rule tables and of
+// partitions reach their rules (ADR 15).
+func checkPartitions(ctx context.Context, conn *pgconn.PgConn, cfg *config.Config, tables []string, r *report) {
+	cov, err := cdc.PublicationCoverage(ctx, conn, cfg.Publication, tables)
+	if err != nil {
+		r.add("problem", "partitions", err.Error(), "")
+		return
+	}
+	for _, c := range cov {
+		if d := c.Describe(); d != "" {
+			r.add("ok", "table "+c.Table, d, "")
+		}
+	}
 }
 
 // checkTable checks columns and replica identity for one rule table.

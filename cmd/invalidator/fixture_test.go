@@ -139,7 +139,14 @@ func newFixture(t testing.TB, extraEnv ...string) *fixture {
 // newFixtureOn is newFixture on server pg instead of the shared one.
 func newFixtureOn(t testing.TB, pg *testsrv.Postgres, extraEnv ...string) *fixture {
 	t.Helper()
-	f := newDatabaseFixtureOn(t, pg, rulesYAML)
+	return newDatabaseFixtureOn(t, pg, rulesYAML).withRedis(extraEnv...)
+}
+
+// withRedis completes a database fixture: a Redis, the daemon's setting
+// for it and extraEnv, and a subscriber on every channel.
+func (f *fixture) withRedis(extraEnv ...string) *fixture {
+	t := f.t
+	t.Helper()
 	f.redis = testsrv.StartRedis(t)
 	f.rdb = f.redis.Client(t)
 	f.env = append(append(f.env, "INVALIDATOR_REDIS_URL="+f.redis.URL()), extraEnv...)

@@ -391,9 +391,13 @@ func (r *replayer) table(ctx context.Context, f replayFlags) error {
 	if !strings.Contains(table, ".") {
 		table = "public." + table
 	}
+	routes, err := r.tableRoutes(ctx, table)
+	if err != nil {
+		return err
+	}
 	known := false
 	for _, t := range r.rules.Tables() {
-		known = known || t == table
+		known = known || t == table || slices.Contains(routes, t)
 	}
 	if !known {
 		return &usageError{fmt.Sprintf("--table %s: no rule names this table", table)}
@@ -411,12 +415,12 @@ func (r *replayer) table(ctx context.Context, f replayFlags) error {
 	if err != nil {
 		return err
 	}
-	return r.scan(ctx, conn, table, cols, where, params, f)
+	return r.scan(ctx, conn, table, routes, cols, where, params, f)
 }
 
 // scan reads table's rows that match where (already checked) in one
 // snapshot, in batches, and invalidates what they render.
-func (r *replayer) scan(ctx context.Context, conn *pgconn.PgConn, table string, cols []string, where string, params [][]byte, f replayFlags) error {
+func (r *replayer) scan(ctx context.Context, conn *pgconn.PgConn, table string, routes []string, cols []string, where string, params [][]byte, f replayFlags) error {
 	relCols := make([]cdc.Column, len(cols))
 	quoted := make([]string, len(cols))
 	for i, c := range cols {
@@ -424,6 +428,7 @@ func (r *replayer) scan(ctx context.Context, conn *pgconn.PgConn, table string, 
 		quoted[i] = cdc.QuoteIdent(c)
 	}
 	rel := cdc.NewRelation(table, relCols)
+	rel.Routes = routes
 	// the filter's names resolve to built-ins only, its strings are read
 	// as the checker read them, no statement runs unbounded, and with a
 	// role it cannot do more than that role may
@@ -559,4 +564,16 @@ func (p *progress) done() {
 	if p.drawn {
 		_, _ = fmt.Fprintln(p.w)
 	}
+}
+
+// tableRoutes returns the tables whose rules a table's rows also render,
+// as the stream finds them (ADR 15): a partition's ancestors, a
+// partitioned table's partitions; none for a table that does not exist.
+func (r *replayer) tableRoutes(ctx context.Context, table string) ([]string, error) {
+	conn, err := pgconn.Connect(ctx, r.cfg.PostgresURL)
+	if err != nil {
+		return nil, fmt.Errorf("connect to PostgreSQL: %w", err)
+	}
+	defer func() { _ = conn.Close(context.WithoutCancel(ctx)) }()
+	return cdc.TableRoutes(ctx, conn, table)
 }

@@ -343,7 +343,7 @@ func (r *replayer) scanUnchecked(ctx context.Context, table, where string, f rep
 	if err != nil {
 		return err
 	}
-	return r.scan(ctx, conn, table, cols, where, nil, f)
+	return r.scan(ctx, conn, table, nil, cols, where, nil, f)
 }
 
 // TestExplain_BadRowExits2: the command itself ends a bad row with exit 2

@@ -317,6 +317,9 @@ func startStreaming(ctx context.Context, cfg *config.Config, rules *router.Rules
 	stream.OnMessage = onProbe(cfg.Slot, metrics)
 	// a large transaction's keys are deleted while the rest of it arrives (ADR 14)
 	stream.Early = (*router.Txn).Early
+	// a table added back to the publication: its rules are flushed in the
+	// stream, in WAL order (ADR 16)
+	stream.Flush = (*router.Txn).FlushTables
 	pubCfg := publisher.Config{
 		ChannelPrefix: rules.ChannelPrefix,
 		Journal:       cfg.Journal,
@@ -358,6 +361,17 @@ func startStreaming(ctx context.Context, cfg *config.Config, rules *router.Rules
 		_ = hb.Run(hbCtx)
 	}()
 
+	// a rule table dropped and re-created leaves the publication (ADR 16)
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	watch := &publicationWatch{
+		interval: cfg.PublicationCheckInterval, pgURL: cfg.PostgresURL, publication: cfg.Publication, slot: cfg.Slot,
+		tables: rules.Tables(), manage: cfg.CreateSlot, stream: stream, metrics: metrics, log: log.Named("publication"),
+	}
+	watch.Baseline(watchCtx)
+	watchDone := make(chan error, 1)
+	go func() { watchDone <- watch.Run(watchCtx) }()
+
 	stopLog := context.AfterFunc(ctx, func() {
 		log.Info("stopping: draining in-flight transactions", zap.Duration("bound", cfg.ShutdownTimeout))
 	})
@@ -376,6 +390,12 @@ func startStreaming(ctx context.Context, cfg *config.Config, rules *router.Rules
 	case err := <-applierDone:
 		result = fmt.Errorf("applier stopped: %w", err)
 		applierDone = nil
+	case result = <-watchDone:
+		watchDone = nil
+	}
+	stopWatch()
+	if watchDone != nil {
+		<-watchDone
 	}
 	stopStream()
 	if streamDone != nil {

@@ -20,7 +20,9 @@ Creates, when missing, the publication (for the rule tables; missing rule
 tables are added to an existing one) and the logical replication slot, then
 prints the role and GRANTs a non-superuser needs to run the daemon. Safe to
 run again. Run it as a role that owns the rule tables (or a superuser): only
-the owner may add a table to a publication.`
+the owner may add a table to a publication. A partitioned rule table is
+added itself, which publishes its partitions, also those attached later;
+setup says how their changes reach the rules.`
 
 func setupCommand(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	s, code, done := load("setup", setupHelp, args, stdout, stderr, nil, (*config.Config).ValidateConnections)
@@ -53,7 +55,7 @@ func setupCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		return exitProblems
 	}
 	tables := s.rules.Tables()
-	created, added, err := cdc.EnsurePublication(ctx, conn, s.cfg.Publication, tables)
+	created, added, err := cdc.EnsurePublication(ctx, conn, s.cfg.Publication, tables, "")
 	if err != nil {
 		_, _ = fmt.Fprintf(stderr, "invalidator setup: %v\n", err)
 		return exitProblems
@@ -65,6 +67,16 @@ func setupCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		_, _ = fmt.Fprintf(stdout, "publication %q: added %s\n", s.cfg.Publication, strings.Join(added, ", "))
 	default:
 		_, _ = fmt.Fprintf(stdout, "publication %q: exists and covers every rule table\n", s.cfg.Publication)
+	}
+	cov, err := cdc.PublicationCoverage(ctx, conn, s.cfg.Publication, tables)
+	if err != nil {
+		_, _ = fmt.Fprintf(stderr, "invalidator setup: %v\n", err)
+		return exitProblems
+	}
+	for _, c := range cov {
+		if d := c.Describe(); d != "" {
+			_, _ = fmt.Fprintf(stdout, "publication %q: %s\n", s.cfg.Publication, d)
+		}
 	}
 	slotCreated, failover, err := cdc.EnsureSlotMode(ctx, conn, s.cfg.Slot, s.cfg.SlotFailover)
 	if err != nil {
