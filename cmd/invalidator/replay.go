@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/redis/go-redis/v9"
 
@@ -165,11 +166,11 @@ func (f *replayFlags) validate() error {
 }
 
 func parseLSNText(s string) (cdc.LSN, error) {
-	var hi, lo uint32
-	if _, err := fmt.Sscanf(s, "%X/%X", &hi, &lo); err != nil || strings.Count(s, "/") != 1 {
+	lsn, err := pglogrepl.ParseLSN(s)
+	if err != nil || strings.Count(s, "/") != 1 {
 		return 0, fmt.Errorf("LSN %q: expected the form 0/1A2B3C4", s)
 	}
-	return cdc.LSN(uint64(hi)<<32 | uint64(lo)), nil
+	return cdc.LSN(lsn), nil
 }
 
 // replayer applies (or, dry, prints) replayed invalidations.
