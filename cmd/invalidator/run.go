@@ -17,6 +17,7 @@ import (
 
 	"github.com/cachewire/invalidator/cdc"
 	"github.com/cachewire/invalidator/config"
+	"github.com/cachewire/invalidator/internal/backoff"
 	"github.com/cachewire/invalidator/ops"
 	"github.com/cachewire/invalidator/publisher"
 	"github.com/cachewire/invalidator/router"
@@ -166,7 +167,7 @@ func redisTLS(cfg *config.Config) (*tls.Config, error) {
 // writes (a *refusal otherwise; warnings are logged). Errors retrying
 // cannot mend (a wrong password, a missing database) are returned.
 func checkDatabase(ctx context.Context, cfg *config.Config, rules *router.Rules, log *zap.Logger) error {
-	backoff := 250 * time.Millisecond
+	b := backoff.Backoff{Min: 250 * time.Millisecond, Max: 15 * time.Second}
 	for {
 		err := func() error {
 			conn, err := pgconn.Connect(ctx, cfg.PostgresURL)
@@ -199,13 +200,11 @@ func checkDatabase(ctx context.Context, cfg *config.Config, rules *router.Rules,
 		if ctx.Err() != nil {
 			return nil
 		}
-		log.Warn("cannot reach PostgreSQL to check the rules against the database; retrying", zap.Error(err), zap.Duration("backoff", backoff))
-		select {
-		case <-ctx.Done():
+		pause := b.Next()
+		log.Warn("cannot reach PostgreSQL to check the rules against the database; retrying", zap.Error(err), zap.Duration("backoff", pause))
+		if backoff.Sleep(ctx, pause) != nil {
 			return nil
-		case <-time.After(backoff):
 		}
-		backoff = min(backoff*2, 15*time.Second)
 	}
 }
 
@@ -457,7 +456,7 @@ func serverOf(ctx context.Context, cfg *config.Config, log *zap.Logger) (cdc.Ser
 // in a way retrying cannot mend (a wrong password, a database the server
 // does not have: the error), with a growing pause between attempts.
 func untilReachable(ctx context.Context, log *zap.Logger, what string, try func() error) error {
-	backoff := 250 * time.Millisecond
+	b := backoff.Backoff{Min: 250 * time.Millisecond, Max: 15 * time.Second}
 	for {
 		err := try()
 		if err == nil {
@@ -469,13 +468,11 @@ func untilReachable(ctx context.Context, log *zap.Logger, what string, try func(
 		if ctx.Err() != nil {
 			return nil
 		}
-		log.Warn("cannot reach "+what+"; waiting before streaming", zap.Error(err), zap.Duration("backoff", backoff))
-		select {
-		case <-ctx.Done():
+		pause := b.Next()
+		log.Warn("cannot reach "+what+"; waiting before streaming", zap.Error(err), zap.Duration("backoff", pause))
+		if backoff.Sleep(ctx, pause) != nil {
 			return nil
-		case <-time.After(backoff):
 		}
-		backoff = min(backoff*2, 15*time.Second)
 	}
 }
 
@@ -526,7 +523,7 @@ func resync(ctx context.Context, cfg *config.Config, rt *router.Router, pub *pub
 	}
 	flush := rt.Wide(nil, cdc.OpTruncate)
 	batch := []publisher.Applied{{Txn: rt.Finished(flush), CommitTime: time.Now()}}
-	backoff := 250 * time.Millisecond
+	b := backoff.Backoff{Min: 250 * time.Millisecond, Max: 5 * time.Second}
 	for {
 		st, err := pub.Apply(ctx, batch)
 		if err == nil {
@@ -537,11 +534,9 @@ func resync(ctx context.Context, cfg *config.Config, rt *router.Router, pub *pub
 			return fmt.Errorf("resync: %w", ctx.Err())
 		}
 		log.Warn("resync flush failed; retrying", zap.Error(err))
-		select {
-		case <-ctx.Done():
-		case <-time.After(backoff):
+		if err := b.Wait(ctx); err != nil {
+			return fmt.Errorf("resync: %w", err)
 		}
-		backoff = min(backoff*2, 5*time.Second)
 	}
 }
 
