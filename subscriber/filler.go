@@ -116,7 +116,9 @@ func (f *Filler) Stats() FillStats {
 // Get returns the value of key: from Redis if it is there (one GET), else
 // from load, which it stores under key if no deletion of key happened
 // between the lease and the store (on a miss, three round trips: GET, SET
-// NX, the store script). A lease marker is never returned.
+// NX, the store script; the first store after Redis starts or flushes its
+// scripts takes a fourth, to load the script). A lease marker is never
+// returned.
 //
 // If another reader holds the key's lease, Get polls for its value for up
 // to FillConfig.Wait, taking the lease itself if the key becomes empty;
