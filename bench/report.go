@@ -59,7 +59,7 @@ func checkTargets(rep *report) []target {
 		ts = append(ts, target{What: what, Want: fmt.Sprintf("<= %g %s", limit, unit), Got: got, Unit: unit, Met: got <= limit, Lower: true})
 	}
 	atLeast := func(what string, got, limit float64, unit string) {
-		ts = append(ts, target{What: what, Want: fmt.Sprintf(">= %g%s", limit, unit), Got: got, Unit: unit, Met: got >= limit})
+		ts = append(ts, target{What: what, Want: strings.TrimSpace(fmt.Sprintf(">= %g %s", limit, unit)), Got: got, Unit: unit, Met: got >= limit})
 	}
 	for _, b := range rep.Bulk {
 		if b.Name == "bulk" {
@@ -93,10 +93,10 @@ func checkTargets(rep *report) []target {
 			case modePlain, modeLocalSet:
 				// Stale entries in each plain mode show that the check can
 				// fail at this rate.
-				atLeast(rate+"stale, "+m.Mode+" (the check can fail)", float64(m.Stale), 1, " entries")
+				atLeast(rate+"stale, "+m.Mode+" (the check can fail)", float64(m.Stale), 1, "entries")
 			}
 			if c.Rate == 2_000 && m.Mode == modeLocalLease {
-				atLeast(rate+"fill success, "+m.Mode, 100*m.FillSuccess, 99, " %")
+				atLeast(rate+"fill success, "+m.Mode, 100*m.FillSuccess, 99, "%")
 			}
 		}
 	}
