@@ -279,15 +279,11 @@ func startStreaming(ctx context.Context, cfg *config.Config, rules *router.Rules
 	if ctx.Err() != nil {
 		return nil
 	}
-	srv, err := serverOf(ctx, cfg, log)
+	m, err := readSlotMarkers(ctx, cfg, rules, rdb, log)
 	if err != nil || ctx.Err() != nil {
 		return err
 	}
-	markerKey, legacyKey := slotMarkerKey(rules.ChannelPrefix, srv, cfg.Slot), legacySlotMarkerKey(rules.ChannelPrefix, cfg.Slot)
-	expectSlot, err := slotWasUsed(ctx, rdb, log, markerKey, legacyKey)
-	if err != nil || ctx.Err() != nil {
-		return err
-	}
+	srv, markerKey, legacyKey := m.srv, m.key, m.legacyKey
 
 	rt := router.New(rules, cfg.MaxKeysPerTxn, metrics)
 	var bridge *publisher.NATSSink
@@ -303,22 +299,7 @@ func startStreaming(ctx context.Context, cfg *config.Config, rules *router.Rules
 		}
 	}
 	queue := make(chan publisher.Applied, queueLen)
-	stream := cdc.NewStream(cdc.StreamConfig{
-		URL:          cfg.PostgresURL,
-		Slot:         cfg.Slot,
-		Publication:  cfg.Publication,
-		Create:       cfg.CreateSlot,
-		Tables:       rules.Tables(),
-		SlotFailover: cfg.SlotFailover,
-		DrainTimeout: cfg.ShutdownTimeout,
-		ExpectSlot:   expectSlot,
-	}, log.Named("cdc"), metrics, rt.NewTxn, queue)
-	stream.OnMessage = onProbe(cfg.Slot, metrics)
-	// a large transaction's keys are deleted while the rest of it arrives (ADR 14)
-	stream.Early = (*router.Txn).Early
-	// a table added back to the publication: its rules are flushed in the
-	// stream, in WAL order (ADR 16)
-	stream.Flush = (*router.Txn).FlushTables
+	stream := newStream(cfg, rules, rt, m.used, queue, metrics, log)
 	pubCfg := publisher.Config{
 		ChannelPrefix: rules.ChannelPrefix,
 		Journal:       cfg.Journal,
@@ -381,6 +362,50 @@ func startStreaming(ctx context.Context, cfg *config.Config, rules *router.Rules
 	}})
 	parts.add(&part{name: "publication watch", run: watch.Run})
 	return parts.run(ctx)
+}
+
+// newStream is the replication stream of the rules' tables, handing each
+// committed transaction to queue.
+func newStream(cfg *config.Config, rules *router.Rules, rt *router.Router, expectSlot bool, queue chan<- publisher.Applied, metrics *ops.Metrics, log *zap.Logger) *cdc.Stream[*router.Txn] {
+	stream := cdc.NewStream(cdc.StreamConfig{
+		URL:          cfg.PostgresURL,
+		Slot:         cfg.Slot,
+		Publication:  cfg.Publication,
+		Create:       cfg.CreateSlot,
+		Tables:       rules.Tables(),
+		SlotFailover: cfg.SlotFailover,
+		DrainTimeout: cfg.ShutdownTimeout,
+		ExpectSlot:   expectSlot,
+	}, log.Named("cdc"), metrics, rt.NewTxn, queue)
+	stream.OnMessage = onProbe(cfg.Slot, metrics)
+	// a large transaction's keys are deleted while the rest of it arrives (ADR 14)
+	stream.Early = (*router.Txn).Early
+	// a table added back to the publication: its rules are flushed in the
+	// stream, in WAL order (ADR 16)
+	stream.Flush = (*router.Txn).FlushTables
+	return stream
+}
+
+// slotMarkers is what the daemon knows of its slot before it streams: the
+// server it serves, the Redis keys that mark the slot as used, and whether
+// either is set (then a missing slot was lost, not never made).
+type slotMarkers struct {
+	srv            cdc.Server
+	key, legacyKey string
+	used           bool
+}
+
+// readSlotMarkers waits for PostgreSQL and then Redis to read the slot
+// markers; on an ended ctx it returns what it has and no error.
+func readSlotMarkers(ctx context.Context, cfg *config.Config, rules *router.Rules, rdb redis.UniversalClient, log *zap.Logger) (slotMarkers, error) {
+	var m slotMarkers
+	var err error
+	if m.srv, err = serverOf(ctx, cfg, log); err != nil || ctx.Err() != nil {
+		return m, err
+	}
+	m.key, m.legacyKey = slotMarkerKey(rules.ChannelPrefix, m.srv, cfg.Slot), legacySlotMarkerKey(rules.ChannelPrefix, cfg.Slot)
+	m.used, err = slotWasUsed(ctx, rdb, log, m.key, m.legacyKey)
+	return m, err
 }
 
 // slotWasUsed reads the slot markers (this server's and an older version's),
