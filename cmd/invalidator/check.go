@@ -370,7 +370,7 @@ func checkRedis(ctx context.Context, cfg *config.Config, r *report) {
 	defer cancel()
 	err = rdb.Ping(pctx).Err()
 	if err == nil { // the daemon's own connection authenticates as go-redis does not
-		pub := publisher.New(rdb, publisher.Config{})
+		pub := publisher.New(rdb, publisher.Config{Sentinel: sentinelOf(cfg)})
 		err = pub.Connect(pctx)
 		_ = pub.Close()
 	}
