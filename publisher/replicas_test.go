@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -196,5 +197,45 @@ func TestApply_SentinelFollowsMaster(t *testing.T) {
 	}
 	if got := p.conn.Addr(); got != promoted {
 		t.Fatalf("connected to %s, want the promoted %s", got, promoted)
+	}
+}
+
+// On a Redis Cluster, the deletes of a batch are waited for on each
+// master they went to: acknowledged by its replica with 1, short of
+// replicas with 2; the keys are deleted either way.
+func TestApply_ClusterMinReplicas(t *testing.T) {
+	if testing.Short() {
+		t.Skip("needs redis-server")
+	}
+	cluster := testsrv.StartRedisClusterReplicas(t, 3, 1, testsrv.RedisOptions{})
+	cc := cluster.Client(t)
+	ctx := context.Background()
+	batch, keys := queueBatch(t)
+	batch = batch[:20] // single-row transactions: keys on every master
+	keys = slices.Compact(slices.Sorted(slices.Values(keys[:40]))) // the tenants' keys repeat
+	for _, want := range []int{1, 2} {
+		for _, k := range keys {
+			if err := cc.Set(ctx, k, "cached", 0).Err(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		p := New(cc, Config{ChannelPrefix: "inv:", Journal: true, MinReplicas: want, WaitTimeout: 200 * time.Millisecond})
+		st, err := p.Apply(ctx, batch)
+		var short *ReplicasError
+		switch {
+		case want == 1 && err != nil:
+			t.Fatalf("MinReplicas 1: %v", err)
+		case want == 2 && (!errors.As(err, &short) || short.Acked != 1 || short.Want != 2):
+			t.Fatalf("MinReplicas 2: %v, want 1 of 2 replicas acknowledged", err)
+		}
+		if want == 1 && st.KeysDeleted != int64(len(keys)) {
+			t.Errorf("MinReplicas 1: %d keys deleted, want %d", st.KeysDeleted, len(keys))
+		}
+		for _, k := range keys {
+			if cc.Exists(ctx, k).Val() != 0 {
+				t.Fatalf("MinReplicas %d: %s not deleted", want, k)
+			}
+		}
+		_ = p.Close()
 	}
 }
