@@ -255,3 +255,27 @@ func startLoad(t *testing.T, url string) (stop func()) {
 	t.Cleanup(stop)
 	return stop
 }
+
+// TestCheck_Sentinel: check names the master the sentinels give and,
+// with MIN_REPLICAS, counts its replicas and warns when it has fewer.
+func TestCheck_Sentinel(t *testing.T) {
+	needIntegration(t)
+	s := testsrv.StartRedisSentinel(t, 1)
+	master := s.Master(t)
+	f := newDatabaseFixture(t, rulesYAML)
+	base := append(f.env,
+		"INVALIDATOR_REDIS_SENTINEL_ADDRS="+strings.Join(s.SentinelAddrs(), ","),
+		"INVALIDATOR_REDIS_SENTINEL_MASTER="+testsrv.SentinelMaster)
+	f.env = append(base, "INVALIDATOR_REDIS_MIN_REPLICAS=1")
+	_, rep := f.checkReport()
+	if !rep.find("redis sentinel", "ok", master+" (3), named by 3 of 3 sentinels") {
+		t.Errorf("check does not name the master %s: %+v", master, rep.Checks)
+	}
+	if !rep.find("redis replicas", "ok", "1 online") || !rep.find("redis", "ok", "reachable") {
+		t.Errorf("check does not count 1 replica online: %+v", rep.Checks)
+	}
+	f.env = append(base, "INVALIDATOR_REDIS_MIN_REPLICAS=2")
+	if _, rep := f.checkReport(); !rep.find("redis replicas", "warn", "1 master(s) have fewer") {
+		t.Errorf("check does not warn of too few replicas: %+v", rep.Checks)
+	}
+}
