@@ -211,7 +211,7 @@ func TestApply_ClusterMinReplicas(t *testing.T) {
 	cc := cluster.Client(t)
 	ctx := context.Background()
 	batch, keys := queueBatch(t)
-	batch = batch[:20] // single-row transactions: keys on every master
+	batch = batch[:20]                                             // single-row transactions: keys on every master
 	keys = slices.Compact(slices.Sorted(slices.Values(keys[:40]))) // the tenants' keys repeat
 	for _, want := range []int{1, 2} {
 		for _, k := range keys {
