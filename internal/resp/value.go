@@ -3,6 +3,7 @@ package resp
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"time"
@@ -31,6 +32,9 @@ func ReadValue(r *bufio.Reader) (Value, error) {
 func readValue(r *bufio.Reader, depth int) (Value, error) {
 	line, err := r.ReadSlice('\n')
 	if err != nil {
+		if errors.Is(err, bufio.ErrBufferFull) {
+			return Value{}, fmt.Errorf("%w: a line longer than %d bytes", ErrProtocol, r.Size())
+		}
 		return Value{}, err
 	}
 	if len(line) < 3 || line[len(line)-2] != '\r' {
