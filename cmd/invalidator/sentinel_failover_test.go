@@ -27,8 +27,8 @@ import (
 // the new one) it applies them again: none is resurrected.
 func TestSentinel_Failover(t *testing.T) {
 	needIntegration(t)
-	for _, min := range []int{0, 1} {
-		t.Run(fmt.Sprintf("min_replicas=%d", min), func(t *testing.T) { sentinelFailover(t, min) })
+	for _, n := range []int{0, 1} {
+		t.Run(fmt.Sprintf("min_replicas=%d", n), func(t *testing.T) { sentinelFailover(t, n) })
 	}
 }
 
