@@ -24,25 +24,20 @@ const Prefix = "INVALIDATOR"
 // flag:"connection" registers the flag for every command that loads the
 // configuration; the others are the daemon's own (run and check).
 type Config struct {
-	PostgresURL       string   `envconfig:"INVALIDATOR_POSTGRES_URL" flag:"connection" desc:"PostgreSQL URL"`
-	RedisURL          string   `envconfig:"INVALIDATOR_REDIS_URL" flag:"connection" desc:"Redis URL, redis:// or rediss://"`
-	RedisClusterAddrs []string `envconfig:"INVALIDATOR_REDIS_CLUSTER_ADDRS" flag:"connection" desc:"comma-separated Redis Cluster seed nodes"`
-	// Redis Sentinel (ADR 21): the master the sentinels name, found again
-	// after every failure; REDIS_URL then only gives credentials, database
-	// and TLS.
-	RedisSentinelAddrs  []string      `envconfig:"INVALIDATOR_REDIS_SENTINEL_ADDRS" flag:"connection" desc:"comma-separated Redis Sentinel addresses; set = Sentinel mode"`
-	RedisSentinelMaster string        `envconfig:"INVALIDATOR_REDIS_SENTINEL_MASTER" flag:"connection" desc:"the master's name in the sentinels' configuration"`
-	Rules               string        `envconfig:"INVALIDATOR_RULES" default:"/etc/invalidator/rules.yaml" flag:"connection" desc:"rules file"`
-	Slot                string        `envconfig:"INVALIDATOR_SLOT" default:"invalidator" flag:"connection" desc:"logical replication slot"`
-	Publication         string        `envconfig:"INVALIDATOR_PUBLICATION" default:"invalidator" flag:"connection" desc:"publication"`
-	CreateSlot          bool          `envconfig:"INVALIDATOR_CREATE_SLOT" default:"true" desc:"create the slot and publication when missing"`
-	HTTPAddr            string        `envconfig:"INVALIDATOR_HTTP_ADDR" default:":9187" desc:"health, metrics and status address; empty = off"`
-	LogLevel            string        `envconfig:"INVALIDATOR_LOG_LEVEL" default:"info" flag:"connection" desc:"debug, info, warn or error"`
-	LogFormat           string        `envconfig:"INVALIDATOR_LOG_FORMAT" default:"json" flag:"connection" desc:"json or console"`
-	NATSURL             string        `envconfig:"INVALIDATOR_NATS_URL" desc:"bridge every message to NATS"`
-	NATSJetStream       bool          `envconfig:"INVALIDATOR_NATS_JETSTREAM" default:"false" desc:"publish to JetStream"`
-	Journal             bool          `envconfig:"INVALIDATOR_JOURNAL" default:"true" desc:"append applied batches to the journal stream"`
-	HeartbeatInterval   time.Duration `envconfig:"INVALIDATOR_HEARTBEAT_INTERVAL" default:"10s" desc:"heartbeat interval, 0 = off"`
+	PostgresURL       string        `envconfig:"INVALIDATOR_POSTGRES_URL" flag:"connection" desc:"PostgreSQL URL"`
+	RedisURL          string        `envconfig:"INVALIDATOR_REDIS_URL" flag:"connection" desc:"Redis URL, redis:// or rediss://"`
+	RedisClusterAddrs []string      `envconfig:"INVALIDATOR_REDIS_CLUSTER_ADDRS" flag:"connection" desc:"comma-separated Redis Cluster seed nodes"`
+	Rules             string        `envconfig:"INVALIDATOR_RULES" default:"/etc/invalidator/rules.yaml" flag:"connection" desc:"rules file"`
+	Slot              string        `envconfig:"INVALIDATOR_SLOT" default:"invalidator" flag:"connection" desc:"logical replication slot"`
+	Publication       string        `envconfig:"INVALIDATOR_PUBLICATION" default:"invalidator" flag:"connection" desc:"publication"`
+	CreateSlot        bool          `envconfig:"INVALIDATOR_CREATE_SLOT" default:"true" desc:"create the slot and publication when missing"`
+	HTTPAddr          string        `envconfig:"INVALIDATOR_HTTP_ADDR" default:":9187" desc:"health, metrics and status address; empty = off"`
+	LogLevel          string        `envconfig:"INVALIDATOR_LOG_LEVEL" default:"info" flag:"connection" desc:"debug, info, warn or error"`
+	LogFormat         string        `envconfig:"INVALIDATOR_LOG_FORMAT" default:"json" flag:"connection" desc:"json or console"`
+	NATSURL           string        `envconfig:"INVALIDATOR_NATS_URL" desc:"bridge every message to NATS"`
+	NATSJetStream     bool          `envconfig:"INVALIDATOR_NATS_JETSTREAM" default:"false" desc:"publish to JetStream"`
+	Journal           bool          `envconfig:"INVALIDATOR_JOURNAL" default:"true" desc:"append applied batches to the journal stream"`
+	HeartbeatInterval time.Duration `envconfig:"INVALIDATOR_HEARTBEAT_INTERVAL" default:"10s" desc:"heartbeat interval, 0 = off"`
 
 	// Beyond the core settings: bounds and timings an operator may tune.
 	JournalMaxLen   int64         `envconfig:"INVALIDATOR_JOURNAL_MAXLEN" default:"100000" desc:"approximate journal length"`
@@ -53,6 +48,13 @@ type Config struct {
 	ShutdownTimeout time.Duration `envconfig:"INVALIDATOR_SHUTDOWN_TIMEOUT" default:"10s" desc:"bound on draining at SIGTERM"`
 	OnSlotLost      string        `envconfig:"INVALIDATOR_ON_SLOT_LOST" default:"fail" desc:"fail or resync when the slot was lost"`
 	SlotFailover    string        `envconfig:"INVALIDATOR_SLOT_FAILOVER" default:"auto" desc:"auto, true or false: create the slot as a failover slot (PostgreSQL 17+)"`
+
+	// Redis Sentinel (ADR 21): the master the sentinels name, found again
+	// after every failure; REDIS_URL then only gives credentials, database
+	// and TLS.
+	RedisSentinelAddrs  []string `envconfig:"INVALIDATOR_REDIS_SENTINEL_ADDRS" flag:"connection" desc:"comma-separated Redis Sentinel addresses; set = Sentinel mode"`
+	RedisSentinelMaster string   `envconfig:"INVALIDATOR_REDIS_SENTINEL_MASTER" flag:"connection" desc:"the master's name in the sentinels' configuration"`
+
 	// Replica acknowledgement (ADR 22): a batch is confirmed only once this
 	// many replicas of each master written to have it.
 	RedisMinReplicas int           `envconfig:"INVALIDATOR_REDIS_MIN_REPLICAS" default:"0" desc:"replicas of each Redis master that must acknowledge a batch (WAIT) before it is confirmed"`
@@ -282,42 +284,41 @@ func RedactURL(raw string) string {
 // Redacted returns the settings for logging, secrets hidden.
 func (c *Config) Redacted() map[string]any {
 	return map[string]any{
-		"postgres_url":          RedactURL(c.PostgresURL),
-		"redis_url":             RedactURL(c.RedisURL),
-		"redis_cluster_addrs":   c.RedisClusterAddrs,
-		"redis_sentinel_addrs":  c.RedisSentinelAddrs,
-		"redis_sentinel_master": c.RedisSentinelMaster,
-		"redis_min_replicas":    c.RedisMinReplicas,
-		"redis_wait_timeout":    c.RedisWaitTimeout.String(),
-		"rules":                 c.Rules,
-		"slot":                  c.Slot,
-		"publication":           c.Publication,
-		"create_slot":           c.CreateSlot,
-		"http_addr":             c.HTTPAddr,
-		"log_level":             c.LogLevel,
-		"log_format":            c.LogFormat,
-		"nats_url":              RedactURL(c.NATSURL),
-		"nats_jetstream":        c.NATSJetStream,
-		"journal":               c.Journal,
-		"journal_maxlen":        c.JournalMaxLen,
-		"heartbeat_interval":    c.HeartbeatInterval.String(),
-		"max_keys_per_txn":      c.MaxKeysPerTxn,
-		"batch_max_keys":        c.BatchMaxKeys,
-		"batch_max_txns":        c.BatchMaxTxns,
-		"batch_linger":          c.BatchLinger.String(),
-		"shutdown_timeout":      c.ShutdownTimeout.String(),
-		"on_slot_lost":          c.OnSlotLost,
-		"slot_failover":         c.SlotFailover,
-		"redis_tls_ca_file":     c.RedisTLSCAFile,
-		"redis_tls_cert_file":   c.RedisTLSCertFile,
-		"redis_sharded_pubsub":  c.RedisShardedPubSub,
-		"redis_cluster_tls":     c.RedisClusterTLS,
-		"nats_ca_file":          c.NATSCAFile,
-		"nats_cert_file":        c.NATSCertFile,
-		"nats_creds_file":       c.NATSCredsFile,
-		"nats_stream":           c.NATSStream,
-		"nats_timeout":          c.NATSTimeout.String(),
+		"postgres_url":         RedactURL(c.PostgresURL),
+		"redis_url":            RedactURL(c.RedisURL),
+		"redis_cluster_addrs":  c.RedisClusterAddrs,
+		"rules":                c.Rules,
+		"slot":                 c.Slot,
+		"publication":          c.Publication,
+		"create_slot":          c.CreateSlot,
+		"http_addr":            c.HTTPAddr,
+		"log_level":            c.LogLevel,
+		"log_format":           c.LogFormat,
+		"nats_url":             RedactURL(c.NATSURL),
+		"nats_jetstream":       c.NATSJetStream,
+		"journal":              c.Journal,
+		"journal_maxlen":       c.JournalMaxLen,
+		"heartbeat_interval":   c.HeartbeatInterval.String(),
+		"max_keys_per_txn":     c.MaxKeysPerTxn,
+		"batch_max_keys":       c.BatchMaxKeys,
+		"batch_max_txns":       c.BatchMaxTxns,
+		"batch_linger":         c.BatchLinger.String(),
+		"shutdown_timeout":     c.ShutdownTimeout.String(),
+		"on_slot_lost":         c.OnSlotLost,
+		"slot_failover":        c.SlotFailover,
+		"redis_tls_ca_file":    c.RedisTLSCAFile,
+		"redis_tls_cert_file":  c.RedisTLSCertFile,
+		"redis_sharded_pubsub": c.RedisShardedPubSub,
+		"redis_cluster_tls":    c.RedisClusterTLS,
+		"nats_ca_file":         c.NATSCAFile,
+		"nats_cert_file":       c.NATSCertFile,
+		"nats_creds_file":      c.NATSCredsFile,
+		"nats_stream":          c.NATSStream,
+		"nats_timeout":         c.NATSTimeout.String(),
 
 		"publication_check_interval": c.PublicationCheckInterval.String(),
+
+		"redis_sentinel_addrs": c.RedisSentinelAddrs, "redis_sentinel_master": c.RedisSentinelMaster,
+		"redis_min_replicas": c.RedisMinReplicas, "redis_wait_timeout": c.RedisWaitTimeout.String(),
 	}
 }
