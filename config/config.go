@@ -6,6 +6,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"regexp"
 	"strings"
@@ -47,6 +48,17 @@ type Config struct {
 	ShutdownTimeout time.Duration `envconfig:"INVALIDATOR_SHUTDOWN_TIMEOUT" default:"10s" desc:"bound on draining at SIGTERM"`
 	OnSlotLost      string        `envconfig:"INVALIDATOR_ON_SLOT_LOST" default:"fail" desc:"fail or resync when the slot was lost"`
 	SlotFailover    string        `envconfig:"INVALIDATOR_SLOT_FAILOVER" default:"auto" desc:"auto, true or false: create the slot as a failover slot (PostgreSQL 17+)"`
+
+	// Redis Sentinel (ADR 21): the master the sentinels name, found again
+	// after every failure; REDIS_URL then only gives credentials, database
+	// and TLS.
+	RedisSentinelAddrs  []string `envconfig:"INVALIDATOR_REDIS_SENTINEL_ADDRS" flag:"connection" desc:"comma-separated Redis Sentinel addresses; set = Sentinel mode"`
+	RedisSentinelMaster string   `envconfig:"INVALIDATOR_REDIS_SENTINEL_MASTER" flag:"connection" desc:"the master's name in the sentinels' configuration"`
+
+	// Replica acknowledgement (ADR 22): a batch is confirmed only once this
+	// many replicas of each master written to have it.
+	RedisMinReplicas int           `envconfig:"INVALIDATOR_REDIS_MIN_REPLICAS" default:"0" desc:"replicas of each Redis master that must acknowledge a batch (WAIT) before it is confirmed"`
+	RedisWaitTimeout time.Duration `envconfig:"INVALIDATOR_REDIS_WAIT_TIMEOUT" default:"1s" desc:"how long a WAIT for replicas waits before the batch is retried"`
 
 	// Redis TLS (rediss:// or a cluster) and sharded pub/sub.
 	RedisTLSCAFile     string        `envconfig:"INVALIDATOR_REDIS_TLS_CA_FILE" flag:"connection" desc:"CA bundle that signs the Redis server certificate"`
@@ -120,7 +132,26 @@ func (c *Config) ValidateConnections() error {
 		// standby can neither stream a slot nor take the heartbeat's writes
 		return &Error{Var: Var("POSTGRES_URL"), Msg: "names several hosts: add target_session_attrs=read-write so that only the primary is used"}
 	}
-	if len(c.RedisClusterAddrs) == 0 {
+	if len(c.RedisSentinelAddrs) > 0 || c.RedisSentinelMaster != "" {
+		switch {
+		case len(c.RedisClusterAddrs) > 0:
+			return &Error{Var: Var("REDIS_SENTINEL_ADDRS"), Msg: "Sentinel and " + Var("REDIS_CLUSTER_ADDRS") + " exclude each other: set one"}
+		case len(c.RedisSentinelAddrs) == 0:
+			return &Error{Var: Var("REDIS_SENTINEL_ADDRS"), Msg: "required with " + Var("REDIS_SENTINEL_MASTER") + ", e.g. sentinel-1:26379,sentinel-2:26379,sentinel-3:26379"}
+		case c.RedisSentinelMaster == "":
+			return &Error{Var: Var("REDIS_SENTINEL_MASTER"), Msg: "required with " + Var("REDIS_SENTINEL_ADDRS") + ": the master's name in the sentinels' configuration (e.g. mymaster)"}
+		}
+		for _, a := range c.RedisSentinelAddrs {
+			if _, port, err := net.SplitHostPort(a); err != nil || port == "" {
+				return &Error{Var: Var("REDIS_SENTINEL_ADDRS"), Msg: fmt.Sprintf("%q: use host:port", a)}
+			}
+		}
+		if c.RedisURL != "" {
+			if u, err := url.Parse(c.RedisURL); err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") {
+				return &Error{Var: Var("REDIS_URL"), Msg: "must be a redis:// or rediss:// URL (with Sentinel, its host is not used)"}
+			}
+		}
+	} else if len(c.RedisClusterAddrs) == 0 {
 		if c.RedisURL == "" {
 			return &Error{Var: Var("REDIS_URL"), Msg: "required (or set " + Var("REDIS_CLUSTER_ADDRS") + "), e.g. redis://localhost:6379/0"}
 		}
@@ -186,6 +217,12 @@ func (c *Config) Validate() error {
 		if v.d < 0 {
 			return &Error{Var: Var(v.name), Msg: "must not be negative"}
 		}
+	}
+	if c.RedisMinReplicas < 0 {
+		return &Error{Var: Var("REDIS_MIN_REPLICAS"), Msg: "must not be negative"}
+	}
+	if c.RedisMinReplicas > 0 && c.RedisWaitTimeout <= 0 {
+		return &Error{Var: Var("REDIS_WAIT_TIMEOUT"), Msg: "must be positive when " + Var("REDIS_MIN_REPLICAS") + " is set"}
 	}
 	switch c.OnSlotLost {
 	case "fail", "resync":
@@ -280,5 +317,8 @@ func (c *Config) Redacted() map[string]any {
 		"nats_timeout":         c.NATSTimeout.String(),
 
 		"publication_check_interval": c.PublicationCheckInterval.String(),
+
+		"redis_sentinel_addrs": c.RedisSentinelAddrs, "redis_sentinel_master": c.RedisSentinelMaster,
+		"redis_min_replicas": c.RedisMinReplicas, "redis_wait_timeout": c.RedisWaitTimeout.String(),
 	}
 }

@@ -72,6 +72,7 @@ func defaults() config.Config {
 		ShutdownTimeout:   10 * time.Second,
 		OnSlotLost:        "fail",
 		SlotFailover:      "auto",
+		RedisWaitTimeout:  time.Second,
 		NATSTimeout:       5 * time.Second,
 
 		PublicationCheckInterval: 10 * time.Second,
@@ -155,7 +156,7 @@ func TestFromEnv_Overrides(t *testing.T) {
 		Publication: "pub", CreateSlot: false, HTTPAddr: "", LogLevel: "debug", LogFormat: "console",
 		NATSURL: "nats://nats:4222", NATSJetStream: true, Journal: false, HeartbeatInterval: 0,
 		JournalMaxLen: 500, MaxKeysPerTxn: 7, BatchMaxKeys: 8, BatchMaxTxns: 9,
-		BatchLinger: 5 * time.Millisecond, ShutdownTimeout: time.Minute, OnSlotLost: "resync", SlotFailover: "true", NATSTimeout: 5 * time.Second,
+		BatchLinger: 5 * time.Millisecond, ShutdownTimeout: time.Minute, OnSlotLost: "resync", SlotFailover: "true", NATSTimeout: 5 * time.Second, RedisWaitTimeout: time.Second,
 		PublicationCheckInterval: 250 * time.Millisecond,
 	}
 	if !reflect.DeepEqual(*c, want) {
@@ -298,6 +299,24 @@ func TestConfig_Validate(t *testing.T) {
 		}, wantVar: "INVALIDATOR_POSTGRES_URL"},
 		{name: "bad slot failover", mutate: func(c *config.Config) { c.SlotFailover = "yes" },
 			wantVar: "INVALIDATOR_SLOT_FAILOVER"},
+		{name: "sentinel without redis url", mutate: func(c *config.Config) {
+			c.RedisURL, c.RedisSentinelAddrs, c.RedisSentinelMaster = "", []string{"s1:26379", "s2:26379"}, "mymaster"
+		}},
+		{name: "sentinel without master", mutate: func(c *config.Config) { c.RedisSentinelAddrs = []string{"s1:26379"} },
+			wantVar: "INVALIDATOR_REDIS_SENTINEL_MASTER"},
+		{name: "sentinel master without addrs", mutate: func(c *config.Config) { c.RedisSentinelMaster = "mymaster" },
+			wantVar: "INVALIDATOR_REDIS_SENTINEL_ADDRS"},
+		{name: "sentinel addr without port", mutate: func(c *config.Config) {
+			c.RedisSentinelAddrs, c.RedisSentinelMaster = []string{"s1"}, "mymaster"
+		}, wantVar: "INVALIDATOR_REDIS_SENTINEL_ADDRS"},
+		{name: "sentinel and cluster", mutate: func(c *config.Config) {
+			c.RedisSentinelAddrs, c.RedisSentinelMaster, c.RedisClusterAddrs = []string{"s1:26379"}, "mymaster", []string{"r1:7000"}
+		}, wantVar: "INVALIDATOR_REDIS_SENTINEL_ADDRS"},
+		{name: "min replicas", mutate: func(c *config.Config) { c.RedisMinReplicas = 1 }},
+		{name: "negative min replicas", mutate: func(c *config.Config) { c.RedisMinReplicas = -1 },
+			wantVar: "INVALIDATOR_REDIS_MIN_REPLICAS"},
+		{name: "min replicas without wait timeout", mutate: func(c *config.Config) { c.RedisMinReplicas, c.RedisWaitTimeout = 1, 0 },
+			wantVar: "INVALIDATOR_REDIS_WAIT_TIMEOUT"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -387,7 +406,7 @@ func TestConfig_BindFlags(t *testing.T) {
 					CreateSlot: false, HTTPAddr: "", LogLevel: "warn", LogFormat: "json",
 					NATSURL: "nats://n:4222", NATSJetStream: true, Journal: false, HeartbeatInterval: 0,
 					JournalMaxLen: 42, MaxKeysPerTxn: 5, BatchMaxKeys: 6, BatchMaxTxns: 7,
-					BatchLinger: 3 * time.Millisecond, ShutdownTimeout: 2 * time.Second, OnSlotLost: "resync", SlotFailover: "false", NATSTimeout: 5 * time.Second,
+					BatchLinger: 3 * time.Millisecond, ShutdownTimeout: 2 * time.Second, OnSlotLost: "resync", SlotFailover: "false", NATSTimeout: 5 * time.Second, RedisWaitTimeout: time.Second,
 					PublicationCheckInterval: time.Second,
 				}
 				if !reflect.DeepEqual(*c, want) {

@@ -2,9 +2,12 @@ package publisher
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"net"
 	"strconv"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -26,6 +29,11 @@ type commands interface {
 	exec(ctx context.Context) error
 	// deleted is the sum of the UNLINK replies read so far.
 	deleted() int64
+	// wait waits for p.cfg.MinReplicas replicas of each master written
+	// to, after exec.
+	wait(ctx context.Context, p *Publisher) error
+	// release gives back what the Apply held (connections), once it is done.
+	release()
 }
 
 // maxPipeline bounds the commands sent in one round trip, so that a huge
@@ -45,6 +53,9 @@ const maxPipelineKeys = 16384
 func (p *Publisher) queue(ctx context.Context) (commands, error) {
 	if p.direct == nil {
 		p.pipe.start(p.rdb.Pipeline())
+		if c, ok := p.rdb.(*redis.ClusterClient); ok && p.cfg.MinReplicas > 0 {
+			p.pipe.cluster = c
+		}
 		return &p.pipe, nil
 	}
 	if err := p.Connect(ctx); err != nil {
@@ -72,12 +83,34 @@ func isReplyError(err error) bool {
 	return errors.As(err, &re)
 }
 
-// directOptions are how the Publisher reaches the Redis that c reaches.
-func directOptions(o *redis.Options) *resp.Options {
-	return &resp.Options{
+// directOptions are how the Publisher reaches the Redis that c reaches;
+// behind Sentinel, the master the sentinels name when it connects.
+func directOptions(o *redis.Options, s *resp.Sentinel) *resp.Options {
+	d := &resp.Options{
 		Network: o.Network, Addr: o.Addr, Dial: o.Dialer,
 		Username: o.Username, Password: o.Password, DB: o.DB, ClientName: o.ClientName,
 		ReadTimeout: max(o.ReadTimeout, 0), WriteTimeout: max(o.WriteTimeout, 0),
+	}
+	if s != nil {
+		// a failover client's own dialer ignores the address it is given
+		// (it asks the sentinels itself): dial what resp resolved
+		d.Sentinel, d.Network, d.Dial = s, "tcp", tcpDialer(o.DialTimeout, o.TLSConfig)
+	}
+	return d
+}
+
+// tcpDialer dials with a timeout, and TLS when conf is set.
+func tcpDialer(timeout time.Duration, conf *tls.Config) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	if timeout <= 0 {
+		timeout = 5 * time.Second
+	}
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		nd := &net.Dialer{Timeout: timeout, KeepAlive: 5 * time.Minute}
+		if conf == nil {
+			return nd.DialContext(ctx, network, addr)
+		}
+		td := &tls.Dialer{NetDialer: nd, Config: conf}
+		return td.DialContext(ctx, network, addr)
 	}
 }
 
@@ -118,6 +151,16 @@ func (q *directQueue) start(c *resp.Conn) {
 }
 
 func (q *directQueue) deleted() int64 { return q.n }
+
+func (q *directQueue) release() {}
+
+func (q *directQueue) wait(ctx context.Context, p *Publisher) error {
+	n, err := q.conn.Wait(ctx, p.cfg.MinReplicas, p.cfg.WaitTimeout)
+	if err != nil {
+		return err
+	}
+	return p.enough(q.conn.Addr(), n)
+}
 
 func (q *directQueue) unlink(ctx context.Context, keys []string) error {
 	q.buf = resp.AppendString(resp.AppendCommand(q.buf, 1+len(keys)), "UNLINK")
@@ -246,9 +289,25 @@ type goredisQueue struct {
 	// args holds the queued commands' arguments; it is reset once they are
 	// sent, so that a huge batch holds one round trip's arguments at a time
 	args arena
+
+	// cluster, set when replicas must acknowledge (MinReplicas), sends the
+	// UNLINKs on one connection per master (masters, by address) instead
+	// of the pipeline, so that a WAIT on that connection covers them.
+	cluster *redis.ClusterClient
+	masters map[string]*masterConn
+}
+
+// masterConn is the connection of an Apply to one cluster master.
+type masterConn struct {
+	addr    string
+	cn      *redis.Conn
+	pipe    redis.Pipeliner
+	unlinks []*redis.IntCmd
 }
 
 func (q *goredisQueue) start(pipe redis.Pipeliner) {
+	q.release()
+	q.cluster = nil
 	q.pipe, q.keys, q.n = pipe, 0, 0
 	clear(q.unlinks)
 	q.unlinks = q.unlinks[:0]
@@ -258,9 +317,48 @@ func (q *goredisQueue) start(pipe redis.Pipeliner) {
 func (q *goredisQueue) deleted() int64 { return q.n }
 
 func (q *goredisQueue) unlink(ctx context.Context, keys []string) error {
-	q.unlinks = append(q.unlinks, q.pipe.Unlink(ctx, keys...))
 	q.keys += len(keys)
+	if q.cluster == nil {
+		q.unlinks = append(q.unlinks, q.pipe.Unlink(ctx, keys...))
+		return q.maybeExec(ctx)
+	}
+	node, err := q.cluster.MasterForKey(ctx, keys[0]) // the keys share a slot
+	if err != nil {
+		return fmt.Errorf("redis cluster: the master of %q: %w", keys[0], err)
+	}
+	addr := node.Options().Addr
+	m := q.masters[addr]
+	if m == nil {
+		if q.masters == nil {
+			q.masters = map[string]*masterConn{}
+		}
+		cn := node.Conn()
+		m = &masterConn{addr: addr, cn: cn, pipe: cn.Pipeline()}
+		q.masters[addr] = m
+	}
+	m.unlinks = append(m.unlinks, m.pipe.Unlink(ctx, keys...))
 	return q.maybeExec(ctx)
+}
+
+// wait waits on each master's connection for its replicas.
+func (q *goredisQueue) wait(ctx context.Context, p *Publisher) error {
+	if q.cluster == nil {
+		return fmt.Errorf("redis cluster: %d replicas required but the batch was not sent per master", p.cfg.MinReplicas)
+	}
+	for _, m := range q.masters {
+		if err := p.waitConn(ctx, m.cn, m.addr); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// release closes the connections to the masters.
+func (q *goredisQueue) release() {
+	for addr, m := range q.masters {
+		_ = m.cn.Close()
+		delete(q.masters, addr)
+	}
 }
 
 func (q *goredisQueue) publish(ctx context.Context, kind cmdKind, prefix, channel string, payload []byte) error {
@@ -305,7 +403,32 @@ func (q *goredisQueue) maybeExec(ctx context.Context) error {
 }
 
 func (q *goredisQueue) exec(ctx context.Context) error {
+	// the deletes sent per master first, in case the pipeline holds the
+	// messages that must follow them
+	for _, m := range q.masters {
+		if m.pipe.Len() == 0 {
+			continue
+		}
+		cmds, err := m.pipe.Exec(ctx)
+		if err == nil {
+			for _, cmd := range cmds {
+				if err = cmd.Err(); err != nil {
+					break
+				}
+			}
+		}
+		if err != nil {
+			q.keys = 0
+			return fmt.Errorf("redis UNLINK at %s: %w", m.addr, err)
+		}
+		for _, u := range m.unlinks {
+			q.n += u.Val()
+		}
+		clear(m.unlinks)
+		m.unlinks = m.unlinks[:0]
+	}
 	if q.pipe.Len() == 0 {
+		q.keys = 0
 		return nil
 	}
 	cmds, err := q.pipe.Exec(ctx)

@@ -2,8 +2,10 @@ package publisher
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync/atomic"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -28,6 +30,17 @@ type Config struct {
 	// Server is written into every journal entry (system_id, database), so
 	// that replay takes only its own server's entries from a shared Redis.
 	Server cdc.Server
+	// Sentinel, when set, is how the Publisher's own connection finds the
+	// master of a single Redis behind Redis Sentinel: asked on every
+	// connect, and the connection is dropped (and the master asked again)
+	// after any failure. rdb must then be go-redis's failover client.
+	Sentinel *resp.Sentinel
+	// MinReplicas, when above 0, makes Apply wait (WAIT) after its writes
+	// until that many replicas of each master written to acknowledged them,
+	// up to WaitTimeout (default 1s); fewer is an error, so that the batch
+	// is retried and not confirmed (ADR 22).
+	MinReplicas int
+	WaitTimeout time.Duration
 }
 
 // DefaultJournalMaxLen is the default approximate length of the journal.
@@ -67,11 +80,30 @@ func New(rdb redis.UniversalClient, cfg Config) *Publisher {
 	if cfg.JournalMaxLen <= 0 {
 		cfg.JournalMaxLen = DefaultJournalMaxLen
 	}
+	if cfg.WaitTimeout <= 0 {
+		cfg.WaitTimeout = DefaultWaitTimeout
+	}
 	p := &Publisher{rdb: rdb, cfg: cfg}
 	if c, ok := rdb.(*redis.Client); ok {
-		p.direct = directOptions(c.Options())
+		p.direct = directOptions(c.Options(), cfg.Sentinel)
 	}
 	return p
+}
+
+// DefaultWaitTimeout is how long a WAIT for replicas waits by default.
+const DefaultWaitTimeout = time.Second
+
+// ReplicasError is a WAIT after a batch's writes that fewer replicas than
+// required acknowledged in time: the writes are on the master only, and
+// a failover now could lose them.
+type ReplicasError struct {
+	Addr        string // the master
+	Acked, Want int64
+	Timeout     time.Duration
+}
+
+func (e *ReplicasError) Error() string {
+	return fmt.Sprintf("redis at %s: %d of %d replicas acknowledged the writes within %s", e.Addr, e.Acked, e.Want, e.Timeout)
 }
 
 // Connect opens the Publisher's own connection now, when it writes to a
@@ -167,6 +199,10 @@ func (p *Publisher) apply(ctx context.Context, batch []Applied) (Stats, error) {
 		}
 		err = p.queueCommands(ctx, q, batch, &st)
 		st.KeysDeleted += q.deleted()
+		if err == nil {
+			err = p.waitReplicas(ctx, q)
+		}
+		q.release()
 		if err == nil || p.direct == nil {
 			return st, err
 		}
@@ -178,7 +214,11 @@ func (p *Publisher) apply(ctx context.Context, batch []Applied) (Stats, error) {
 		// A connection that sat idle may have been closed by the server
 		// or a proxy meanwhile: one immediate retry on a new one (the
 		// batch is idempotent), as a connection pool would.
-		if !reused || attempt > 1 || isReplyError(err) || ctx.Err() != nil {
+		// A master short of replicas drops its connection too: the next
+		// connect asks the sentinels again, in case it is a master cut off
+		// from the others, which they have replaced.
+		var short *ReplicasError
+		if !reused || attempt > 1 || isReplyError(err) || errors.As(err, &short) || ctx.Err() != nil {
 			return st, err
 		}
 	}
@@ -280,14 +320,17 @@ func (p *Publisher) queueUnlinks(ctx context.Context, q commands, batch []Applie
 const scanTogether = 4
 
 // deleteMatching unlinks every key matching pattern (and keep, when set),
-// in bounded batches.
+// in bounded batches; with MinReplicas, each master's deletes are then
+// waited for on the connection that made them.
 func (p *Publisher) deleteMatching(ctx context.Context, pattern string, keep func(string) bool) (int64, error) {
 	var deleted atomic.Int64 // ForEachMaster scans the masters concurrently
 	scan := func(cluster bool) func(ctx context.Context, c *redis.Client) error {
 		return func(ctx context.Context, c *redis.Client) error {
+			cn := c.Conn() // one connection: WAIT covers the writes made on it
+			defer func() { _ = cn.Close() }()
 			var cursor uint64
 			for {
-				keys, next, err := c.Scan(ctx, cursor, pattern, p.cfg.ScanCount).Result()
+				keys, next, err := cn.Scan(ctx, cursor, pattern, p.cfg.ScanCount).Result()
 				if err != nil {
 					return fmt.Errorf("redis scan %q: %w", pattern, err)
 				}
@@ -301,14 +344,14 @@ func (p *Publisher) deleteMatching(ctx context.Context, pattern string, keep fun
 					keys = kept
 				}
 				if len(keys) > 0 {
-					n, err := unlinkScanned(ctx, c, keys, cluster)
+					n, err := unlinkScanned(ctx, cn, keys, cluster)
 					if err != nil {
 						return fmt.Errorf("redis unlink (pattern %q): %w", pattern, err)
 					}
 					deleted.Add(n)
 				}
 				if next == 0 {
-					return nil
+					return p.waitConn(ctx, cn, c.Options().Addr)
 				}
 				cursor = next
 			}
@@ -326,10 +369,40 @@ func (p *Publisher) deleteMatching(ctx context.Context, pattern string, keep fun
 	}
 }
 
+// waitConn waits for MinReplicas replicas to acknowledge the writes made
+// on cn, a connection to the master at addr (for the error message).
+func (p *Publisher) waitConn(ctx context.Context, cn *redis.Conn, addr string) error {
+	if p.cfg.MinReplicas <= 0 {
+		return nil
+	}
+	n, err := cn.Wait(ctx, p.cfg.MinReplicas, p.cfg.WaitTimeout).Result()
+	if err != nil {
+		return fmt.Errorf("redis WAIT at %s: %w", addr, err)
+	}
+	return p.enough(addr, n)
+}
+
+// enough is nil when n replicas are enough, a *ReplicasError if not.
+func (p *Publisher) enough(addr string, n int64) error {
+	if n >= int64(p.cfg.MinReplicas) {
+		return nil
+	}
+	return &ReplicasError{Addr: addr, Acked: n, Want: int64(p.cfg.MinReplicas), Timeout: p.cfg.WaitTimeout}
+}
+
+// waitReplicas waits, when MinReplicas is set, for the replicas of every
+// master the batch's commands were written to.
+func (p *Publisher) waitReplicas(ctx context.Context, q commands) error {
+	if p.cfg.MinReplicas <= 0 {
+		return nil
+	}
+	return q.wait(ctx, p)
+}
+
 // unlinkScanned unlinks keys one SCAN returned from node c. On a cluster
 // node the keys span hash slots, and a multi-key command may not: one
 // UNLINK per slot, pipelined on that node.
-func unlinkScanned(ctx context.Context, c *redis.Client, keys []string, cluster bool) (int64, error) {
+func unlinkScanned(ctx context.Context, c *redis.Conn, keys []string, cluster bool) (int64, error) {
 	if !cluster {
 		return c.Unlink(ctx, keys...).Result()
 	}

@@ -360,6 +360,7 @@ func checkFailover(ctx context.Context, conn *pgconn.PgConn, cfg *config.Config,
 }
 
 func checkRedis(ctx context.Context, cfg *config.Config, r *report) {
+	checkSentinel(ctx, cfg, r)
 	rdb, err := newRedis(cfg)
 	if err != nil {
 		r.add("problem", "redis", err.Error(), "")
@@ -370,15 +371,20 @@ func checkRedis(ctx context.Context, cfg *config.Config, r *report) {
 	defer cancel()
 	err = rdb.Ping(pctx).Err()
 	if err == nil { // the daemon's own connection authenticates as go-redis does not
-		pub := publisher.New(rdb, publisher.Config{})
+		pub := publisher.New(rdb, publisher.Config{Sentinel: sentinelOf(cfg)})
 		err = pub.Connect(pctx)
 		_ = pub.Close()
 	}
 	if err != nil {
-		r.add("problem", "redis", "cannot reach: "+oneLine(redactErr(err, cfg)), "check "+config.Var("REDIS_URL")+" (--redis-url) and that Redis is running")
+		variable, flagName := config.Var("REDIS_URL"), "--redis-url"
+		if len(cfg.RedisSentinelAddrs) > 0 {
+			variable, flagName = config.Var("REDIS_SENTINEL_ADDRS"), "--redis-sentinel-addrs"
+		}
+		r.add("problem", "redis", "cannot reach: "+oneLine(redactErr(err, cfg)), "check "+variable+" ("+flagName+") and that Redis is running")
 		return
 	}
 	r.add("ok", "redis", "reachable", "")
+	checkReplicas(ctx, cfg, rdb, r)
 }
 
 // redactErr renders an error without any secret of the configured URLs.

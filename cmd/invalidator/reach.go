@@ -65,6 +65,9 @@ func reachRedis(ctx context.Context, cfg *config.Config) (redis.UniversalClient,
 		if len(cfg.RedisClusterAddrs) > 0 {
 			variable = config.Var("REDIS_CLUSTER_ADDRS")
 		}
+		if len(cfg.RedisSentinelAddrs) > 0 {
+			variable = config.Var("REDIS_SENTINEL_ADDRS")
+		}
 		return nil, &unreachable{server: "Redis", variable: variable, check: "Redis is running", err: err, cfg: cfg}
 	}
 	return rdb, nil

@@ -18,6 +18,7 @@ import (
 	"github.com/cachewire/invalidator/cdc"
 	"github.com/cachewire/invalidator/config"
 	"github.com/cachewire/invalidator/internal/backoff"
+	"github.com/cachewire/invalidator/internal/resp"
 	"github.com/cachewire/invalidator/ops"
 	"github.com/cachewire/invalidator/publisher"
 	"github.com/cachewire/invalidator/router"
@@ -100,6 +101,9 @@ func newRedis(cfg *config.Config) (redis.UniversalClient, error) {
 	if err != nil {
 		return nil, err
 	}
+	if len(cfg.RedisSentinelAddrs) > 0 {
+		return newFailoverClient(cfg, tlsConf)
+	}
 	if len(cfg.RedisClusterAddrs) > 0 {
 		opts := &redis.ClusterOptions{Addrs: cfg.RedisClusterAddrs}
 		if cfg.RedisURL != "" {
@@ -132,6 +136,38 @@ func newRedis(cfg *config.Config) (redis.UniversalClient, error) {
 		opts.TLSConfig = tlsConf
 	}
 	return redis.NewClient(opts), nil
+}
+
+// newFailoverClient returns go-redis's client of the master that the
+// configured sentinels name (ADR 21); REDIS_URL, when set, gives the
+// master's credentials, database and TLS.
+func newFailoverClient(cfg *config.Config, tlsConf *tls.Config) (redis.UniversalClient, error) {
+	opts := &redis.FailoverOptions{MasterName: cfg.RedisSentinelMaster, SentinelAddrs: cfg.RedisSentinelAddrs}
+	if cfg.RedisURL != "" {
+		u, err := redis.ParseURL(cfg.RedisURL)
+		if err != nil {
+			return nil, &config.Error{Var: config.Var("REDIS_URL"), Msg: "invalid URL: " + err.Error()}
+		}
+		opts.Username, opts.Password, opts.DB, opts.TLSConfig = u.Username, u.Password, u.DB, u.TLSConfig
+		opts.ReadTimeout, opts.WriteTimeout, opts.DialTimeout = u.ReadTimeout, u.WriteTimeout, u.DialTimeout
+	}
+	if tlsConf != nil {
+		if opts.TLSConfig == nil {
+			return nil, &config.Error{Var: config.Var("REDIS_TLS_CA_FILE"), Msg: "TLS files need a rediss:// URL"}
+		}
+		tlsConf.ServerName = opts.TLSConfig.ServerName
+		opts.TLSConfig = tlsConf
+	}
+	return redis.NewFailoverClient(opts), nil
+}
+
+// sentinelOf is how the publisher's own connection finds the master, when
+// Sentinel is configured.
+func sentinelOf(cfg *config.Config) *resp.Sentinel {
+	if len(cfg.RedisSentinelAddrs) == 0 {
+		return nil
+	}
+	return &resp.Sentinel{Addrs: cfg.RedisSentinelAddrs, Master: cfg.RedisSentinelMaster}
 }
 
 // redisTLS builds the TLS configuration from the CA and client certificate
@@ -306,6 +342,9 @@ func startStreaming(ctx context.Context, cfg *config.Config, rules *router.Rules
 		JournalMaxLen: cfg.JournalMaxLen,
 		Sharded:       cfg.RedisShardedPubSub,
 		Server:        srv,
+		Sentinel:      sentinelOf(cfg),
+		MinReplicas:   cfg.RedisMinReplicas,
+		WaitTimeout:   cfg.RedisWaitTimeout,
 	}
 	pub := publisher.New(rdb, pubCfg)
 	defer func() { _ = pub.Close() }() // after the applier, resync and heartbeat below have stopped

@@ -22,6 +22,10 @@ type Options struct {
 	// ReadTimeout and WriteTimeout bound each wait for replies and each
 	// write (0: no bound but the context's).
 	ReadTimeout, WriteTimeout time.Duration
+	// Sentinel, when set, makes Dial connect to the master the sentinels
+	// name at that moment (Addr is ignored), and only if that server says
+	// it is a master; Dial also opens the connections to the sentinels.
+	Sentinel *Sentinel
 }
 
 // Conn is one connection to a Redis server. It is not safe for concurrent
@@ -38,6 +42,13 @@ const readBuffer = 32 << 10
 
 // Dial connects, authenticates and selects the database.
 func Dial(ctx context.Context, o Options) (*Conn, error) {
+	if o.Sentinel != nil {
+		addr, err := o.Sentinel.MasterAddr(ctx, o.Dial)
+		if err != nil {
+			return nil, fmt.Errorf("find the redis master: %w", err)
+		}
+		o.Addr = addr
+	}
 	nc, err := o.Dial(ctx, o.Network, o.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("connect to redis at %s: %w", o.Addr, err)
@@ -46,6 +57,18 @@ func Dial(ctx context.Context, o Options) (*Conn, error) {
 	if err := c.handshake(ctx); err != nil {
 		_ = nc.Close()
 		return nil, err
+	}
+	if o.Sentinel != nil {
+		// Mid-failover a sentinel may still name a demoted master, or
+		// name the replica it promotes a moment before it accepts writes.
+		role, err := c.Role(ctx)
+		if err == nil && role != "master" {
+			err = fmt.Errorf("redis at %s, named master %q by the sentinels, is a %s: %w", o.Addr, o.Sentinel.Master, role, ErrNotMaster)
+		}
+		if err != nil {
+			_ = nc.Close()
+			return nil, err
+		}
 	}
 	return c, nil
 }
