@@ -2,7 +2,9 @@
 // daemon binary, starts a throwaway PostgreSQL 15 and redis-server on
 // 127.0.0.1 (internal/testsrv), runs the workloads (bulk, steady,
 // unthrottled, huge, consistency, sinks) against the real binary, and prints a table (or JSON)
-// of throughput, latency, memory and CPU figures. Everything it starts is
+// of throughput, latency, memory and CPU figures. The sinks workload also
+// starts, one after the other, a nats-server, a nats-server with
+// JetStream and a 3-master Redis Cluster. Everything it starts is
 // torn down at the end, on error and on Ctrl-C.
 //
 //	go run ./bench [-json] [-duration 30s] [-workloads bulk,steady,unthrottled,huge,consistency,sinks] [-sinks-duration 10s] [-out FILE]

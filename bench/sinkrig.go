@@ -39,6 +39,9 @@ const (
 	// during the bulk: a round trip of the daemon carries at most 16,384
 	// keys of UNLINKs.
 	floorPart = 16_384
+	// jsWindow is nats.go's default bound on unacknowledged async
+	// publishes, which the daemon's JetStream client keeps.
+	jsWindow = 4000
 )
 
 // recordSource is what a workload reads a sink's messages from.
@@ -211,9 +214,18 @@ func (r *sinkRig) floorSend(ctx context.Context, msgs []floorMsg, idPrefix strin
 			}
 		}
 	case sinkJetStream:
-		for i, m := range msgs {
+		for _, m := range msgs {
+			// keep within the client's window of unacknowledged publishes
+			// (a publish past it waits 200 ms at most, then fails)
+			if r.js.PublishAsyncPending() >= jsWindow {
+				select {
+				case <-r.js.PublishAsyncComplete():
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+			}
 			msg := &nats.Msg{Subject: m.subject, Data: m.payload, Header: nats.Header{}}
-			f, err := r.js.PublishMsgAsync(msg, jetstream.WithMsgID(idPrefix+strconv.Itoa(len(*futures)+i)))
+			f, err := r.js.PublishMsgAsync(msg, jetstream.WithMsgID(idPrefix+strconv.Itoa(len(*futures))))
 			if err != nil {
 				return fmt.Errorf("floor: jetstream publish: %w", err)
 			}
@@ -344,6 +356,7 @@ func (s *natsSubscriber) add(m *nats.Msg) {
 	r, ok := parseMessage(m.Data)
 	r.atNS = time.Now().UnixNano()
 	r.wide = strings.Contains(m.Subject, "%2A")
+	r.channel = hashChannel([]byte(m.Subject))
 	s.mu.Lock()
 	if ok {
 		s.recs = append(s.recs, r)

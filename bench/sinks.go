@@ -56,15 +56,19 @@ type sinkBulk struct {
 	DaemonSeconds float64 `json:"daemon_seconds"`
 	// KeysSeconds: cluster only, until the preloaded keys were gone.
 	KeysSeconds float64 `json:"keys_seconds,omitempty"`
-	Messages    int     `json:"messages"`
-	Lost        int     `json:"lost"`
+	// Messages are the distinct messages received (by channel), Duplicates
+	// the others: a JetStream batch sent again reaches a core subscriber twice.
+	Messages   int `json:"messages"`
+	Duplicates int `json:"duplicates"`
+	Lost       int `json:"lost"`
 	// FloorSeconds: the bare client sending the same messages (cluster:
 	// UNLINK and PUBLISH of the same keys) until its subscriber had all.
-	FloorSeconds  float64 `json:"floor_seconds"`
-	FloorMessages int     `json:"floor_messages"`
-	FloorLost     int     `json:"floor_lost"`
-	Ratio         float64 `json:"daemon_over_floor"`
-	Usage         usage   `json:"resources"`
+	FloorSeconds    float64 `json:"floor_seconds"`
+	FloorMessages   int     `json:"floor_messages"`
+	FloorDuplicates int     `json:"floor_duplicates"`
+	FloorLost       int     `json:"floor_lost"`
+	Ratio           float64 `json:"daemon_over_floor"`
+	Usage           usage   `json:"resources"`
 }
 
 // sinks runs the sinks workload for every sink of -sinks.
@@ -191,7 +195,7 @@ func (s *suite) sinkBulk(ctx context.Context, rig *sinkRig) (sinkBulk, error) {
 		return r, err
 	}
 	r.Usage = u
-	s.log.printf("%s: daemon %.3fs, %d messages, lost %d", name, r.DaemonSeconds, r.Messages, r.Lost)
+	s.log.printf("%s: daemon %.3fs, %d messages (%d duplicates), lost %d", name, r.DaemonSeconds, r.Messages, r.Duplicates, r.Lost)
 	if err := s.sinkBulkFloor(ctx, rig, name, &r); err != nil {
 		return r, fmt.Errorf("floor: %w", err)
 	}
@@ -240,11 +244,11 @@ func (s *suite) sinkBulkRun(ctx context.Context, rig *sinkRig, d *daemon, m *met
 		return err
 	}
 	committed := time.Now()
-	got, lastMsg, keysAt, err := s.waitSinkBulk(ctx, rig, d, uint32(xid), r.Rows, baseline)
+	got, dups, lastMsg, keysAt, err := s.waitSinkBulk(ctx, rig, d, uint32(xid), r.Rows, baseline)
 	if err != nil {
 		return err
 	}
-	r.Messages, r.Lost = got, r.Rows-got
+	r.Messages, r.Duplicates, r.Lost = got, dups, r.Rows-got
 	if !keysAt.IsZero() && rig.kind == sinkCluster {
 		r.KeysSeconds = keysAt.Sub(committed).Seconds()
 	}
@@ -292,11 +296,11 @@ func (s *suite) sinkBulkFloor(ctx context.Context, rig *sinkRig, name string, r 
 		return err
 	}
 	sent := time.Now()
-	got, lastMsg, _, err := s.waitSinkBulk(ctx, rig, nil, xid, r.Rows, baseline)
+	got, dups, lastMsg, _, err := s.waitSinkBulk(ctx, rig, nil, xid, r.Rows, baseline)
 	if err != nil {
 		return err
 	}
-	r.FloorMessages, r.FloorLost = got, r.Rows-got
+	r.FloorMessages, r.FloorDuplicates, r.FloorLost = got, dups, r.Rows-got
 	r.FloorSeconds = later(sent, lastMsg).Sub(start).Seconds()
 	return nil
 }
@@ -308,7 +312,8 @@ const bulkSilence = 30 * time.Second
 // waitSinkBulk polls every 2 ms until the subscriber has want messages of
 // the transaction xid (or none came for drainQuiet) and, on the cluster,
 // the preloaded keys are gone. d may be nil (the floor).
-func (s *suite) waitSinkBulk(ctx context.Context, rig *sinkRig, d *daemon, xid uint32, want int, baseline int64) (got int, lastMsg, keysAt time.Time, err error) {
+func (s *suite) waitSinkBulk(ctx context.Context, rig *sinkRig, d *daemon, xid uint32, want int, baseline int64) (got, dups int, lastMsg, keysAt time.Time, err error) {
+	distinct := make(map[uint64]struct{}, want)
 	seen, lastNew := 0, time.Now()
 	deadline := time.Now().Add(bulkTimeout)
 	tick := time.NewTicker(2 * time.Millisecond)
@@ -316,16 +321,16 @@ func (s *suite) waitSinkBulk(ctx context.Context, rig *sinkRig, d *daemon, xid u
 	for polls := 0; ; polls++ {
 		select {
 		case <-ctx.Done():
-			return got, lastMsg, keysAt, ctx.Err()
+			return got, dups, lastMsg, keysAt, ctx.Err()
 		case now := <-tick.C:
 			if now.After(deadline) {
-				return got, lastMsg, keysAt, fmt.Errorf("not done %s after COMMIT: %d of %d messages, keys gone %v", bulkTimeout, got, want, !keysAt.IsZero())
+				return got, dups, lastMsg, keysAt, fmt.Errorf("not done %s after COMMIT: %d of %d messages, keys gone %v", bulkTimeout, got, want, !keysAt.IsZero())
 			}
 		}
 		if keysAt.IsZero() && polls%5 == 0 {
 			n, err := rig.otherKeys(ctx)
 			if err != nil {
-				return got, lastMsg, keysAt, err
+				return got, dups, lastMsg, keysAt, err
 			}
 			if n <= baseline {
 				keysAt = time.Now()
@@ -340,6 +345,11 @@ func (s *suite) waitSinkBulk(ctx context.Context, rig *sinkRig, d *daemon, xid u
 			if rec.xid != xid {
 				continue
 			}
+			if _, dup := distinct[rec.channel]; dup {
+				dups++
+				continue
+			}
+			distinct[rec.channel] = struct{}{}
 			got++
 			if rec.at().After(lastMsg) {
 				lastMsg = rec.at()
@@ -348,11 +358,11 @@ func (s *suite) waitSinkBulk(ctx context.Context, rig *sinkRig, d *daemon, xid u
 		// none at all for bulkSilence: they are not coming
 		msgsDone := got >= want || (got > 0 && time.Since(lastNew) > drainQuiet) || time.Since(lastNew) > bulkSilence
 		if !keysAt.IsZero() && msgsDone {
-			return got, lastMsg, keysAt, nil
+			return got, dups, lastMsg, keysAt, nil
 		}
 		if d != nil && polls%500 == 0 {
 			if err := d.alive(); err != nil {
-				return got, lastMsg, keysAt, err
+				return got, dups, lastMsg, keysAt, err
 			}
 		}
 	}
