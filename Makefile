@@ -56,7 +56,11 @@ deploy-check:
 	@if [ -d deploy/validate ]; then cd deploy/validate && $(GO) test -count=1 ./...; fi
 
 ## bench: throughput, latency, memory and CPU against real PostgreSQL/Redis and
-## the pg_recvlogical floor (about 5 minutes on the development machine, the consistency workload included), then the Go micro-benchmarks.
+## the pg_recvlogical floor, then every sink (core NATS, JetStream, a 3-master
+## Redis Cluster) against a bare client of it, then the Go micro-benchmarks:
+## about 8 minutes on the development machine (5 for the workloads before the
+## sinks, the consistency workload included; about 3 for the sinks, whose
+## steady runs last BENCHFLAGS=-sinks-duration=10s each, 12 runs with floors).
 ## BENCHFLAGS=-json for machine-readable output. Not part of `make test`.
 bench:
 	@$(GO) run ./bench $(BENCHFLAGS)
