@@ -230,7 +230,7 @@ func writeTable(out io.Writer, rep *report) error {
 	}
 	if len(rep.Sinks) > 0 {
 		rows := [][]string{{"sink", "run", "committed/sent", "received", "lost", "dup", "p50_ms", "p99_ms", "p99.9_ms", "max_ms", "p99/floor_p99"}}
-		bulk := [][]string{{"sink", "rows", "update_s", "daemon_s", "keys_s", "messages", "dup", "lost", "floor_s", "floor_messages", "floor_lost", "daemon/floor", "daemon_peak_RSS_MB"}}
+		bulk := [][]string{{"sink", "rows", "update_s", "daemon_s", "keys_s", "confirmed_s", "messages", "dup", "lost", "floor_s", "floor_messages", "floor_lost", "daemon/floor", "daemon_peak_RSS_MB"}}
 		for _, sk := range rep.Sinks {
 			for _, st := range sk.Steady {
 				ratio := "-"
@@ -249,7 +249,11 @@ func writeTable(out io.Writer, rep *report) error {
 				if b.KeysSeconds > 0 {
 					keys = f3(b.KeysSeconds)
 				}
-				bulk = append(bulk, []string{sk.Sink, itoa(b.Rows), f3(b.UpdateSeconds), f3(b.DaemonSeconds), keys, itoa(b.Messages), itoa(b.Duplicates), itoa(b.Lost),
+				confirmed := "not in " + confirmWait.String()
+				if b.ConfirmedSeconds > 0 {
+					confirmed = f3(b.ConfirmedSeconds)
+				}
+				bulk = append(bulk, []string{sk.Sink, itoa(b.Rows), f3(b.UpdateSeconds), f3(b.DaemonSeconds), keys, confirmed, itoa(b.Messages), itoa(b.Duplicates), itoa(b.Lost),
 					f3(b.FloorSeconds), itoa(b.FloorMessages), itoa(b.FloorLost), f2(b.Ratio), f1(sk.PeakRSSMB)})
 				addUsage("sinks-"+sk.Sink+"-bulk", b.Usage)
 			}
@@ -264,7 +268,9 @@ func writeTable(out io.Writer, rep *report) error {
 			"  pipelining UNLINK then PUBLISH) sending the same number of messages of the same size at the same rate, stamped when sent\n"+
 			"  (it has no PostgreSQL in its path); the daemon also deletes from the single Redis on the NATS sinks"+servers.String(), rows)
 		tw("SINKS BULK: one transaction UPDATEs every row with id <= rows/100 (INVALIDATOR_MAX_KEYS_PER_TXN=1000000: one message per row);\n"+
-			"  messages = distinct ones (by channel), dup = received again; daemon_s = COMMIT returned to the subscriber having every message (cluster: and every preloaded key gone, keys_s);\n"+
+			"  messages = distinct ones (by channel), dup = received again (until confirmed); daemon_s = COMMIT returned to the subscriber\n"+
+			"  having every message (cluster: and every preloaded key gone, keys_s); confirmed_s = until the slot's confirmed position passed\n"+
+			"  the commit (the daemon confirms once the sink acknowledged the whole transaction; waited for up to "+confirmWait.String()+" more);\n"+
 			"  floor_s = the bare client's first send to its subscriber having every message (cluster: the same keys cached again and\n"+
 			"  deleted, parts of 16,384 rows); daemon_peak_RSS = the highest of the sink's daemon runs", bulk)
 	}

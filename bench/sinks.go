@@ -56,6 +56,10 @@ type sinkBulk struct {
 	DaemonSeconds float64 `json:"daemon_seconds"`
 	// KeysSeconds: cluster only, until the preloaded keys were gone.
 	KeysSeconds float64 `json:"keys_seconds,omitempty"`
+	// ConfirmedSeconds: until the slot's confirmed position passed the
+	// commit, which the daemon confirms once the sink has acknowledged the
+	// whole transaction; 0 if not within confirmWait of the last message.
+	ConfirmedSeconds float64 `json:"confirmed_seconds"`
 	// Messages are the distinct messages received (by channel), Duplicates
 	// the others: a JetStream batch sent again reaches a core subscriber twice.
 	Messages   int `json:"messages"`
@@ -195,7 +199,8 @@ func (s *suite) sinkBulk(ctx context.Context, rig *sinkRig) (sinkBulk, error) {
 		return r, err
 	}
 	r.Usage = u
-	s.log.printf("%s: daemon %.3fs, %d messages (%d duplicates), lost %d", name, r.DaemonSeconds, r.Messages, r.Duplicates, r.Lost)
+	s.log.printf("%s: daemon %.3fs, %d messages (%d duplicates), lost %d, confirmed %.3fs (0: not within %s)",
+		name, r.DaemonSeconds, r.Messages, r.Duplicates, r.Lost, r.ConfirmedSeconds, confirmWait)
 	if err := s.sinkBulkFloor(ctx, rig, name, &r); err != nil {
 		return r, fmt.Errorf("floor: %w", err)
 	}
@@ -244,18 +249,58 @@ func (s *suite) sinkBulkRun(ctx context.Context, rig *sinkRig, d *daemon, m *met
 		return err
 	}
 	committed := time.Now()
-	got, dups, lastMsg, keysAt, err := s.waitSinkBulk(ctx, rig, d, uint32(xid), r.Rows, baseline)
+	w, err := s.waitSinkBulk(ctx, rig, d, uint32(xid), r.Rows, baseline)
 	if err != nil {
 		return err
 	}
-	r.Messages, r.Duplicates, r.Lost = got, dups, r.Rows-got
-	if !keysAt.IsZero() && rig.kind == sinkCluster {
-		r.KeysSeconds = keysAt.Sub(committed).Seconds()
+	r.Messages, r.Lost = w.got, r.Rows-w.got
+	if !w.keysAt.IsZero() && rig.kind == sinkCluster {
+		r.KeysSeconds = w.keysAt.Sub(committed).Seconds()
 	}
-	if !lastMsg.IsZero() {
-		r.DaemonSeconds = later(lastMsg, keysAt).Sub(committed).Seconds()
+	if !w.lastMsg.IsZero() {
+		r.DaemonSeconds = later(w.lastMsg, w.keysAt).Sub(committed).Seconds()
 	}
+	if w.lsn != 0 {
+		if r.ConfirmedSeconds, err = s.waitConfirmed(ctx, d, w.lsn, committed); err != nil {
+			return err
+		}
+	}
+	// duplicates up to now: a batch sent again while unconfirmed arrives twice
+	recs, _ := rig.src.from(0)
+	total := 0
+	for _, rec := range recs {
+		if rec.xid == uint32(xid) {
+			total++
+		}
+	}
+	r.Duplicates = total - w.got
 	return nil
+}
+
+// waitConfirmed polls the daemon's slot until its confirmed position
+// passes commitLSN, for confirmWait at most, and returns the seconds
+// since committed (0: not confirmed in time).
+func (s *suite) waitConfirmed(ctx context.Context, d *daemon, commitLSN uint64, committed time.Time) (float64, error) {
+	sql := fmt.Sprintf("SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = '%s'", daemonSlot)
+	deadline := time.Now().Add(confirmWait)
+	for time.Now().Before(deadline) {
+		v, err := queryValue(ctx, s.srv.dbURL, sql)
+		if err != nil {
+			return 0, err
+		}
+		if confirmed, err := parseLSN(v); err == nil && confirmed > commitLSN {
+			return time.Since(committed).Seconds(), nil
+		}
+		if err := d.alive(); err != nil {
+			return 0, err
+		}
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	return 0, nil
 }
 
 // sinkBulkFloor sends the bulk's messages (cluster: after caching its
@@ -296,12 +341,12 @@ func (s *suite) sinkBulkFloor(ctx context.Context, rig *sinkRig, name string, r 
 		return err
 	}
 	sent := time.Now()
-	got, dups, lastMsg, _, err := s.waitSinkBulk(ctx, rig, nil, xid, r.Rows, baseline)
+	w, err := s.waitSinkBulk(ctx, rig, nil, xid, r.Rows, baseline)
 	if err != nil {
 		return err
 	}
-	r.FloorMessages, r.FloorDuplicates, r.FloorLost = got, dups, r.Rows-got
-	r.FloorSeconds = later(sent, lastMsg).Sub(start).Seconds()
+	r.FloorMessages, r.FloorDuplicates, r.FloorLost = w.got, w.dups, r.Rows-w.got
+	r.FloorSeconds = later(sent, w.lastMsg).Sub(start).Seconds()
 	return nil
 }
 
@@ -309,10 +354,21 @@ func (s *suite) sinkBulkFloor(ctx context.Context, rig *sinkRig, name string, r 
 // this long (the first needs the whole transaction decoded).
 const bulkSilence = 30 * time.Second
 
+// confirmWait bounds the wait for the daemon to confirm the bulk after
+// its messages have arrived.
+const confirmWait = 30 * time.Second
+
+// bulkWait is what waitSinkBulk saw.
+type bulkWait struct {
+	got, dups       int // distinct messages, and the others
+	lastMsg, keysAt time.Time
+	lsn             uint64 // the transaction's commit LSN, from its messages
+}
+
 // waitSinkBulk polls every 2 ms until the subscriber has want messages of
 // the transaction xid (or none came for drainQuiet) and, on the cluster,
 // the preloaded keys are gone. d may be nil (the floor).
-func (s *suite) waitSinkBulk(ctx context.Context, rig *sinkRig, d *daemon, xid uint32, want int, baseline int64) (got, dups int, lastMsg, keysAt time.Time, err error) {
+func (s *suite) waitSinkBulk(ctx context.Context, rig *sinkRig, d *daemon, xid uint32, want int, baseline int64) (w bulkWait, err error) {
 	distinct := make(map[uint64]struct{}, want)
 	seen, lastNew := 0, time.Now()
 	deadline := time.Now().Add(bulkTimeout)
@@ -321,19 +377,19 @@ func (s *suite) waitSinkBulk(ctx context.Context, rig *sinkRig, d *daemon, xid u
 	for polls := 0; ; polls++ {
 		select {
 		case <-ctx.Done():
-			return got, dups, lastMsg, keysAt, ctx.Err()
+			return w, ctx.Err()
 		case now := <-tick.C:
 			if now.After(deadline) {
-				return got, dups, lastMsg, keysAt, fmt.Errorf("not done %s after COMMIT: %d of %d messages, keys gone %v", bulkTimeout, got, want, !keysAt.IsZero())
+				return w, fmt.Errorf("not done %s after COMMIT: %d of %d messages, keys gone %v", bulkTimeout, w.got, want, !w.keysAt.IsZero())
 			}
 		}
-		if keysAt.IsZero() && polls%5 == 0 {
+		if w.keysAt.IsZero() && polls%5 == 0 {
 			n, err := rig.otherKeys(ctx)
 			if err != nil {
-				return got, dups, lastMsg, keysAt, err
+				return w, err
 			}
 			if n <= baseline {
-				keysAt = time.Now()
+				w.keysAt = time.Now()
 			}
 		}
 		recs, total := rig.src.from(seen)
@@ -345,24 +401,25 @@ func (s *suite) waitSinkBulk(ctx context.Context, rig *sinkRig, d *daemon, xid u
 			if rec.xid != xid {
 				continue
 			}
+			w.lsn = rec.lsn
 			if _, dup := distinct[rec.channel]; dup {
-				dups++
+				w.dups++
 				continue
 			}
 			distinct[rec.channel] = struct{}{}
-			got++
-			if rec.at().After(lastMsg) {
-				lastMsg = rec.at()
+			w.got++
+			if rec.at().After(w.lastMsg) {
+				w.lastMsg = rec.at()
 			}
 		}
 		// none at all for bulkSilence: they are not coming
-		msgsDone := got >= want || (got > 0 && time.Since(lastNew) > drainQuiet) || time.Since(lastNew) > bulkSilence
-		if !keysAt.IsZero() && msgsDone {
-			return got, dups, lastMsg, keysAt, nil
+		msgsDone := w.got >= want || (w.got > 0 && time.Since(lastNew) > drainQuiet) || time.Since(lastNew) > bulkSilence
+		if !w.keysAt.IsZero() && msgsDone {
+			return w, nil
 		}
 		if d != nil && polls%500 == 0 {
 			if err := d.alive(); err != nil {
-				return got, dups, lastMsg, keysAt, err
+				return w, err
 			}
 		}
 	}
