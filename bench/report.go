@@ -115,6 +115,8 @@ func checkTargets(rep *report) []target {
 		}
 		if b := sk.Bulk; b != nil {
 			atMost("sinks "+sk.Sink+": bulk lost", float64(b.Lost), 0, "messages")
+			ts = append(ts, target{What: "sinks " + sk.Sink + ": bulk confirmed (s after COMMIT; 0: not within " + confirmWait.String() + " of the messages)",
+				Want: "> 0", Got: b.ConfirmedSeconds, Unit: "s", Met: b.ConfirmedSeconds > 0})
 			atMost("sinks "+sk.Sink+": bulk daemon/floor", b.Ratio, 2, "")
 		}
 	}
@@ -268,10 +270,11 @@ func writeTable(out io.Writer, rep *report) error {
 			"  pipelining UNLINK then PUBLISH) sending the same number of messages of the same size at the same rate, stamped when sent\n"+
 			"  (it has no PostgreSQL in its path); the daemon also deletes from the single Redis on the NATS sinks"+servers.String(), rows)
 		tw("SINKS BULK: one transaction UPDATEs every row with id <= rows/100 (INVALIDATOR_MAX_KEYS_PER_TXN=1000000: one message per row);\n"+
-			"  messages = distinct ones (by channel), dup = received again (until confirmed); daemon_s = COMMIT returned to the subscriber\n"+
-			"  having every message (cluster: and every preloaded key gone, keys_s); confirmed_s = until the slot's confirmed position passed\n"+
-			"  the commit (the daemon confirms once the sink acknowledged the whole transaction; waited for up to "+confirmWait.String()+" more);\n"+
-			"  floor_s = the bare client's first send to its subscriber having every message (cluster: the same keys cached again and\n"+
+			"  messages = distinct ones (by channel), dup = received again (until confirmed); confirmed_s = until the slot's confirmed position\n"+
+			"  passed the commit (the daemon confirms once the sink acknowledged the whole transaction; waited for up to "+confirmWait.String()+" more);\n"+
+			"  daemon_s = COMMIT returned to the subscriber having every message and the daemon having confirmed (cluster: and every preloaded\n"+
+			"  key gone, keys_s);\n"+
+			"  floor_s = the bare client's first send to its subscriber having every message and the client every ack (cluster: the same keys cached again and\n"+
 			"  deleted, parts of 16,384 rows); daemon_peak_RSS = the highest of the sink's daemon runs", bulk)
 	}
 	if len(res) > 0 {

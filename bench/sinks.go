@@ -51,8 +51,10 @@ type sinkFloorFlow struct {
 type sinkBulk struct {
 	Rows          int     `json:"rows"`
 	UpdateSeconds float64 `json:"update_seconds"`
-	// DaemonSeconds: until the subscriber had every message (and, on the
-	// cluster, every preloaded key was gone).
+	// DaemonSeconds: until the subscriber had every message, the daemon
+	// had confirmed the transaction (ConfirmedSeconds, when it did) and, on
+	// the cluster, every preloaded key was gone: the floor's time also
+	// includes its acknowledgements.
 	DaemonSeconds float64 `json:"daemon_seconds"`
 	// KeysSeconds: cluster only, until the preloaded keys were gone.
 	KeysSeconds float64 `json:"keys_seconds,omitempty"`
@@ -264,6 +266,7 @@ func (s *suite) sinkBulkRun(ctx context.Context, rig *sinkRig, d *daemon, m *met
 		if r.ConfirmedSeconds, err = s.waitConfirmed(ctx, d, w.lsn, committed); err != nil {
 			return err
 		}
+		r.DaemonSeconds = max(r.DaemonSeconds, r.ConfirmedSeconds)
 	}
 	// duplicates up to now: a batch sent again while unconfirmed arrives twice
 	recs, _ := rig.src.from(0)
