@@ -1,11 +1,13 @@
 // Command bench measures the invalidator daemon end to end: it builds the
 // daemon binary, starts a throwaway PostgreSQL 15 and redis-server on
 // 127.0.0.1 (internal/testsrv), runs the workloads (bulk, steady,
-// unthrottled, huge, consistency) against the real binary, and prints a table (or JSON)
-// of throughput, latency, memory and CPU figures. Everything it starts is
+// unthrottled, huge, consistency, sinks) against the real binary, and prints a table (or JSON)
+// of throughput, latency, memory and CPU figures. The sinks workload also
+// starts, one after the other, a nats-server, a nats-server with
+// JetStream and a 3-master Redis Cluster. Everything it starts is
 // torn down at the end, on error and on Ctrl-C.
 //
-//	go run ./bench [-json] [-duration 30s] [-workloads bulk,steady,unthrottled,huge,consistency] [-out FILE]
+//	go run ./bench [-json] [-duration 30s] [-workloads bulk,steady,unthrottled,huge,consistency,sinks] [-sinks-duration 10s] [-out FILE]
 package main
 
 import (
@@ -59,10 +61,11 @@ const (
 	wlUnthrottled = "unthrottled"
 	wlHuge        = "huge"
 	wlConsistency = "consistency"
+	wlSinks       = "sinks"
 )
 
 // allWorkloads are the workloads in the order they run.
-var allWorkloads = []string{wlBulk, wlSteady, wlUnthrottled, wlHuge, wlConsistency}
+var allWorkloads = []string{wlBulk, wlSteady, wlUnthrottled, wlHuge, wlConsistency, wlSinks}
 
 // options are the command-line flags.
 type options struct {
@@ -81,13 +84,16 @@ type options struct {
 	latencyDump string
 	daemonEnv   []string
 	consistency consistencyOptions
+	// sinks workload
+	sinks         []string
+	sinksDuration time.Duration
 }
 
 func parseOptions(args []string, stderr io.Writer) (options, error) {
 	var o options
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	var workloads, rates string
+	var workloads, rates, sinks string
 	fs.BoolVar(&o.json, "json", false, "print the results as JSON instead of a table")
 	fs.DurationVar(&o.duration, "duration", 30*time.Second, "length of each steady and unthrottled run")
 	fs.StringVar(&workloads, "workloads", strings.Join(allWorkloads, ","), "workloads to run, comma-separated")
@@ -109,6 +115,8 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 		return nil
 	})
 	o.consistency.flags(fs)
+	fs.StringVar(&sinks, "sinks", strings.Join(allSinks, ","), "sinks of the sinks workload, comma-separated")
+	fs.DurationVar(&o.sinksDuration, "sinks-duration", 10*time.Second, "length of each steady run of the sinks workload (and of its floor)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return o, err
@@ -128,6 +136,16 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 		}
 		o.workloads = append(o.workloads, w)
 	}
+	for _, k := range strings.Split(sinks, ",") {
+		k = strings.TrimSpace(k)
+		if k == "" {
+			continue
+		}
+		if !slices.Contains(allSinks, k) {
+			return o, usagef("-sinks: unknown sink %q (want %s)", k, strings.Join(allSinks, ", "))
+		}
+		o.sinks = append(o.sinks, k)
+	}
 	for _, r := range strings.Split(rates, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(r))
 		if err != nil || n <= 0 {
@@ -138,7 +156,11 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	hugeSet := false
 	fs.Visit(func(f *flag.Flag) { hugeSet = hugeSet || f.Name == "huge-rows" })
 	if !hugeSet && !slices.Contains(o.workloads, wlBulk) && !slices.Contains(o.workloads, wlHuge) {
-		o.hugeRows, o.bulkRows = 100_000, min(o.bulkRows, 100_000) // loading a million rows would take most of the run
+		if slices.Contains(o.workloads, wlSinks) {
+			o.hugeRows = o.bulkRows // the sinks' bulk needs its rows, no more
+		} else {
+			o.hugeRows, o.bulkRows = 100_000, min(o.bulkRows, 100_000) // loading a million rows would take most of the run
+		}
 	}
 	if err := o.consistency.check(); err != nil {
 		return o, err
@@ -150,6 +172,8 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 		return o, usagef("-bulk-repeat must be between 1 and 25")
 	case o.duration < time.Second:
 		return o, usagef("-duration must be at least 1s")
+	case o.sinksDuration < time.Second:
+		return o, usagef("-sinks-duration must be at least 1s")
 	case o.hugeRows < tenants || o.hugeRows%tenants != 0:
 		return o, usagef("-huge-rows must be a positive multiple of %d", tenants)
 	case o.bulkRows < tenants || o.bulkRows%tenants != 0 || o.bulkRows > o.hugeRows:

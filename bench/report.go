@@ -20,6 +20,7 @@ type report struct {
 	Unthrottled *unthrottledResult  `json:"unthrottled,omitempty"`
 	Huge        *hugeResult         `json:"huge,omitempty"`
 	Consistency []consistencyResult `json:"consistency,omitempty"`
+	Sinks       []sinkResult        `json:"sinks,omitempty"`
 	Targets     []target            `json:"targets"`
 }
 
@@ -34,11 +35,15 @@ type optionsInfo struct {
 	// consistency workload
 	ConsistencyDuration  string `json:"consistency_duration"`
 	ConsistencyLoadDelay string `json:"consistency_load_delay"`
+	// sinks workload
+	Sinks         []string `json:"sinks"`
+	SinksDuration string   `json:"sinks_duration"`
 }
 
 func reportOptions(o options) optionsInfo {
 	return optionsInfo{Duration: o.duration.String(), Workloads: o.workloads, Rates: o.rates, BulkRows: o.bulkRows, BulkRepeat: o.bulkRepeat, HugeRows: o.hugeRows, DaemonEnv: o.daemonEnv,
-		ConsistencyDuration: o.consistency.duration.String(), ConsistencyLoadDelay: o.consistency.loadDelay.String()}
+		ConsistencyDuration: o.consistency.duration.String(), ConsistencyLoadDelay: o.consistency.loadDelay.String(),
+		Sinks: o.sinks, SinksDuration: o.sinksDuration.String()}
 }
 
 // target is one reference figure and whether the run met it.
@@ -98,6 +103,21 @@ func checkTargets(rep *report) []target {
 			if c.Rate == 2_000 && m.Mode == modeLocalLease {
 				atLeast(rate+"fill success, "+m.Mode, 100*m.FillSuccess, 99, "%")
 			}
+		}
+	}
+	for _, sk := range rep.Sinks {
+		for _, st := range sk.Steady {
+			rate := fmt.Sprintf("sinks %s: steady %gk/s: ", sk.Sink, float64(st.Rate)/1000)
+			if st.Rate == 10_000 {
+				atMost(rate+"p99", st.P99MS, 10, "ms")
+			}
+			atMost(rate+"lost", float64(st.Lost), 0, "messages")
+		}
+		if b := sk.Bulk; b != nil {
+			atMost("sinks "+sk.Sink+": bulk lost", float64(b.Lost), 0, "messages")
+			ts = append(ts, target{What: "sinks " + sk.Sink + ": bulk confirmed, s after COMMIT", Want: "within " + confirmWait.String() + " of its messages",
+				Got: b.ConfirmedSeconds, Unit: "s", Met: b.ConfirmedSeconds > 0})
+			atMost("sinks "+sk.Sink+": bulk daemon/floor", b.Ratio, 2, "")
 		}
 	}
 	return ts
@@ -221,6 +241,53 @@ func writeTable(out io.Writer, rep *report) error {
 		for _, n := range notes {
 			b.WriteString(n + "\n")
 		}
+	}
+	if len(rep.Sinks) > 0 {
+		rows := [][]string{{"sink", "run", "committed/sent", "received", "lost", "dup", "p50_ms", "p99_ms", "p99.9_ms", "max_ms", "p99/floor_p99"}}
+		bulk := [][]string{{"sink", "rows", "update_s", "daemon_s", "keys_s", "confirmed_s", "messages", "dup", "lost", "floor_s", "floor_messages", "floor_lost", "daemon/floor", "daemon_peak_RSS_MB"}}
+		for _, sk := range rep.Sinks {
+			for _, st := range sk.Steady {
+				ratio := "-"
+				if st.Floor.P99MS > 0 {
+					ratio = f2(st.P99MS / st.Floor.P99MS)
+				}
+				rows = append(rows,
+					[]string{sk.Sink, "daemon " + itoa(st.Rate) + "/s", i64(st.Pgbench.Processed), itoa(st.Received), i64(st.Lost), itoa(st.Duplicates),
+						f2(st.P50MS), f2(st.P99MS), f2(st.P999MS), f2(st.MaxMS), ratio},
+					[]string{sk.Sink, "floor " + itoa(st.Rate) + "/s", itoa(st.Floor.Sent), itoa(st.Floor.Received), i64(st.Floor.Lost), itoa(st.Floor.Duplicates),
+						f2(st.Floor.P50MS), f2(st.Floor.P99MS), f2(st.Floor.P999MS), f2(st.Floor.MaxMS), "-"})
+				addUsage(fmt.Sprintf("sinks-%s-%d", sk.Sink, st.Rate), st.Usage)
+			}
+			if b := sk.Bulk; b != nil {
+				keys := "-"
+				if b.KeysSeconds > 0 {
+					keys = f3(b.KeysSeconds)
+				}
+				confirmed := "not in " + confirmWait.String()
+				if b.ConfirmedSeconds > 0 {
+					confirmed = f3(b.ConfirmedSeconds)
+				}
+				bulk = append(bulk, []string{sk.Sink, itoa(b.Rows), f3(b.UpdateSeconds), f3(b.DaemonSeconds), keys, confirmed, itoa(b.Messages), itoa(b.Duplicates), itoa(b.Lost),
+					f3(b.FloorSeconds), itoa(b.FloorMessages), itoa(b.FloorLost), f2(b.Ratio), f1(sk.PeakRSSMB)})
+				addUsage("sinks-"+sk.Sink+"-bulk", b.Usage)
+			}
+		}
+		var servers strings.Builder
+		for _, sk := range rep.Sinks {
+			fmt.Fprintf(&servers, "\n  %s: %s", sk.Sink, sk.Server)
+		}
+		tw("SINKS STEADY: pgbench -R rate, single-row UPDATEs, "+rep.Options.SinksDuration+", read by the daemon and received from the sink by the suite's\n"+
+			"  subscriber (nats/jetstream: a core subscription of cache.invalidate.shard.>; cluster: PSUBSCRIBE on one node); latency = receive\n"+
+			"  time - commit_time; floor = a bare client (nats.go publisher, JetStream async publishes with a message id, go-redis ClusterClient\n"+
+			"  pipelining UNLINK then PUBLISH) sending the same number of messages of the same size at the same rate, stamped when sent\n"+
+			"  (it has no PostgreSQL in its path); the daemon also deletes from the single Redis on the NATS sinks"+servers.String(), rows)
+		tw("SINKS BULK: one transaction UPDATEs every row with id <= rows/100 (INVALIDATOR_MAX_KEYS_PER_TXN=1000000: one message per row);\n"+
+			"  messages = distinct ones (by channel), dup = received again (until confirmed); confirmed_s = until the slot's confirmed position\n"+
+			"  passed the commit (the daemon confirms once the sink acknowledged the whole transaction; waited for up to "+confirmWait.String()+" more);\n"+
+			"  daemon_s = COMMIT returned to the subscriber having every message and the daemon having confirmed (cluster: and every preloaded\n"+
+			"  key gone, keys_s);\n"+
+			"  floor_s = the bare client's first send to its subscriber having every message and the client every ack (cluster: the same keys cached again and\n"+
+			"  deleted, parts of 16,384 rows); daemon_peak_RSS = the highest of the sink's daemon runs", bulk)
 	}
 	if len(res) > 0 {
 		rows := append([][]string{{"workload", "window_s", "daemon_peak_RSS_MB", "daemon_CPU_s", "walsender_CPU_s", "redis_CPU_s", "suite_CPU_s",

@@ -75,6 +75,11 @@ func (s *suite) steady(ctx context.Context, rate int) (steadyResult, error) {
 // pgbenchFlow runs pgbench, then drains the subscriber and measures the
 // messages of the transactions pgbench committed.
 func (s *suite) pgbenchFlow(ctx context.Context, m *meter, name string, a pgbenchArgs) (pgbenchRun, flow, error) {
+	return s.pgbenchFlowFrom(ctx, m, name, a, s.sub)
+}
+
+// pgbenchFlowFrom is pgbenchFlow with the messages read from src.
+func (s *suite) pgbenchFlowFrom(ctx context.Context, m *meter, name string, a pgbenchArgs, src recordSource) (pgbenchRun, flow, error) {
 	var f flow
 	v, err := queryValue(ctx, s.srv.dbURL, "SELECT txid_current() % 4294967296")
 	if err != nil {
@@ -84,7 +89,7 @@ func (s *suite) pgbenchFlow(ctx context.Context, m *meter, name string, a pgbenc
 	if err != nil {
 		return pgbenchRun{}, f, fmt.Errorf("parse xid %q: %w", v, err)
 	}
-	s.sub.reset()
+	src.reset()
 	if err := m.start(); err != nil {
 		return pgbenchRun{}, f, err
 	}
@@ -96,17 +101,26 @@ func (s *suite) pgbenchFlow(ctx context.Context, m *meter, name string, a pgbenc
 		return run, f, err
 	}
 	s.log.printf("%s: pgbench committed %d (%.0f tps); draining messages", name, run.Processed, run.TPS)
+	drained, err := s.drainFlow(ctx, src, name, uint32(startXid), run.Processed)
+	drained.WalsenderBehindMB, drained.DaemonBehindMB = f.WalsenderBehindMB, f.DaemonBehindMB
+	return run, drained, err
+}
+
+// drainFlow waits until src has a message of want transactions with an
+// xid after startXid (or none came for drainQuiet) and measures them.
+func (s *suite) drainFlow(ctx context.Context, src recordSource, name string, startXid uint32, want int64) (flow, error) {
+	var f flow
 	first := map[uint32]record{}
 	seen, lastNew := 0, time.Now()
 	deadline := time.Now().Add(drainMax)
-	for int64(len(first)) < run.Processed && time.Since(lastNew) < drainQuiet && time.Now().Before(deadline) {
-		recs, total := s.sub.from(seen)
+	for int64(len(first)) < want && time.Since(lastNew) < drainQuiet && time.Now().Before(deadline) {
+		recs, total := src.from(seen)
 		if total > seen {
 			lastNew = time.Now()
 		}
 		seen = total
 		for _, rec := range recs {
-			if rec.xid <= uint32(startXid) {
+			if rec.xid <= startXid {
 				continue
 			}
 			if _, dup := first[rec.xid]; dup {
@@ -117,12 +131,12 @@ func (s *suite) pgbenchFlow(ctx context.Context, m *meter, name string, a pgbenc
 		}
 		select {
 		case <-ctx.Done():
-			return run, f, ctx.Err()
+			return f, ctx.Err()
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
 	f.Received = len(first)
-	f.Lost = run.Processed - int64(f.Received)
+	f.Lost = want - int64(f.Received)
 	lat := make([]int64, 0, len(first))
 	for _, rec := range first {
 		lat = append(lat, rec.atNS/1000-rec.commitUS)
@@ -136,7 +150,7 @@ func (s *suite) pgbenchFlow(ctx context.Context, m *meter, name string, a pgbenc
 			fmt.Fprintf(&sb, "%d %d\n", rec.commitUS, rec.atNS/1000-rec.commitUS)
 		}
 		if err := os.WriteFile(prefix+"."+name, []byte(sb.String()), 0o644); err != nil {
-			return run, f, fmt.Errorf("-latency-dump: %w", err)
+			return f, fmt.Errorf("-latency-dump: %w", err)
 		}
 	}
 	slices.Sort(lat)
@@ -144,7 +158,7 @@ func (s *suite) pgbenchFlow(ctx context.Context, m *meter, name string, a pgbenc
 	if len(lat) > 0 {
 		f.MaxMS = float64(lat[len(lat)-1]) / 1000
 	}
-	return run, f, nil
+	return f, nil
 }
 
 // percentileMS returns the q-quantile (nearest rank) of sorted microsecond

@@ -74,6 +74,13 @@ func (s *suite) runWorkloads(ctx context.Context, rep *report) error {
 			rep.Consistency = append(rep.Consistency, r)
 		}
 	}
+	if want(wlSinks) {
+		r, err := s.sinks(ctx)
+		rep.Sinks = r
+		if err != nil {
+			return fmt.Errorf("sinks: %w", err)
+		}
+	}
 	if n := sub.unparsed(); n > 0 {
 		s.log.printf("warning: %d messages did not parse", n)
 	}
