@@ -71,7 +71,7 @@ type Config struct {
 	NATSKeyFile        string        `envconfig:"INVALIDATOR_NATS_KEY_FILE" desc:"client key for NATS"`
 	NATSCredsFile      string        `envconfig:"INVALIDATOR_NATS_CREDS_FILE" desc:"NATS credentials file (JWT and nkey)"`
 	NATSStream         string        `envconfig:"INVALIDATOR_NATS_STREAM" desc:"create this JetStream stream for the subjects when missing"`
-	NATSTimeout        time.Duration `envconfig:"INVALIDATOR_NATS_TIMEOUT" default:"5s" desc:"bound on a NATS flush or the JetStream acks of a batch"`
+	NATSTimeout        time.Duration `envconfig:"INVALIDATOR_NATS_TIMEOUT" default:"5s" desc:"bound on a NATS flush or on the JetStream acks of each window of 1,024 publishes"`
 
 	// PublicationCheckInterval is how often the active daemon checks that
 	// the publication still covers every rule table (ADR 16); 0 = never.

@@ -8,6 +8,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/cachewire/invalidator/cdc"
 )
 
 // NATSSink bridges messages to NATS, after Redis has applied them: core
@@ -22,6 +24,7 @@ type NATSSink struct {
 	hbSubj  string
 	buf     []byte
 	futures []jetstream.PubAckFuture
+	resume  acked // how far the last batch got, when it failed
 }
 
 // NewNATSSink returns a sink on nc; js nil means core NATS. subjectPrefix
@@ -35,13 +38,29 @@ func MsgID(slot string, commitLSN fmt.Stringer, subject string) string {
 	return slot + "/" + commitLSN.String() + "/" + subject
 }
 
+// jsWindow is how many JetStream publishes are in flight at once: the
+// client's own limit is 4,000, and a window is the unit that a timeout
+// bounds and that a retry does not send again.
+const jsWindow = 1024
+
 // Publish sends every message of the batch and waits until NATS has them.
-// It returns how many it sent. A failed batch is sent again whole.
+// It returns how many it sent. A failed batch is sent again whole on core
+// NATS; on JetStream the windows already acknowledged are skipped when the
+// same batch comes back (the Nats-Msg-Id would drop them anyway, but core
+// subscribers of the stream's subjects would see them twice), and the
+// timeout bounds each window's acks, not the whole batch: a transaction of
+// a million rows is acknowledged in parts, each in time.
 func (s *NATSSink) Publish(ctx context.Context, batch []Applied) (int, error) {
+	if s.js == nil {
+		return s.publishCore(ctx, batch)
+	}
+	return s.publishJetStream(ctx, batch)
+}
+
+func (s *NATSSink) publishCore(ctx context.Context, batch []Applied) (int, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
 	n := 0
-	s.futures = s.futures[:0]
 	for _, c := range batch {
 		res := c.Txn.Result()
 		for i := range res.NumMessages() {
@@ -49,42 +68,103 @@ func (s *NATSSink) Publish(ctx context.Context, batch []Applied) (int, error) {
 			if m.Subject == "" {
 				continue
 			}
-			if s.js == nil {
-				// core publish copies the payload into the connection's buffer
-				s.buf = AppendMessage(s.buf[:0], &m, c.CommitLSN, c.Xid, c.CommitTime)
-				if err := s.nc.Publish(m.Subject, s.buf); err != nil {
-					return n, fmt.Errorf("nats publish %s: %w", m.Subject, err)
-				}
-			} else {
-				// an async publish may be retried by the client: its own payload
-				payload := AppendMessage(nil, &m, c.CommitLSN, c.Xid, c.CommitTime)
-				msg := &nats.Msg{Subject: m.Subject, Data: payload, Header: nats.Header{}}
-				f, err := s.js.PublishMsgAsync(msg, jetstream.WithMsgID(MsgID(s.slot, c.CommitLSN, m.Subject)))
-				if err != nil {
-					return n, fmt.Errorf("jetstream publish %s: %w", m.Subject, err)
-				}
-				s.futures = append(s.futures, f)
+			// core publish copies the payload into the connection's buffer
+			s.buf = AppendMessage(s.buf[:0], &m, c.CommitLSN, c.Xid, c.CommitTime)
+			if err := s.nc.Publish(m.Subject, s.buf); err != nil {
+				return n, fmt.Errorf("nats publish %s: %w", m.Subject, err)
 			}
 			n++
 		}
 	}
-	if s.js == nil {
-		if err := s.nc.FlushWithContext(ctx); err != nil {
-			return n, fmt.Errorf("nats flush: %w", err)
-		}
-		return n, nil
+	if err := s.nc.FlushWithContext(ctx); err != nil {
+		return n, fmt.Errorf("nats flush: %w", err)
 	}
+	return n, nil
+}
+
+// acked remembers how far a failed JetStream batch got: the batch is
+// known by its first and last commit positions and its length.
+type acked struct {
+	first, last cdc.LSN
+	txns, msgs  int
+}
+
+func (s *NATSSink) publishJetStream(ctx context.Context, batch []Applied) (int, error) {
+	if len(batch) == 0 {
+		return 0, nil
+	}
+	id := acked{first: batch[0].CommitLSN, last: batch[len(batch)-1].CommitLSN, txns: len(batch)}
+	skip := 0
+	if s.resume.txns > 0 && s.resume.first == id.first && s.resume.last == id.last && s.resume.txns == id.txns {
+		skip = s.resume.msgs
+	}
+	s.resume = acked{}
+	n, done := 0, 0 // messages of the batch seen, and acknowledged
+	s.futures = s.futures[:0]
+	wait := func() error {
+		err := s.waitAcks(ctx)
+		if err != nil {
+			id.msgs = done
+			s.resume = id
+			return err
+		}
+		done = n
+		return nil
+	}
+	for _, c := range batch {
+		res := c.Txn.Result()
+		for i := range res.NumMessages() {
+			m := res.Message(i)
+			if m.Subject == "" {
+				continue
+			}
+			n++
+			if n <= skip {
+				done = n
+				continue
+			}
+			// an async publish may be retried by the client: its own payload
+			payload := AppendMessage(nil, &m, c.CommitLSN, c.Xid, c.CommitTime)
+			msg := &nats.Msg{Subject: m.Subject, Data: payload, Header: nats.Header{}}
+			f, err := s.js.PublishMsgAsync(msg, jetstream.WithMsgID(MsgID(s.slot, c.CommitLSN, m.Subject)))
+			if err != nil {
+				id.msgs = done
+				s.resume = id
+				return n, fmt.Errorf("jetstream publish %s: %w", m.Subject, err)
+			}
+			s.futures = append(s.futures, f)
+			if len(s.futures) == jsWindow {
+				if err := wait(); err != nil {
+					return n, err
+				}
+			}
+		}
+	}
+	if err := wait(); err != nil {
+		return n, err
+	}
+	return n, nil
+}
+
+// waitAcks waits, within the sink's timeout, for every publish in flight
+// to be acknowledged, and forgets them.
+func (s *NATSSink) waitAcks(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	defer func() {
+		clear(s.futures)
+		s.futures = s.futures[:0]
+	}()
 	for _, f := range s.futures {
 		select {
 		case <-f.Ok():
 		case err := <-f.Err():
-			return n, fmt.Errorf("jetstream ack %s: %w", f.Msg().Subject, err)
+			return fmt.Errorf("jetstream ack %s: %w", f.Msg().Subject, err)
 		case <-ctx.Done():
-			return n, fmt.Errorf("jetstream ack %s: %w", f.Msg().Subject, ctx.Err())
+			return fmt.Errorf("jetstream ack %s: %w", f.Msg().Subject, ctx.Err())
 		}
 	}
-	clear(s.futures)
-	return n, nil
+	return nil
 }
 
 // Heartbeat publishes the heartbeat on core NATS (best effort: heartbeats
