@@ -120,6 +120,19 @@ func TestRun_PastBoundExact(t *testing.T) {
 	if n := len(f.sub.on("cache:invalidate:user:pb:1")); n != 1 {
 		t.Errorf("%d messages for row 1 (before the bound), want 1", n)
 	}
+	// the journal entry covers the keys it does not list, for replay
+	entries, err := f.rdb.XRange(context.Background(), "cache:invalidate:_journal", "-", "+").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, e := range entries {
+		p, _ := e.Values["patterns"].(string)
+		found = found || strings.Contains(p, `"tenant:*:user:*:profile"`)
+	}
+	if !found {
+		t.Error("no journal entry lists the covered pattern tenant:*:user:*:profile")
+	}
 }
 
 // TestRun_PastBoundStreamed checks that a streamed transaction (it arrives
