@@ -123,3 +123,25 @@ func TestTxn_PastBound_NotCommitted(t *testing.T) {
 	}
 	wantStrings(t, "Wide", res.Wide, []string{"shard-structured"})
 }
+
+// TestTxn_PastBound_Unknown: past the bound, a key with an unknown value
+// (an unchanged TOASTed value) cannot be enumerated: the rule takes its
+// scanned wide form, and the transaction stays bounded however many such
+// rows follow (before, each added a pattern of its own).
+func TestTxn_PastBound_Unknown(t *testing.T) {
+	shards := shardsRel(t)
+	var more []*cdc.Change
+	for i := range 1000 {
+		more = append(more, updateChange(shards, cdc.OldNone, nil, row(t, strconv.Itoa(i), toast{}, "title", "p")))
+	}
+	txn, _ := pastBoundTxn(t, 100, 500, more...)
+	res := txn.Result()
+	if !slices.Contains(res.Patterns, "app:tenant:*:shard:*:structured") {
+		t.Errorf("Patterns %q lack the all-'*' wide form", res.Patterns)
+	}
+	// shard-payload (on update) meets the bound with an unknown value too
+	wantStrings(t, "Wide", res.Wide, []string{"shard-structured", "shard-payload"})
+	if n := len(res.Patterns) + res.NumMessages(); n > 200 {
+		t.Errorf("%d patterns and messages for 1000 rows with an unknown value; want a bounded number", n)
+	}
+}

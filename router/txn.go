@@ -483,16 +483,23 @@ func (t *Txn) overBound(p *part, br *boundRule, row cdc.Tuple, op cdc.Op) {
 // pastBound renders a row of a committed transaction past the key bound
 // (ADR 27): its exact keys go to the overflow, which Early hands on and
 // forgets, and its messages take the wide form, whose key patterns are
-// listed (Covered) but not scanned. A row with an unknown value is wide as
-// ever (unavailable).
+// listed (Covered) but not scanned. A key with an unknown value cannot be
+// enumerated: the rule then takes its scanned wide form for every value,
+// which stays bounded however many such rows follow.
 func (t *Txn) pastBound(p *part, br *boundRule, row cdc.Tuple, op cdc.Op) {
 	for i := range br.keys {
-		key, ok, stop := t.render(p, br, &br.keys[i], t.rt.keyPrefix, modeExact, row, op)
-		if stop {
+		bt := &br.keys[i]
+		var st renderStatus
+		t.buf, st = bt.renderRow(append(t.buf[:0], t.rt.keyPrefix...), modeExact, row, false)
+		switch st {
+		case rendered:
+			t.addOver(p, t.buf)
+		case missingNull:
+			t.rt.skipped(br.r, bt, row)
+		default:
+			t.rt.skipped(br.r, bt, row)
+			t.addWide(p, br, row, op, true, false)
 			return
-		}
-		if ok {
-			t.addOver(p, key)
 		}
 	}
 	t.addWide(p, br, row, op, false, true)
@@ -538,6 +545,12 @@ func (t *Txn) render(p *part, br *boundRule, bt *boundTemplate, prefix string, m
 // is counted like a skipped key.
 func (t *Txn) unavailable(p *part, br *boundRule, bt *boundTemplate, row cdc.Tuple, op cdc.Op) {
 	t.rt.skipped(br.r, bt, row)
+	if t.overBudget() {
+		// past the bound a pattern a row would grow with rows: the
+		// rule's scanned wide form instead
+		t.addWide(p, br, row, op, false, false)
+		return
+	}
 	msg := int32(-1)
 	if br.channel != nil {
 		var st renderStatus
