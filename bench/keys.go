@@ -9,17 +9,20 @@ import (
 
 // daemonKeys are the keys the daemon itself writes: the journal stream and
 // the marker that records that it has streamed from its slot (see
-// cmd/invalidator/heartbeat.go). They come and go during a workload, so
-// they are left out of key counts.
-func daemonKeys() []string {
-	return []string{publisher.JournalKey(channelPrefix), channelPrefix + "_slot:" + daemonSlot}
+// cmd/invalidator/heartbeat.go; it names the server, and an older
+// version's named the slot only). They come and go during a workload (the
+// marker appears at a daemon's first heartbeat), so they are left out of
+// key counts.
+func (s *suite) daemonKeys() []string {
+	return []string{publisher.JournalKey(channelPrefix), channelPrefix + "_slot:" + daemonSlot,
+		channelPrefix + "_slot:" + s.srv.systemID + ":" + benchDB + ":" + daemonSlot}
 }
 
 // otherKeys returns how many keys Redis holds that are not the daemon's.
 func (s *suite) otherKeys(ctx context.Context) (int64, error) {
 	pipe := s.srv.rdb.Pipeline()
 	size := pipe.DBSize(ctx)
-	own := pipe.Exists(ctx, daemonKeys()...)
+	own := pipe.Exists(ctx, s.daemonKeys()...)
 	if _, err := pipe.Exec(ctx); err != nil {
 		return 0, fmt.Errorf("redis dbsize: %w", err)
 	}

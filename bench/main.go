@@ -1,13 +1,13 @@
 // Command bench measures the invalidator daemon end to end: it builds the
 // daemon binary, starts a throwaway PostgreSQL 15 and redis-server on
 // 127.0.0.1 (internal/testsrv), runs the workloads (bulk, steady,
-// unthrottled, huge, consistency, sinks) against the real binary, and prints a table (or JSON)
+// unthrottled, huge, consistency, sinks, scale) against the real binary, and prints a table (or JSON)
 // of throughput, latency, memory and CPU figures. The sinks workload also
 // starts, one after the other, a nats-server, a nats-server with
 // JetStream and a 3-master Redis Cluster. Everything it starts is
 // torn down at the end, on error and on Ctrl-C.
 //
-//	go run ./bench [-json] [-duration 30s] [-workloads bulk,steady,unthrottled,huge,consistency,sinks] [-sinks-duration 10s] [-out FILE]
+//	go run ./bench [-json] [-duration 30s] [-workloads bulk,steady,unthrottled,huge,consistency,sinks,scale] [-sinks-duration 10s] [-out FILE]
 package main
 
 import (
@@ -62,10 +62,11 @@ const (
 	wlHuge        = "huge"
 	wlConsistency = "consistency"
 	wlSinks       = "sinks"
+	wlScale       = "scale"
 )
 
 // allWorkloads are the workloads in the order they run.
-var allWorkloads = []string{wlBulk, wlSteady, wlUnthrottled, wlHuge, wlConsistency, wlSinks}
+var allWorkloads = []string{wlBulk, wlSteady, wlUnthrottled, wlHuge, wlConsistency, wlSinks, wlScale}
 
 // options are the command-line flags.
 type options struct {
@@ -74,6 +75,7 @@ type options struct {
 	workloads   []string
 	out         string
 	rates       []int
+	scaleKeys   []int64
 	bulkRows    int
 	bulkRepeat  int
 	hugeRows    int
@@ -93,11 +95,12 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	var o options
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	var workloads, rates, sinks string
+	var workloads, rates, sinks, scaleKeys string
 	fs.BoolVar(&o.json, "json", false, "print the results as JSON instead of a table")
 	fs.DurationVar(&o.duration, "duration", 30*time.Second, "length of each steady and unthrottled run")
 	fs.StringVar(&workloads, "workloads", strings.Join(allWorkloads, ","), "workloads to run, comma-separated")
 	fs.StringVar(&o.out, "out", "", "also write the report to this file")
+	fs.StringVar(&scaleKeys, "scale-keys", "0,1000000,10000000", "unrelated keys in Redis at each step of the scale workload, comma-separated")
 	fs.StringVar(&rates, "rates", "2000,10000", "transactions per second of the steady runs")
 	fs.IntVar(&o.bulkRows, "bulk-rows", 200_000, "rows of the bulk transaction (a multiple of 100)")
 	fs.IntVar(&o.bulkRepeat, "bulk-repeat", 3, "runs of each bulk workload; the report shows the median run and the range")
@@ -153,11 +156,18 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 		}
 		o.rates = append(o.rates, n)
 	}
+	for _, v := range strings.Split(scaleKeys, ",") {
+		n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+		if err != nil || n < 0 {
+			return o, usagef("-scale-keys: %q is not a count of keys", v)
+		}
+		o.scaleKeys = append(o.scaleKeys, n)
+	}
 	hugeSet := false
 	fs.Visit(func(f *flag.Flag) { hugeSet = hugeSet || f.Name == "huge-rows" })
 	if !hugeSet && !slices.Contains(o.workloads, wlBulk) && !slices.Contains(o.workloads, wlHuge) {
-		if slices.Contains(o.workloads, wlSinks) {
-			o.hugeRows = o.bulkRows // the sinks' bulk needs its rows, no more
+		if slices.Contains(o.workloads, wlSinks) || slices.Contains(o.workloads, wlScale) {
+			o.hugeRows = o.bulkRows // the sinks' and scale's bulks need its rows, no more
 		} else {
 			o.hugeRows, o.bulkRows = 100_000, min(o.bulkRows, 100_000) // loading a million rows would take most of the run
 		}

@@ -41,6 +41,9 @@ type servers struct {
 	dbURL    string
 	rules    string
 	info     serversInfo
+	// systemID is PostgreSQL's system identifier, part of the name of
+	// the daemon's slot marker
+	systemID string
 }
 
 // serversInfo is what the report says about the servers.
@@ -68,7 +71,8 @@ func startServers(ctx context.Context, dir string, o options) (_ *servers, err e
 	if s.pg, err = testsrv.NewPostgres(); err != nil {
 		return nil, fmt.Errorf("start postgres: %w", err)
 	}
-	if s.redis, err = testsrv.NewRedis(); err != nil {
+	// DEBUG POPULATE fills the keyspace for the scale workload
+	if s.redis, err = testsrv.NewRedisWith(testsrv.RedisOptions{Args: []string{"--enable-debug-command", "local"}}); err != nil {
 		return nil, fmt.Errorf("start redis: %w", err)
 	}
 	s.rdb = redis.NewClient(&redis.Options{Addr: s.redis.Addr(), DisableIdentity: true, PoolSize: 4})
@@ -94,11 +98,17 @@ func (s *servers) setupPostgres(ctx context.Context, o options) error {
 		return fmt.Errorf("set logical_decoding_work_mem: %w", err)
 	}
 	s.dbURL = s.pg.URL(benchDB)
+	id, err := queryValue(ctx, s.dbURL, "SELECT system_identifier FROM pg_control_system()")
+	if err != nil {
+		return fmt.Errorf("system identifier: %w", err)
+	}
+	s.systemID = id
 	load := fmt.Sprintf(`
 CREATE TABLE shards(tenant_id text NOT NULL, id int NOT NULL, payload text, PRIMARY KEY (tenant_id, id))
   WITH (autovacuum_enabled = off, toast.autovacuum_enabled = off); -- the suite vacuums between workloads
 INSERT INTO shards SELECT 't' || t, i, md5((t * 10000000 + i)::text)
   FROM generate_series(0, %d) t, generate_series(1, %d) i;
+CREATE TABLE scale_items(tenant_id text NOT NULL, id int NOT NULL, PRIMARY KEY (tenant_id, id)); -- truncated by the scale workload
 CREATE PUBLICATION %s FOR TABLE shards;`, tenants-1, o.hugeRows/tenants, floorPublication)
 	if _, err := query(ctx, s.dbURL, load); err != nil {
 		return fmt.Errorf("load shards: %w", err)

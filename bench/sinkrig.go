@@ -68,11 +68,13 @@ type sinkRig struct {
 	rsub    *subscriber
 
 	src recordSource
+
+	daemonKeys []string // the daemon's own keys, left out of key counts
 }
 
 // startSinkRig starts the sink's servers, its subscriber and its floor's client.
-func startSinkRig(ctx context.Context, kind string) (_ *sinkRig, err error) {
-	r := &sinkRig{kind: kind}
+func startSinkRig(ctx context.Context, kind string, daemonKeys []string) (_ *sinkRig, err error) {
+	r := &sinkRig{kind: kind, daemonKeys: daemonKeys}
 	defer func() {
 		if err != nil {
 			r.close()
@@ -316,7 +318,7 @@ func (r *sinkRig) otherKeys(ctx context.Context) (int64, error) {
 		}
 		n += v
 	}
-	for _, k := range daemonKeys() { // in different slots: one EXISTS each
+	for _, k := range r.daemonKeys { // in different slots: one EXISTS each
 		v, err := r.cc.Exists(ctx, k).Result()
 		if err != nil {
 			return 0, fmt.Errorf("cluster exists: %w", err)

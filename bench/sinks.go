@@ -93,7 +93,7 @@ func (s *suite) sinks(ctx context.Context) ([]sinkResult, error) {
 func (s *suite) sink(ctx context.Context, kind string) (sinkResult, error) {
 	res := sinkResult{Sink: kind}
 	s.log.printf("sinks-%s: starting its servers", kind)
-	rig, err := startSinkRig(ctx, kind)
+	rig, err := startSinkRig(ctx, kind, s.daemonKeys())
 	if err != nil {
 		return res, err
 	}

@@ -81,6 +81,13 @@ func (s *suite) runWorkloads(ctx context.Context, rep *report) error {
 			return fmt.Errorf("sinks: %w", err)
 		}
 	}
+	if want(wlScale) {
+		r, err := s.scale(ctx)
+		if err != nil {
+			return fmt.Errorf("scale: %w", err)
+		}
+		rep.Scale = r
+	}
 	if n := sub.unparsed(); n > 0 {
 		s.log.printf("warning: %d messages did not parse", n)
 	}

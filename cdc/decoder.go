@@ -54,7 +54,9 @@ type Decoder[T Txn] struct {
 	// Begin (Begin carries its commit LSN and time), so what depends only
 	// on committed data (deleting its keys) need not wait for the last of
 	// a large transaction's changes. Streamed transactions may still
-	// abort and are never split.
+	// abort and are never split. Early is first asked at Begin, before any
+	// change, so that a T knows from the start that it arrives committed
+	// (router.Txn then keeps deleting exact keys past its bound, ADR 27).
 	Early func(T) (T, bool)
 }
 
@@ -100,6 +102,11 @@ func (d *Decoder[T]) Decode(msg []byte) (c Committed[T], ok bool, err error) {
 		d.skipping = finalLSN != 0 && finalLSN <= d.skipThrough
 		if !d.skipping {
 			d.txn = d.newTxn(xid)
+			if d.Early != nil {
+				// tells the transaction that it arrives committed; it
+				// holds nothing to hand on yet
+				d.Early(d.txn)
+			}
 		}
 	case 'C':
 		commitLSN, endLSN, ts := r.commit(false)

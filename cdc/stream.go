@@ -277,15 +277,21 @@ func (s *Stream[T]) Rebase(ctx context.Context) error {
 	return nil
 }
 
-// ReplicationURL returns url with replication=database set.
+// ReplicationURL returns url with replication=database set. The rest of
+// the query is kept as written: re-encoding it would turn the %20 of
+// options=-c%20name%3Dvalue into a '+', which PostgreSQL receives as is.
 func ReplicationURL(raw string) (string, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
 		return "", fmt.Errorf("postgres URL: %w", err)
 	}
-	q := u.Query()
-	q.Set("replication", "database")
-	u.RawQuery = q.Encode()
+	var kept []string
+	for _, kv := range strings.Split(u.RawQuery, "&") {
+		if k, _, _ := strings.Cut(kv, "="); kv != "" && k != "replication" {
+			kept = append(kept, kv)
+		}
+	}
+	u.RawQuery = strings.Join(append(kept, "replication=database"), "&")
 	return u.String(), nil
 }
 

@@ -34,6 +34,7 @@ type Metrics struct {
 	applySeconds   prometheus.Histogram
 	renderFailures *prometheus.CounterVec
 	wide           *prometheus.CounterVec
+	pastBound      *prometheus.CounterVec
 	role           *prometheus.GaugeVec
 	lastCommit     prometheus.Gauge
 	probeRTT       prometheus.Gauge
@@ -71,12 +72,14 @@ func NewMetrics(log *zap.Logger) *Metrics {
 	m.applySeconds = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "invalidator_apply_seconds", Help: "Time Redis took to apply one batch.", Buckets: prometheus.ExponentialBuckets(0.0001, 3, 12)})
 	m.renderFailures = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "invalidator_render_failures_total", Help: "Keys skipped because a value was NULL or unavailable, by rule."}, []string{"rule"})
 	m.wide = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "invalidator_wide_form_total", Help: "Transactions in which a rule switched to its wide form, by rule."}, []string{"rule"})
+	m.pastBound = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "invalidator_exact_past_bound_total",
+		Help: "Transactions in which a rule went past the key bound and kept deleting exact keys, its messages in wide form, by rule."}, []string{"rule"})
 	m.role = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "invalidator_role", Help: "1 for the daemon's current role (starting, standby, active)."}, []string{"role"})
 	m.lastCommit = prometheus.NewGauge(prometheus.GaugeOpts{Name: "invalidator_last_commit_timestamp_seconds", Help: "Commit time of the last applied transaction."})
 	m.probeRTT = prometheus.NewGauge(prometheus.GaugeOpts{Name: "invalidator_heartbeat_roundtrip_seconds", Help: "Time from writing the heartbeat probe into the WAL to decoding it from the slot."})
 	m.heartbeats = prometheus.NewCounter(prometheus.CounterOpts{Name: "invalidator_heartbeats_total", Help: "Heartbeat messages published."})
 	for _, c := range []prometheus.Collector{m.probeRTT, m.heartbeats, m.transactions, m.changes, m.keysDeleted, m.messages, m.errors, m.lagBytes, m.confirmedLSN,
-		m.latency, m.batchTxns, m.batchKeys, m.applySeconds, m.renderFailures, m.wide, m.role, m.lastCommit} {
+		m.latency, m.batchTxns, m.batchKeys, m.applySeconds, m.renderFailures, m.wide, m.pastBound, m.role, m.lastCommit} {
 		f(c)
 	}
 	m.RoleChanged(cdc.RoleStarting)
@@ -152,6 +155,9 @@ func (m *Metrics) Applied(batch []publisher.Applied, st publisher.Stats, took ti
 		}
 		for _, r := range res.Wide {
 			m.wide.WithLabelValues(r).Inc()
+		}
+		for _, r := range res.PastBound {
+			m.pastBound.WithLabelValues(r).Inc()
 		}
 	}
 	if txns > 0 { // not a batch of early parts only

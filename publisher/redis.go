@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -450,9 +451,15 @@ func (p *Publisher) journalEntry(c Applied, tail []byte) *journalEntry {
 	// A huge transaction's key and channel lists are megabytes: sized
 	// once rather than grown by doubling, and not kept afterwards.
 	key := func(i int) string { return res.Keys[i] }
-	pattern := func(i int) string { return res.Patterns[i] }
+	// the patterns that cover keys deleted past the bound and not listed
+	// (ADR 27) are in the entry too, so that replay covers those keys
+	patterns := res.Patterns
+	if len(res.Covered) > 0 {
+		patterns = append(slices.Clip(patterns), res.Covered...)
+	}
+	pattern := func(i int) string { return patterns[i] }
 	need := 2*32 + len(TimeLayout) + jsonArraySize(len(res.Keys), key) +
-		jsonArraySize(len(res.Patterns), pattern) + jsonArraySize(res.NumMessages(), res.Channel) + 2
+		jsonArraySize(len(patterns), pattern) + jsonArraySize(res.NumMessages(), res.Channel) + 2
 	if res.NumMessages() <= journalMaxMessages {
 		need += res.NumMessages() * (len(tail) + 128)
 	}
@@ -470,7 +477,7 @@ func (p *Publisher) journalEntry(c Applied, tail []byte) *journalEntry {
 	end[2] = len(b)
 	b = appendJSONArray(b, len(res.Keys), key)
 	end[3] = len(b)
-	b = appendJSONArray(b, len(res.Patterns), pattern)
+	b = appendJSONArray(b, len(patterns), pattern)
 	end[4] = len(b)
 	b = appendJSONArray(b, res.NumMessages(), res.Channel)
 	end[5] = len(b)

@@ -230,7 +230,7 @@ func (rt *Router) Wide(values map[string]string, op cdc.Op) *Result {
 				br.channel = nil
 			}
 		}
-		t.wideMessage(&t.main, br, row, op, len(values) == 0)
+		t.wideMessage(&t.main, br, row, op, len(values) == 0, false)
 	}
 	t.Commit()
 	return t.Result()

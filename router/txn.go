@@ -31,11 +31,21 @@ type Result struct {
 	// transaction's keys, for its messages and its journal entry.
 	Unlinked int
 	Patterns []string // MATCH patterns, key prefix included, de-duplicated
-	Changes  int      // row changes the rules looked at
+	// Covered lists patterns that cover the keys a committed transaction
+	// deleted exactly past the key bound and no longer lists (ADR 27):
+	// its wide-form messages carry them and so does its journal entry, but
+	// they are never scanned, since those keys are deleted already.
+	Covered []string
+	Changes int // row changes the rules looked at
 	// Counts breaks Changes down by table and operation.
 	Counts []ChangeCount
-	// Wide lists rules that switched to their wide form in this transaction.
+	// Wide lists rules that switched to their wide form in this
+	// transaction: patterns scanned in Redis.
 	Wide []string
+	// PastBound lists rules that went past the key bound in a committed
+	// transaction and went on deleting exact keys, their messages in the
+	// wide form (ADR 27).
+	PastBound []string
 
 	chunks  []string // what the messages' channels and subjects point into
 	msgs    list[msgRec]
@@ -186,7 +196,24 @@ type Txn struct {
 	everyRule bool
 	// early: the main part's first early keys were handed on by Early
 	early int
+	// committed: the caller vouched (by calling Early) that the
+	// transaction has committed and arrives whole, so past the key bound
+	// its keys are still deleted exactly, in parts (ADR 27)
+	committed bool
+	// over holds the exact keys past the bound not handed on yet
+	over overflow
 }
+
+// overflow is the exact keys of a committed transaction past the key bound
+// that Early has not handed on yet: at most about EarlyKeys of them, after
+// which Early hands them on and forgets them.
+type overflow struct {
+	strs strs
+	keys list[sref]
+	idx  index
+}
+
+func (o *overflow) ref(i int32) sref { return *o.keys.at(i) }
 
 type part struct {
 	keys     index // finds a key's index in keyList
@@ -194,6 +221,8 @@ type part struct {
 	keyMsg   list[int32] // per key: the message that listed it last (-1: none)
 	patterns map[string]struct{}
 	patList  []string
+	cover    map[string]struct{} // Result.Covered, by pattern
+	covList  []string
 	msgIdx   index // finds a channel's index in msgs
 	msgs     list[msgRec]
 	subj     list[sref]         // per message, when subjects are rendered
@@ -217,6 +246,10 @@ func (p *part) count(table string, op cdc.Op) {
 type wideState struct {
 	scopes   map[string]struct{}
 	unscoped bool
+	// exact: past the key bound of a committed transaction, the rule's
+	// keys are still deleted exactly; its wide form is for its messages
+	// (and its own patterns) only
+	exact bool
 }
 
 // maxWideScopes bounds the distinct scope values a wide rule tracks before
@@ -274,7 +307,7 @@ func (t *Txn) Add(c *cdc.Change) {
 			p.count(rel.QualifiedName(), c.Op)
 			for _, br := range t.rt.bind(rel) {
 				if br.r.ops[cdc.OpTruncate] {
-					t.addWide(p, br, nil, cdc.OpTruncate, true)
+					t.addWide(p, br, nil, cdc.OpTruncate, true, false)
 				}
 			}
 		}
@@ -372,7 +405,11 @@ func (t *Txn) overBudget() bool { return t.budget >= t.rt.maxKeys }
 
 func (t *Txn) addRow(p *part, br *boundRule, row cdc.Tuple, op cdc.Op) {
 	if w := p.wide[br.r]; w != nil {
-		t.addWide(p, br, row, op, false)
+		if w.exact {
+			t.pastBound(p, br, row, op)
+		} else {
+			t.addWide(p, br, row, op, false, false)
+		}
 		return
 	}
 	msg := int32(-1)
@@ -383,7 +420,7 @@ func (t *Txn) addRow(p *part, br *boundRule, row cdc.Tuple, op cdc.Op) {
 		}
 		if ok {
 			if i, _ := p.findMsg(t, ch); i < 0 && t.overBudget() {
-				t.addWide(p, br, row, op, false)
+				t.overBound(p, br, row, op)
 				return
 			}
 			msg = p.message(t, ch, op, br, row, subjectExact)
@@ -407,7 +444,7 @@ func (t *Txn) addRow(p *part, br *boundRule, row cdc.Tuple, op cdc.Op) {
 			continue
 		}
 		if t.overBudget() {
-			t.addWide(p, br, row, op, false)
+			t.overBound(p, br, row, op)
 			return
 		}
 		ki = p.addKey(t, key, h)
@@ -425,11 +462,61 @@ func (t *Txn) addRow(p *part, br *boundRule, row cdc.Tuple, op cdc.Op) {
 			continue
 		}
 		if _, exists := p.patterns[string(pat)]; !exists && t.overBudget() {
-			t.addWide(p, br, row, op, false)
+			t.overBound(p, br, row, op)
 			return
 		}
 		t.addPattern(p, pat, msg)
 	}
+}
+
+// overBound takes a row that would grow the transaction past the key
+// bound: it switches the rule to its wide form, in which a committed
+// transaction still deletes the row's exact keys (pastBound).
+func (t *Txn) overBound(p *part, br *boundRule, row cdc.Tuple, op cdc.Op) {
+	if t.committed && p == &t.main && len(t.subs) == 0 {
+		t.pastBound(p, br, row, op)
+		return
+	}
+	t.addWide(p, br, row, op, false, false)
+}
+
+// pastBound renders a row of a committed transaction past the key bound
+// (ADR 27): its exact keys go to the overflow, which Early hands on and
+// forgets, and its messages take the wide form, whose key patterns are
+// listed (Covered) but not scanned. A key with an unknown value cannot be
+// enumerated: the rule then takes its scanned wide form for every value,
+// which stays bounded however many such rows follow.
+func (t *Txn) pastBound(p *part, br *boundRule, row cdc.Tuple, op cdc.Op) {
+	for i := range br.keys {
+		bt := &br.keys[i]
+		var st renderStatus
+		t.buf, st = bt.renderRow(append(t.buf[:0], t.rt.keyPrefix...), modeExact, row, false)
+		switch st {
+		case rendered:
+			t.addOver(p, t.buf)
+		case missingNull:
+			t.rt.skipped(br.r, bt, row)
+		default:
+			t.rt.skipped(br.r, bt, row)
+			t.addWide(p, br, row, op, true, false)
+			return
+		}
+	}
+	t.addWide(p, br, row, op, false, true)
+}
+
+// addOver adds an exact key past the bound, unless the transaction has it.
+func (t *Txn) addOver(p *part, key []byte) {
+	if i, _ := p.findKey(t, key); i >= 0 {
+		return
+	}
+	o := &t.over
+	i, h := o.idx.find(t.rt.seed, &o.strs, key, o.keys.len(), o.ref)
+	if i >= 0 {
+		return
+	}
+	i = o.keys.add(o.strs.add(key))
+	o.idx.add(t.rt.seed, &o.strs, i, h, o.keys.len(), o.ref)
 }
 
 // render renders bt after prefix for addRow, into the Txn's scratch
@@ -458,6 +545,12 @@ func (t *Txn) render(p *part, br *boundRule, bt *boundTemplate, prefix string, m
 // is counted like a skipped key.
 func (t *Txn) unavailable(p *part, br *boundRule, bt *boundTemplate, row cdc.Tuple, op cdc.Op) {
 	t.rt.skipped(br.r, bt, row)
+	if t.overBudget() {
+		// past the bound a pattern a row would grow with rows: the
+		// rule's scanned wide form instead
+		t.addWide(p, br, row, op, false, false)
+		return
+	}
 	msg := int32(-1)
 	if br.channel != nil {
 		var st renderStatus
@@ -497,7 +590,7 @@ func (t *Txn) addPattern(p *part, b []byte, msg int32) {
 	p.patterns[pat] = struct{}{}
 	p.patList = grow(p.patList, pat)
 	t.budget++
-	if msg >= 0 {
+	if msg >= 0 && (len(p.cover) == 0 || !slices.Contains(p.msgPats[msg], pat)) {
 		p.listPattern(msg, pat)
 	}
 }
@@ -603,19 +696,27 @@ func grow[T any](s []T, v T) []T {
 }
 
 // addWide renders the rule's wide form for row's scope values (for every
-// value when all is set or the scope cannot be bounded any more).
-func (t *Txn) addWide(p *part, br *boundRule, row cdc.Tuple, op cdc.Op, all bool) {
+// value when all is set or the scope cannot be bounded any more). exact:
+// the row's keys are deleted exactly (pastBound), and the form's key
+// patterns are only listed, not scanned.
+func (t *Txn) addWide(p *part, br *boundRule, row cdc.Tuple, op cdc.Op, all, exact bool) {
 	if p.wide == nil {
 		p.wide = map[*Rule]*wideState{}
 	}
 	w := p.wide[br.r]
 	if w == nil {
-		w = &wideState{}
+		w = &wideState{exact: exact}
 		p.wide[br.r] = w
+	}
+	if w.exact && !exact {
+		// the wide form now reaches Redis (a TRUNCATE, say): for every
+		// value, which covers the scope values listed so far
+		w.exact, w.scopes, w.unscoped = false, nil, false
+		all = true
 	}
 	if w.unscoped {
 		if op == cdc.OpTruncate || all {
-			t.wideMessage(p, br, row, op, true)
+			t.wideMessage(p, br, row, op, true, w.exact)
 		}
 		return
 	}
@@ -648,7 +749,7 @@ func (t *Txn) addWide(p *part, br *boundRule, row cdc.Tuple, op cdc.Op, all bool
 	if all {
 		w.unscoped, w.scopes = true, nil
 	}
-	t.wideMessage(p, br, row, op, all)
+	t.wideMessage(p, br, row, op, all, w.exact)
 }
 
 // FlushTables adds the all-'*' wide form of every rule on the tables,
@@ -659,12 +760,14 @@ func (t *Txn) FlushTables(tables []string) {
 		if slices.Contains(tables, r.Table) {
 			br := bindRule(r, func(string) int { return -1 }, func(int) bool { return false }, nil)
 			br.name = t.rt.nameOf[r]
-			t.addWide(&t.main, br, nil, cdc.OpTruncate, true)
+			t.addWide(&t.main, br, nil, cdc.OpTruncate, true, false)
 		}
 	}
 }
 
-func (t *Txn) wideMessage(p *part, br *boundRule, row cdc.Tuple, op cdc.Op, all bool) {
+// wideMessage adds the rule's wide form for row; exact: its key patterns
+// are covered (listed, not scanned).
+func (t *Txn) wideMessage(p *part, br *boundRule, row cdc.Tuple, op cdc.Op, all, exact bool) {
 	msg := int32(-1)
 	if br.channel != nil {
 		var st renderStatus
@@ -680,22 +783,47 @@ func (t *Txn) wideMessage(p *part, br *boundRule, row cdc.Tuple, op cdc.Op, all 
 		msg = p.message(t, t.buf, op, br, row, f)
 	}
 	for i := range br.keys {
-		t.widePattern(p, &br.keys[i], modeWideKey, row, all, msg)
+		t.widePattern(p, &br.keys[i], modeWideKey, row, all, msg, exact)
 	}
 	for i := range br.patterns {
-		t.widePattern(p, &br.patterns[i], modeWidePat, row, all, msg)
+		t.widePattern(p, &br.patterns[i], modeWidePat, row, all, msg, false)
 	}
 }
 
-// widePattern adds one wide pattern; if a scope value is missing it falls
-// back to every placeholder '*', never to nothing.
-func (t *Txn) widePattern(p *part, bt *boundTemplate, m mode, row cdc.Tuple, all bool, msg int32) {
+// widePattern adds one wide pattern (cover: as covered, see addCover); if
+// a scope value is missing it falls back to every placeholder '*', never
+// to nothing.
+func (t *Txn) widePattern(p *part, bt *boundTemplate, m mode, row cdc.Tuple, all bool, msg int32, cover bool) {
 	var st renderStatus
 	t.buf, st = bt.renderRow(append(t.buf[:0], t.rt.patternPrefix...), m, row, all)
 	if st != rendered {
 		t.buf, _ = bt.renderRow(append(t.buf[:0], t.rt.patternPrefix...), m, row, true)
 	}
-	t.addPattern(p, t.buf, msg)
+	if cover {
+		t.addCover(p, t.buf, msg)
+	} else {
+		t.addPattern(p, t.buf, msg)
+	}
+}
+
+// addCover adds the pattern b as covering keys deleted exactly past the
+// bound (Result.Covered), listing it in message msg (if >= 0).
+func (t *Txn) addCover(p *part, b []byte, msg int32) {
+	if _, scanned := p.patterns[string(b)]; scanned {
+		t.addPattern(p, b, msg)
+		return
+	}
+	if _, exists := p.cover[string(b)]; !exists {
+		if p.cover == nil {
+			p.cover = map[string]struct{}{}
+		}
+		pat := string(b)
+		p.cover[pat] = struct{}{}
+		p.covList = append(p.covList, pat)
+	}
+	if msg >= 0 && !slices.Contains(p.msgPats[msg], string(b)) {
+		p.listPattern(msg, string(b))
+	}
 }
 
 // EarlyKeys is how many exact keys a transaction gathers before Early
@@ -703,28 +831,51 @@ func (t *Txn) widePattern(p *part, bt *boundTemplate, m mode, row cdc.Tuple, all
 const EarlyKeys = 16384
 
 // Early is for a transaction that has committed but is still arriving
-// (cdc.Decoder.Early; the caller vouches that it has committed): once it
-// holds EarlyKeys exact keys not handed on yet, it returns the first
-// EarlyKeys of them as a finished transaction of their own, with no
-// messages, and ok. Deleting them cannot wait for anything: the data they
+// (cdc.Decoder.Early; the caller vouches that it has committed, and should
+// do so before the first change): once it holds EarlyKeys exact keys not
+// handed on yet, it returns the first EarlyKeys of them as a finished
+// transaction of their own, with no messages, and ok. Past the key bound
+// such a transaction keeps deleting exact keys (ADR 27): a part then holds
+// every key not handed on yet, and those past the bound are forgotten
+// once handed on. Deleting them cannot wait for anything: the data they
 // cache has committed. The keys stay in t (a later change rendering one
 // again adds nothing, and the messages and journal entry list every key);
 // t's Result marks them Unlinked. A transaction with streamed
 // subtransactions, which may still abort, is never split.
 func (t *Txn) Early() (*Txn, bool) {
-	n := t.main.keyList.len()
-	if n-t.early < EarlyKeys || t.result != nil || len(t.subs) > 0 {
+	if t.result != nil || len(t.subs) > 0 {
 		return nil, false
 	}
-	if len(t.strs.cur) > 0 {
+	t.committed = true
+	n, over := t.main.keyList.len(), t.over.keys.len()
+	if n-t.early+over < EarlyKeys {
+		return nil, false
+	}
+	take := EarlyKeys
+	if over > 0 { // past the bound: the rest of the listed keys, then the overflow
+		take = n - t.early
+	}
+	if take > 0 && len(t.strs.cur) > 0 {
 		t.strs.flush() // every key so far into a finished chunk, readable by str
 	}
-	keys := make([]string, 0, EarlyKeys)
-	for i := t.early; i < t.early+EarlyKeys; i++ {
+	keys := make([]string, 0, take+over)
+	for i := t.early; i < t.early+take; i++ {
 		keys = append(keys, str(t.strs.done, t.main.keyRef(int32(i))))
 	}
-	t.early += EarlyKeys
+	t.early += take
+	if over > 0 {
+		keys = t.over.appendTo(keys)
+		t.over = overflow{} // handed on: the part's keys keep its chunks
+	}
 	return t.rt.Finished(&Result{Keys: keys, names: t.rt.names}), true
+}
+
+// appendTo appends the overflow's keys to keys; nothing can be added to
+// the overflow afterwards.
+func (o *overflow) appendTo(keys []string) []string {
+	o.strs.finish()
+	o.keys.each(func(r sref) { keys = append(keys, str(o.strs.done, r)) })
+	return keys
 }
 
 // Commit implements cdc.Txn: it finishes the transaction, computing its
@@ -739,6 +890,7 @@ func (t *Txn) Commit() {
 	// the accumulation lists are no longer needed
 	// (t.strs stays: its first chunk may be the result's)
 	t.main, t.subs, t.buf, t.subj, t.newImg, t.oldImg = part{}, nil, nil, nil, nil, nil
+	t.over = overflow{}
 	t.lastRel, t.lastRules = nil, nil
 }
 
@@ -751,9 +903,17 @@ func (t *Txn) finish() *Result {
 	t.strs.finish()
 	res := t.partResult(&t.main)
 	res.Unlinked = t.early
+	if t.over.keys.len() > 0 { // past the bound, not handed on: deleted with the rest
+		res.Keys = t.over.appendTo(res.Keys)
+	}
 	wide := func(p *part) {
 		for _, r := range t.rt.rules.Rules {
-			if p.wide[r] != nil && !slices.Contains(res.Wide, r.Name) {
+			w := p.wide[r]
+			switch {
+			case w == nil:
+			case w.exact && !slices.Contains(res.PastBound, r.Name):
+				res.PastBound = append(res.PastBound, r.Name)
+			case !w.exact && !slices.Contains(res.Wide, r.Name):
 				res.Wide = append(res.Wide, r.Name)
 			}
 		}
@@ -769,6 +929,11 @@ func (t *Txn) finish() *Result {
 func (t *Txn) partResult(p *part) *Result {
 	res := &Result{Patterns: p.patList, Changes: p.changes, Counts: p.counts,
 		chunks: t.strs.done, msgs: p.msgs, subj: p.subj, msgPats: p.msgPats, names: t.rt.names}
+	for _, c := range p.covList {
+		if _, scanned := p.patterns[c]; !scanned { // became a scanned pattern later
+			res.Covered = append(res.Covered, c)
+		}
+	}
 	if n := p.keyList.len(); n > 0 {
 		res.Keys = make([]string, 0, n)
 		p.keyList.each(func(r sref) { res.Keys = append(res.Keys, str(res.chunks, r)) })
@@ -837,7 +1002,8 @@ func (t *Txn) mergeSubs(res *Result, wide func(*part)) *Result {
 			msgs = append(msgs, m)
 		}
 	}
-	merged := &Result{Keys: res.Keys, Unlinked: res.Unlinked, Patterns: res.Patterns, Changes: res.Changes, Counts: res.Counts, Wide: res.Wide, names: t.rt.names}
+	merged := &Result{Keys: res.Keys, Unlinked: res.Unlinked, Patterns: res.Patterns, Covered: res.Covered, Changes: res.Changes,
+		Counts: res.Counts, Wide: res.Wide, PastBound: res.PastBound, names: t.rt.names}
 	for _, m := range msgs {
 		merged.AddMessage(m)
 	}
