@@ -70,7 +70,8 @@ func checkTargets(rep *report) []target {
 	for _, st := range rep.Steady {
 		switch st.Rate {
 		case 10_000:
-			atMost("steady 10k/s: p99", st.P99MS, 10, "ms")
+			atMost("steady 10k/s: p50", st.P50MS, 1, "ms")
+			atMost("steady 10k/s: p99", st.P99MS, 3, "ms")
 			atMost("steady 10k/s: lost", float64(st.Lost), 0, "messages")
 		case 2_000:
 			atMost("steady 2k/s: p99", st.P99MS, 2, "ms")
