@@ -84,9 +84,9 @@ func NewApplier(pub *Publisher, in <-chan Applied, conf Confirmer, obs Observer,
 // A batch starts as soon as the previous one is acknowledged (at once when
 // a transaction arrives while Redis is idle) and takes every transaction
 // that arrived meanwhile: batches coalesce only while a round trip is in
-// flight, so they grow with the load and a transaction waits for at most
-// the one round trip before its own. One batch is in flight at a time, and
-// positions are confirmed in commit order.
+// flight, so they grow with the load and a transaction waits at most for
+// the batch in flight before its own (no timer). One batch is in flight at
+// a time, and positions are confirmed in commit order.
 func (a *Applier) Run(ctx context.Context) error {
 	for {
 		var first Applied
