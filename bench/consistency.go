@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -30,6 +31,12 @@ import (
 // remove: it stays until its TTL or eviction. A run is several such rounds
 // (the caches are kept from one to the next), which multiplies the entries
 // checked.
+//
+// The plain modes must show stale entries: that is what proves the check
+// can fail. When one shows none after a run's rounds, the run makes the
+// race likelier (more readers, then a longer load delay) and plays its
+// rounds again, up to -consistency-escalations times; a plain mode that still
+// shows none is reported, as a run whose check proved nothing.
 
 // consistencyOptions are the workload's flags.
 type consistencyOptions struct {
@@ -39,7 +46,14 @@ type consistencyOptions struct {
 	readers   int
 	loadDelay time.Duration
 	think     time.Duration
+	// escalations bounds how often a run makes the race likelier when a
+	// plain mode showed no stale entry.
+	escalations int
 }
+
+// maxEscalatedReaders bounds the readers per mode an escalation reaches
+// (each reader holds its own PostgreSQL connection, five modes at once).
+const maxEscalatedReaders = 16
 
 func (c *consistencyOptions) flags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.duration, "consistency-duration", 3*time.Second, "length of each round of writes of a consistency run (whole seconds)")
@@ -48,6 +62,7 @@ func (c *consistencyOptions) flags(fs *flag.FlagSet) {
 	fs.IntVar(&c.readers, "consistency-readers", 8, "concurrent readers per cache mode")
 	fs.DurationVar(&c.loadDelay, "consistency-load-delay", 3*time.Millisecond, "pause inside each load, after the SELECT (makes the fill race likelier)")
 	fs.DurationVar(&c.think, "consistency-think", time.Millisecond, "pause between two reads of one reader")
+	fs.IntVar(&c.escalations, "consistency-escalations", 2, "times a consistency run doubles its readers (up to 16), then its load delay, and plays its rounds again while a plain mode shows no stale entry")
 }
 
 func (c *consistencyOptions) check() error {
@@ -62,6 +77,8 @@ func (c *consistencyOptions) check() error {
 		return usagef("-consistency-readers must be positive")
 	case c.loadDelay < 0 || c.think < 0:
 		return usagef("-consistency-load-delay and -consistency-think must not be negative")
+	case c.escalations < 0:
+		return usagef("-consistency-escalations must not be negative")
 	}
 	return nil
 }
@@ -96,13 +113,21 @@ const (
 
 // consistencyResult is one run of the workload at one commit rate.
 type consistencyResult struct {
-	Rate    int               `json:"rate"`
-	Rounds  int               `json:"rounds"`
-	Rows    int               `json:"rows"`
-	Readers int               `json:"readers_per_mode"`
-	Pgbench pgbenchRun        `json:"pgbench"`
-	Modes   []consistencyMode `json:"modes"`
-	Usage   usage             `json:"resources"`
+	Rate    int `json:"rate"`
+	Rounds  int `json:"rounds"`
+	Rows    int `json:"rows"`
+	Readers int `json:"readers_per_mode"` // at the end (after escalations)
+	// LoadDelayMS is the pause inside each load at the end.
+	LoadDelayMS float64 `json:"load_delay_ms"`
+	// Escalations is how often the run made the race likelier because a
+	// plain mode showed no stale entry.
+	Escalations int `json:"escalations"`
+	// PlainWithoutStale are the plain modes that showed no stale entry
+	// even so: for them the run's check proved nothing.
+	PlainWithoutStale []string          `json:"plain_modes_without_stale,omitempty"`
+	Pgbench           pgbenchRun        `json:"pgbench"`
+	Modes             []consistencyMode `json:"modes"`
+	Usage             usage             `json:"resources"`
 }
 
 // consistencyMode is what one cache mode's readers did and left behind.
@@ -120,17 +145,43 @@ type consistencyMode struct {
 	// HitRatio = Hits/Reads; FillSuccess = Stored/Misses
 	HitRatio    float64 `json:"hit_ratio"`
 	FillSuccess float64 `json:"fill_success"`
+	// Why loaded values were not stored (modes that can refuse a store).
+	Voids *fillVoids `json:"voids,omitempty"`
 }
 
-// cacheMode is one way of filling a cache: read reads row id through it
-// and reports whether it was a hit; check compares its entries with the
-// rows.
+// fillVoids counts the loads a mode did not store, by reason.
+type fillVoids struct {
+	// ByKey, ByPattern, ByResync: GetOrLoad's store was voided by an
+	// invalidation of the key, a pattern matching it, or a resync.
+	ByKey     int64 `json:"by_key,omitempty"`
+	ByPattern int64 `json:"by_pattern,omitempty"`
+	ByResync  int64 `json:"by_resync,omitempty"`
+	// LeaseLost: the Filler's lease was deleted (or expired) during the
+	// load.
+	LeaseLost int64 `json:"lease_lost,omitempty"`
+	// AnyInvalidation: SetIfGeneration skipped the store after an
+	// invalidation of any key.
+	AnyInvalidation int64 `json:"any_invalidation,omitempty"`
+	// NotLeased: loads done without a lease (a Filler reader that gave up
+	// waiting for another's fill), which never store.
+	NotLeased int64 `json:"not_leased,omitempty"`
+}
+
+// cacheMode is one way of filling a cache: read reads row id through it,
+// loading from db on a miss, and reports whether it was a hit; check
+// compares its entries with the rows.
 type cacheMode struct {
-	name  string
-	read  func(ctx context.Context, id int) (hit bool, err error)
+	name string
+	// plain modes store whatever they load: they must show stale entries
+	plain bool
+	read  func(ctx context.Context, db *pgx.Conn, id int) (hit bool, err error)
 	check func(ctx context.Context, db map[int]string) (stale, checked int, err error)
 	// stored returns how many loaded values were stored (nil: every miss)
 	stored func() int64
+	// voids returns why loads were not stored (nil: never refused)
+	voids func() fillVoids
+	// conns are the readers' PostgreSQL connections, one each
+	conns []*pgx.Conn
 
 	reads, hits    atomic.Int64
 	mu             sync.Mutex
@@ -147,17 +198,14 @@ func (s *suite) consistency(ctx context.Context, rate int) (consistencyResult, e
 	if err := os.WriteFile(rules, []byte(consistencyRules), 0o644); err != nil {
 		return r, fmt.Errorf("write rules: %w", err)
 	}
-	pool, err := newConnPool(ctx, s.srv.dbURL, 24)
-	if err != nil {
-		return r, err
-	}
-	defer pool.close()
-	rdb := redis.NewClient(&redis.Options{Addr: s.srv.redis.Addr(), DisableIdentity: true, PoolSize: 2 * o.readers})
+	// The Redis readers of two modes share one client: enough connections
+	// for all of them after every escalation, so none waits for another.
+	rdb := redis.NewClient(&redis.Options{Addr: s.srv.redis.Addr(), DisableIdentity: true, PoolSize: 2*max(o.readers, maxEscalatedReaders) + 2})
 	defer rdb.Close()
 
-	s.log.printf("%s: %d hot rows updated at %d tx/s, %d rounds of %s; %d readers per mode", name, rows, rate, o.rounds, o.duration, o.readers)
+	s.log.printf("%s: %d hot rows updated at %d tx/s, %d rounds of %s; %d readers per mode, each with its own PostgreSQL connection", name, rows, rate, o.rounds, o.duration, o.readers)
 	u, err := s.withDaemon(ctx, name, []string{"INVALIDATOR_RULES=" + rules}, func(d *daemon, m *meter) error {
-		w, err := newConsistencyWorld(ctx, s, pool, rdb, rows)
+		w, err := newConsistencyWorld(ctx, s, rdb, rows)
 		if err != nil {
 			return err
 		}
@@ -166,18 +214,32 @@ func (s *suite) consistency(ctx context.Context, rate int) (consistencyResult, e
 			return err
 		}
 		var seconds float64
-		for i := range o.rounds {
-			run, err := w.run(ctx, s, fmt.Sprintf("%s-%d", name, i+1), rate)
-			if err != nil {
-				return err
+		round := 0
+		for {
+			for range o.rounds {
+				round++
+				run, err := w.run(ctx, s, fmt.Sprintf("%s-%d", name, round), rate)
+				if err != nil {
+					return err
+				}
+				if err := w.check(ctx); err != nil {
+					return err
+				}
+				r.Pgbench.Processed += run.Processed
+				r.Pgbench.Failed += run.Failed
+				seconds += float64(run.Processed) / max(run.TPS, 1)
 			}
-			if err := w.check(ctx); err != nil {
-				return err
+			zero := w.plainWithoutStale()
+			if len(zero) == 0 || r.Escalations == o.escalations {
+				r.PlainWithoutStale = zero
+				break
 			}
-			r.Pgbench.Processed += run.Processed
-			r.Pgbench.Failed += run.Failed
-			seconds += float64(run.Processed) / max(run.TPS, 1)
+			r.Escalations++
+			w.escalate()
+			s.log.printf("%s: no stale entry in %s: making the race likelier, %d readers per mode and a %s load delay, %d more rounds",
+				name, strings.Join(zero, ", "), w.readers, w.delay, o.rounds)
 		}
+		r.Rounds, r.Readers, r.LoadDelayMS = round, w.readers, float64(w.delay)/float64(time.Millisecond)
 		r.Pgbench.TPS = float64(r.Pgbench.Processed) / max(seconds, 1e-9)
 		r.Modes = w.results()
 		return nil
@@ -189,13 +251,17 @@ func (s *suite) consistency(ctx context.Context, rate int) (consistencyResult, e
 	for _, m := range r.Modes {
 		s.log.printf("%s: %-30s stale %d of %d, hit %.3f, fills stored %.4f", name, m.Mode, m.Stale, m.Checked, m.HitRatio, m.FillSuccess)
 	}
+	for _, m := range r.PlainWithoutStale {
+		s.log.printf("%s: warning: %s showed no stale entry after %d escalations: this run's check proved nothing", name, m, r.Escalations)
+	}
 	return r, nil
 }
 
 // consistencyWorld is one run's caches, readers and the subscriber that
 // feeds the in-process caches.
 type consistencyWorld struct {
-	pool      *connPool
+	dbURL     string
+	ctl       *pgx.Conn // the checks' connection
 	rdb       *redis.Client
 	rows      int
 	delay     time.Duration
@@ -209,9 +275,9 @@ type consistencyWorld struct {
 	subClient *redis.Client
 }
 
-func newConsistencyWorld(ctx context.Context, s *suite, pool *connPool, rdb *redis.Client, rows int) (*consistencyWorld, error) {
+func newConsistencyWorld(ctx context.Context, s *suite, rdb *redis.Client, rows int) (*consistencyWorld, error) {
 	o := s.opts.consistency
-	w := &consistencyWorld{pool: pool, rdb: rdb, rows: rows, delay: o.loadDelay, think: o.think, readers: o.readers,
+	w := &consistencyWorld{dbURL: s.srv.dbURL, rdb: rdb, rows: rows, delay: o.loadDelay, think: o.think, readers: o.readers,
 		sentinel: make(chan struct{}, 1), subDone: make(chan error, 1)}
 	// Start from empty caches.
 	for _, prefix := range []string{"plain:", "filler:"} {
@@ -229,81 +295,142 @@ func newConsistencyWorld(ctx context.Context, s *suite, pool *connPool, rdb *red
 	}
 	localSet, localGen, localLease := sub.NewCache(10*rows), sub.NewCache(10*rows), sub.NewCache(10*rows)
 	w.local = []*sub.Cache{localSet, localGen, localLease}
-	var genStored atomic.Int64
+	var genStored, genSkipped atomic.Int64
 	w.modes = []*cacheMode{
-		{name: modePlain, read: func(ctx context.Context, id int) (bool, error) {
+		{name: modePlain, plain: true, read: func(ctx context.Context, db *pgx.Conn, id int) (bool, error) {
 			key := w.key("plain:", id)
 			if _, err := rdb.Get(ctx, key).Result(); err == nil {
 				return true, nil
 			} else if !errors.Is(err, redis.Nil) {
 				return false, err
 			}
-			v, err := w.load(ctx, id)
+			v, err := w.load(ctx, db, id)
 			if err != nil {
 				return false, err
 			}
 			return false, rdb.Set(ctx, key, v, 0).Err()
 		}, check: w.checkRedis("plain:")},
-		{name: modeFiller, read: func(ctx context.Context, id int) (bool, error) {
+		{name: modeFiller, read: func(ctx context.Context, db *pgx.Conn, id int) (bool, error) {
 			hit := true
 			_, err := filler.Get(ctx, w.key("filler:", id), func(ctx context.Context) ([]byte, error) {
 				hit = false
-				v, err := w.load(ctx, id)
+				v, err := w.load(ctx, db, id)
 				return []byte(v), err
 			})
 			return hit, err
-		}, check: w.checkRedis("filler:"), stored: func() int64 { return int64(filler.Stats().Fills) }},
-		{name: modeLocalSet, read: func(ctx context.Context, id int) (bool, error) {
+		}, check: w.checkRedis("filler:"), stored: func() int64 { return int64(filler.Stats().Fills) },
+			voids: func() fillVoids {
+				st := filler.Stats()
+				// Misses counts every load; those neither stored nor
+				// voided were loaded without a lease (a failed load ends
+				// the run before this is read).
+				notLeased := int64(st.Misses) - int64(st.Fills) - int64(st.FillsVoided)
+				return fillVoids{LeaseLost: int64(st.FillsVoided), NotLeased: max(notLeased, 0)}
+			}},
+		{name: modeLocalSet, plain: true, read: func(ctx context.Context, db *pgx.Conn, id int) (bool, error) {
 			key := w.key("plain:", id)
 			if _, ok := localSet.Get(key); ok {
 				return true, nil
 			}
-			v, err := w.load(ctx, id)
+			v, err := w.load(ctx, db, id)
 			if err == nil {
 				localSet.Set(key, v)
 			}
 			return false, err
 		}, check: w.checkLocal(localSet)},
-		{name: modeLocalGen, read: func(ctx context.Context, id int) (bool, error) {
+		{name: modeLocalGen, read: func(ctx context.Context, db *pgx.Conn, id int) (bool, error) {
 			key := w.key("plain:", id)
 			if _, ok := localGen.Get(key); ok {
 				return true, nil
 			}
 			gen := localGen.Generation()
-			v, err := w.load(ctx, id)
-			if err == nil && localGen.SetIfGeneration(gen, key, v) {
-				genStored.Add(1)
+			v, err := w.load(ctx, db, id)
+			if err == nil {
+				if localGen.SetIfGeneration(gen, key, v) {
+					genStored.Add(1)
+				} else {
+					genSkipped.Add(1)
+				}
 			}
 			return false, err
-		}, check: w.checkLocal(localGen), stored: genStored.Load},
-		{name: modeLocalLease, read: func(ctx context.Context, id int) (bool, error) {
+		}, check: w.checkLocal(localGen), stored: genStored.Load,
+			voids: func() fillVoids { return fillVoids{AnyInvalidation: genSkipped.Load()} }},
+		{name: modeLocalLease, read: func(ctx context.Context, db *pgx.Conn, id int) (bool, error) {
 			hit := true
 			_, err := localLease.GetOrLoad(ctx, w.key("plain:", id), func(ctx context.Context) (any, error) {
 				hit = false
-				return w.load(ctx, id)
+				return w.load(ctx, db, id)
 			})
 			return hit, err
-		}, check: w.checkLocal(localLease), stored: func() int64 { return int64(localLease.FillStats().Fills) }},
+		}, check: w.checkLocal(localLease), stored: func() int64 { return int64(localLease.FillStats().Fills) },
+			voids: func() fillVoids {
+				st := localLease.FillStats()
+				return fillVoids{ByKey: int64(st.VoidedByKey), ByPattern: int64(st.VoidedByPattern), ByResync: int64(st.VoidedByResync)}
+			}},
+	}
+	if w.ctl, err = pgx.Connect(ctx, w.dbURL); err != nil {
+		return nil, fmt.Errorf("connect: %w", err)
+	}
+	if err := w.connect(ctx); err != nil {
+		w.close()
+		return nil, err
 	}
 	if err := w.subscribe(ctx, s.srv.redis.Addr()); err != nil {
+		w.close()
 		return nil, err
 	}
 	return w, nil
+}
+
+// connect opens a PostgreSQL connection for each reader that lacks one:
+// a reader's loads never wait for another's.
+func (w *consistencyWorld) connect(ctx context.Context) error {
+	for _, m := range w.modes {
+		for len(m.conns) < w.readers {
+			c, err := pgx.Connect(ctx, w.dbURL)
+			if err != nil {
+				return fmt.Errorf("connect reader: %w", err)
+			}
+			m.conns = append(m.conns, c)
+		}
+	}
+	return nil
+}
+
+// escalate makes the fill race likelier for the next rounds: twice the
+// readers, up to maxEscalatedReaders (connected by the next run), and once
+// there, twice the load delay (at least 1ms). More readers put more loads
+// in flight without making each load longer, so the lease modes' fill
+// success is spared as long as the machine has CPU for them.
+func (w *consistencyWorld) escalate() {
+	if w.readers < maxEscalatedReaders {
+		w.readers = min(2*w.readers, maxEscalatedReaders)
+		return
+	}
+	w.delay = max(2*w.delay, time.Millisecond)
+}
+
+// plainWithoutStale names the plain modes that have shown no stale entry.
+func (w *consistencyWorld) plainWithoutStale() []string {
+	var out []string
+	for _, m := range w.modes {
+		if m.plain && m.stale == 0 {
+			out = append(out, m.name)
+		}
+	}
+	return out
 }
 
 func (w *consistencyWorld) key(prefix string, id int) string {
 	return prefix + hotTenant + ":" + strconv.Itoa(id)
 }
 
-// load reads the row's version from PostgreSQL (the primary), then waits
-// the load delay: the window in which a commit and its invalidation can
-// overtake the fill.
-func (w *consistencyWorld) load(ctx context.Context, id int) (string, error) {
+// load reads the row's version from PostgreSQL (the primary) on the
+// reader's own connection, then waits the load delay: the window in which
+// a commit and its invalidation can overtake the fill.
+func (w *consistencyWorld) load(ctx context.Context, db *pgx.Conn, id int) (string, error) {
 	var v string
-	c := w.pool.get()
-	err := c.QueryRow(ctx, "SELECT payload FROM shards WHERE tenant_id = $1 AND id = $2", hotTenant, id).Scan(&v)
-	w.pool.put(c)
-	if err != nil {
+	if err := db.QueryRow(ctx, "SELECT payload FROM shards WHERE tenant_id = $1 AND id = $2", hotTenant, id).Scan(&v); err != nil {
 		return "", fmt.Errorf("load row %d: %w", id, err)
 	}
 	if w.delay > 0 {
@@ -360,22 +487,35 @@ func (w *consistencyWorld) close() {
 		w.subStop()
 		<-w.subDone
 	}
-	_ = w.subClient.Close()
+	if w.subClient != nil {
+		_ = w.subClient.Close()
+	}
+	for _, m := range w.modes {
+		for _, c := range m.conns {
+			_ = c.Close(context.Background())
+		}
+	}
+	if w.ctl != nil {
+		_ = w.ctl.Close(context.Background())
+	}
 }
 
 // run starts the readers, runs the writers (pgbench), stops the readers,
 // and waits until the daemon has applied every commit and the in-process
 // caches have received its messages.
 func (w *consistencyWorld) run(ctx context.Context, s *suite, name string, rate int) (pgbenchRun, error) {
+	if err := w.connect(ctx); err != nil {
+		return pgbenchRun{}, err
+	}
 	var stop atomic.Bool
 	var wg sync.WaitGroup
 	errs := make(chan error, len(w.modes)*w.readers)
 	for _, m := range w.modes {
-		for range w.readers {
+		for _, db := range m.conns[:w.readers] {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				if err := w.readLoop(ctx, m, &stop); err != nil {
+				if err := w.readLoop(ctx, m, db, &stop); err != nil {
 					errs <- fmt.Errorf("%s: %w", m.name, err)
 					stop.Store(true)
 				}
@@ -413,8 +553,9 @@ func (w *consistencyWorld) run(ctx context.Context, s *suite, name string, rate 
 	}
 }
 
-// readLoop reads random hot rows through m until stop is set.
-func (w *consistencyWorld) readLoop(ctx context.Context, m *cacheMode, stop *atomic.Bool) error {
+// readLoop reads random hot rows through m, loading from db, until stop
+// is set.
+func (w *consistencyWorld) readLoop(ctx context.Context, m *cacheMode, db *pgx.Conn, stop *atomic.Bool) error {
 	lat := make([]int64, 0, 1<<14)
 	defer func() {
 		m.mu.Lock()
@@ -424,7 +565,7 @@ func (w *consistencyWorld) readLoop(ctx context.Context, m *cacheMode, stop *ato
 	for !stop.Load() {
 		id := 1 + rand.IntN(w.rows)
 		start := time.Now()
-		hit, err := m.read(ctx, id)
+		hit, err := m.read(ctx, db, id)
 		if err != nil {
 			return err
 		}
@@ -442,9 +583,7 @@ func (w *consistencyWorld) readLoop(ctx context.Context, m *cacheMode, stop *ato
 
 // check compares every cached entry with the database.
 func (w *consistencyWorld) check(ctx context.Context) error {
-	c := w.pool.get()
-	defer w.pool.put(c)
-	rows, err := c.Query(ctx, "SELECT id, payload FROM shards WHERE tenant_id = $1 AND id <= $2", hotTenant, w.rows)
+	rows, err := w.ctl.Query(ctx, "SELECT id, payload FROM shards WHERE tenant_id = $1 AND id <= $2", hotTenant, w.rows)
 	if err != nil {
 		return fmt.Errorf("read rows: %w", err)
 	}
@@ -485,6 +624,10 @@ func (w *consistencyWorld) results() []consistencyMode {
 		r.Nines = nines(stale, checked)
 		r.HitRatio = ratio(r.Hits, r.Reads)
 		r.FillSuccess = ratio(r.Stored, r.Misses)
+		if m.voids != nil {
+			v := m.voids()
+			r.Voids = &v
+		}
 		slices.Sort(m.latUS)
 		r.P50MS, r.P99MS = percentileMS(m.latUS, 0.50), percentileMS(m.latUS, 0.99)
 		out = append(out, r)
@@ -548,35 +691,4 @@ func ratio(a, b int64) float64 {
 		return 0
 	}
 	return float64(a) / float64(b)
-}
-
-// connPool is a fixed set of PostgreSQL connections for the readers.
-type connPool struct{ conns chan *pgx.Conn }
-
-func newConnPool(ctx context.Context, url string, n int) (*connPool, error) {
-	p := &connPool{conns: make(chan *pgx.Conn, n)}
-	for range n {
-		c, err := pgx.Connect(ctx, url)
-		if err != nil {
-			p.close()
-			return nil, fmt.Errorf("connect: %w", err)
-		}
-		p.conns <- c
-	}
-	return p, nil
-}
-
-func (p *connPool) get() *pgx.Conn  { return <-p.conns }
-func (p *connPool) put(c *pgx.Conn) { p.conns <- c }
-
-// close closes the connections; all must have been put back.
-func (p *connPool) close() {
-	for {
-		select {
-		case c := <-p.conns:
-			_ = c.Close(context.Background())
-		default:
-			return
-		}
-	}
 }

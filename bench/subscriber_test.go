@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"fmt"
 	"io"
 	"slices"
 	"strings"
@@ -95,9 +96,70 @@ func TestParseOptions_Consistency(t *testing.T) {
 	if o, err = parseOptions([]string{"-workloads", "consistency"}, io.Discard); err != nil || o.hugeRows != 100_000 {
 		t.Errorf("-workloads consistency: huge rows %d, %v; want 100000", o.hugeRows, err)
 	}
-	for _, bad := range [][]string{{"-consistency-duration", "1500ms"}, {"-consistency-rounds", "0"}, {"-consistency-readers", "0"}} {
+	for _, bad := range [][]string{{"-consistency-duration", "1500ms"}, {"-consistency-rounds", "0"}, {"-consistency-readers", "0"}, {"-consistency-escalations", "-1"}} {
 		if _, err := parseOptions(bad, io.Discard); err == nil {
 			t.Errorf("parseOptions(%q) accepted", bad)
 		}
+	}
+}
+
+// TestConsistencyEscalation: a run with a plain mode that showed no stale
+// entry first doubles its readers up to the bound, then its load delay; and
+// only plain modes are named.
+func TestConsistencyEscalation(t *testing.T) {
+	w := &consistencyWorld{readers: 6, delay: 0, modes: []*cacheMode{
+		{name: modePlain, plain: true, stale: 2},
+		{name: modeFiller},
+		{name: modeLocalSet, plain: true},
+		{name: modeLocalLease},
+	}}
+	if got := w.plainWithoutStale(); !slices.Equal(got, []string{modeLocalSet}) {
+		t.Errorf("plainWithoutStale = %q, want only %q", got, modeLocalSet)
+	}
+	var steps []string
+	for range 4 {
+		w.escalate()
+		steps = append(steps, fmt.Sprintf("%d/%s", w.readers, w.delay))
+	}
+	if want := []string{"12/0s", "16/0s", "16/1ms", "16/2ms"}; !slices.Equal(steps, want) {
+		t.Errorf("escalations (readers/delay) = %q, want %q", steps, want)
+	}
+	w = &consistencyWorld{readers: 20, delay: 3 * time.Millisecond}
+	w.escalate()
+	if w.readers != 20 || w.delay != 6*time.Millisecond {
+		t.Errorf("with more readers than the bound: %d readers, %s delay; want 20 and 6ms", w.readers, w.delay)
+	}
+}
+
+// TestWriteTable_ConsistencyWarnsPlainWithoutStale: a run whose plain mode
+// showed no stale entry says that its check proved nothing, and misses the
+// target.
+func TestWriteTable_ConsistencyWarnsPlainWithoutStale(t *testing.T) {
+	rep := &report{Consistency: []consistencyResult{{Rate: 2000, Rounds: 10, Readers: 16, LoadDelayMS: 3, Escalations: 1,
+		PlainWithoutStale: []string{modeLocalSet},
+		Modes: []consistencyMode{{Mode: modePlain, Stale: 3, Checked: 100}, {Mode: modeLocalSet, Checked: 100},
+			{Mode: modeLocalLease, Checked: 1000, Misses: 100, Stored: 99, FillSuccess: 0.99, Voids: &fillVoids{ByKey: 1}}}}}}
+	rep.Targets = checkTargets(rep)
+	var b strings.Builder
+	if err := writeTable(&b, rep); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	for _, want := range []string{"WARNING 2000/s: " + modeLocalSet + " showed no stale entry", "made likelier 1 time(s)", ">3.00", "key/pattern/resync 1/0/0"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("table lacks %q:\n%s", want, out)
+		}
+	}
+	missed := 0
+	for _, tg := range rep.Targets {
+		if !tg.Met {
+			missed++
+			if !strings.Contains(tg.What, modeLocalSet) {
+				t.Errorf("target missed: %s", tg.What)
+			}
+		}
+	}
+	if missed != 1 {
+		t.Errorf("%d targets missed, want 1 (the plain mode without stale entries): %+v", missed, rep.Targets)
 	}
 }

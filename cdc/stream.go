@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net/url"
 	"strconv"
 	"strings"
@@ -18,6 +17,8 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 	"go.uber.org/zap"
+
+	"github.com/cachewire/invalidator/internal/backoff"
 )
 
 // Role is what a Stream is doing with its slot.
@@ -195,7 +196,9 @@ func (s *Stream[T]) setRole(r Role) {
 // exponential backoff after any other failure. It returns nil when ctx ends.
 func (s *Stream[T]) Run(ctx context.Context) error {
 	defer s.setRole(RoleStarting)
-	backoff := s.cfg.MinBackoff
+	retry := backoff.Backoff{Min: s.cfg.MinBackoff, Max: s.cfg.MaxBackoff}
+	// a fixed pause, jittered all the same: standbys must not poll in step
+	standby := backoff.Backoff{Min: s.cfg.StandbyPoll, Max: s.cfg.StandbyPoll}
 	var lastLogged time.Time
 	for {
 		start := time.Now()
@@ -206,34 +209,27 @@ func (s *Stream[T]) Run(ctx context.Context) error {
 		if errors.Is(err, ErrFatal) || errors.Is(err, ErrSlotLost) {
 			return err
 		}
-		wait := backoff
+		var pause time.Duration
 		if isSlotInUse(err) {
 			if s.Role() != RoleStandby {
 				s.log.Info("slot is in use by another consumer: waiting as standby", zap.String("slot", s.cfg.Slot))
 			}
 			s.setRole(RoleStandby)
-			wait = s.cfg.StandbyPoll
+			pause = standby.Next()
 		} else {
 			s.setRole(RoleStarting)
 			s.obs.StreamError(errorKind(err))
 			if time.Since(start) > time.Minute {
-				backoff = s.cfg.MinBackoff // it worked for a while: start over
-				wait = backoff
+				retry.Reset() // it worked for a while: start over
 			}
-			if time.Since(lastLogged) > 10*time.Second || backoff < s.cfg.MaxBackoff {
-				s.log.Warn("replication stream failed; reconnecting", zap.Error(err), zap.Duration("backoff", wait))
+			pause = retry.Next()
+			if time.Since(lastLogged) > 10*time.Second || retry.Step() < s.cfg.MaxBackoff {
+				s.log.Warn("replication stream failed; reconnecting", zap.Error(err), zap.Duration("backoff", retry.Step()))
 				lastLogged = time.Now()
 			}
-			backoff = min(backoff*2, s.cfg.MaxBackoff)
 		}
-		// full jitter on the upper half keeps replicas from retrying in step
-		wait = wait/2 + rand.N(wait/2+1)
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if backoff.Sleep(ctx, pause) != nil {
 			return nil
-		case <-t.C:
 		}
 	}
 }

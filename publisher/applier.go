@@ -2,12 +2,12 @@ package publisher
 
 import (
 	"context"
-	"math/rand/v2"
 	"time"
 
 	"go.uber.org/zap"
 
 	"github.com/cachewire/invalidator/cdc"
+	"github.com/cachewire/invalidator/internal/backoff"
 )
 
 // Confirmer is told, in commit order, the end position of every
@@ -199,7 +199,7 @@ func (a *Applier) applyBridge(ctx context.Context) error {
 // retry runs one stage of the batch until it succeeds or ctx ends, backing
 // off exponentially with jitter and logging at most every 10 seconds.
 func (a *Applier) retry(ctx context.Context, sink string, stage func(context.Context) error) error {
-	backoff := a.cfg.MinBackoff
+	b := backoff.Backoff{Min: a.cfg.MinBackoff, Max: a.cfg.MaxBackoff}
 	var lastLog time.Time
 	failures := 0
 	for {
@@ -216,28 +216,12 @@ func (a *Applier) retry(ctx context.Context, sink string, stage func(context.Con
 		failures++
 		if time.Since(lastLog) >= 10*time.Second {
 			a.log.Warn("applying batch to "+sink+" failed; retrying (nothing is confirmed until it succeeds)",
-				zap.Error(err), zap.Int("attempt", failures), zap.Duration("backoff", backoff),
+				zap.Error(err), zap.Int("attempt", failures), zap.Duration("backoff", b.Step()),
 				zap.Stringer("lsn", a.batch[0].CommitLSN))
 			lastLog = time.Now()
 		}
-		if err := sleep(ctx, backoff/2+rand.N(backoff/2+1)); err != nil {
+		if err := b.Wait(ctx); err != nil {
 			return err
 		}
-		backoff = min(backoff*2, a.cfg.MaxBackoff)
-	}
-}
-
-// sleep waits for d (nothing when d <= 0) or until ctx ends.
-func sleep(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return nil
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
 	}
 }

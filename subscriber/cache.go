@@ -35,15 +35,16 @@ type Cache struct {
 	pending map[string]*pendingFill
 	// clears counts the invalidations of everything (Clear, Resync, a
 	// message of an unknown version); each voids every pending fill.
-	clears        uint64
-	fills, voided uint64
+	clears uint64
+	fills  CacheFillStats
 }
 
 // pendingFill is the lease state of one key that GetOrLoad calls are
-// loading: epoch changes on every invalidation of the key.
+// loading: byKey counts the invalidations that named the key (a message,
+// Delete), byPattern those by a pattern that matched it.
 type pendingFill struct {
-	epoch uint64
-	refs  int
+	byKey, byPattern uint64
+	refs             int
 }
 
 // entry is a node of Cache's recency list.
@@ -116,17 +117,27 @@ func (c *Cache) SetIfGeneration(gen uint64, key string, value any) bool {
 	return true
 }
 
-// CacheFillStats are counters of Cache.GetOrLoad's stores.
+// CacheFillStats are counters of Cache.GetOrLoad's stores. FillsVoided is
+// the sum of the three VoidedBy counters, which tell why: when several
+// invalidations overlapped one load, a clear is counted first, then the
+// key, then a pattern.
 type CacheFillStats struct {
 	Fills       uint64 // loaded values stored
 	FillsVoided uint64 // loaded values not stored: the key was invalidated meanwhile
+	// VoidedByKey: a message naming the key, or Delete of it.
+	VoidedByKey uint64
+	// VoidedByPattern: a message with a pattern that matched the key.
+	VoidedByPattern uint64
+	// VoidedByResync: everything was invalidated (Resync, Clear, or a
+	// message of an unknown version).
+	VoidedByResync uint64
 }
 
 // FillStats returns the counters of GetOrLoad.
 func (c *Cache) FillStats() CacheFillStats {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return CacheFillStats{Fills: c.fills, FillsVoided: c.voided}
+	return c.fills
 }
 
 // GetOrLoad returns the value stored under key, or else the value load
@@ -151,7 +162,7 @@ func (c *Cache) GetOrLoad(ctx context.Context, key string, load func(ctx context
 		c.pending[key] = p
 	}
 	p.refs++
-	epoch, clears := p.epoch, c.clears
+	byKey, byPattern, clears := p.byKey, p.byPattern, c.clears
 	c.mu.Unlock()
 
 	v, err := load(ctx)
@@ -164,19 +175,26 @@ func (c *Cache) GetOrLoad(ctx context.Context, key string, load func(ctx context
 	if err != nil {
 		return nil, fmt.Errorf("subscriber: load %q: %w", key, err)
 	}
-	if p.epoch != epoch || c.clears != clears {
-		c.voided++
+	switch {
+	case c.clears != clears:
+		c.fills.VoidedByResync++
+	case p.byKey != byKey:
+		c.fills.VoidedByKey++
+	case p.byPattern != byPattern:
+		c.fills.VoidedByPattern++
+	default:
+		c.fills.Fills++
+		c.set(key, v)
 		return v, nil
 	}
-	c.fills++
-	c.set(key, v)
+	c.fills.FillsVoided++
 	return v, nil
 }
 
 // voidKey voids the pending fills of key; c.mu is held.
 func (c *Cache) voidKey(key string) {
 	if p, ok := c.pending[key]; ok {
-		p.epoch++
+		p.byKey++
 	}
 }
 
@@ -269,7 +287,7 @@ func (c *Cache) Invalidate(m Message) int {
 	}
 	for k, p := range c.pending {
 		if matchAny(m.Patterns, k) {
-			p.epoch++
+			p.byPattern++
 		}
 	}
 	for k, e := range c.items {

@@ -32,34 +32,45 @@ func TestCache_GetOrLoadVoidsOnlyItsKey(t *testing.T) {
 	msg := func(keys []string, patterns ...string) subscriber.Message {
 		return subscriber.Message{V: subscriber.MessageVersion, Op: subscriber.OpUpdate, Keys: keys, Patterns: patterns}
 	}
+	stored := subscriber.CacheFillStats{Fills: 1}
+	byKey := subscriber.CacheFillStats{FillsVoided: 1, VoidedByKey: 1}
+	byPattern := subscriber.CacheFillStats{FillsVoided: 1, VoidedByPattern: 1}
+	byResync := subscriber.CacheFillStats{FillsVoided: 1, VoidedByResync: 1}
 	for _, tt := range []struct {
 		name       string
 		invalidate func(c *subscriber.Cache)
-		stored     bool
+		want       subscriber.CacheFillStats
 	}{
-		{"nothing", func(*subscriber.Cache) {}, true},
-		{"exact key", func(c *subscriber.Cache) { c.Apply(msg([]string{"other", key})) }, false},
-		{"matching pattern", func(c *subscriber.Cache) { c.Apply(msg(nil, "tenant:t1:shard:*")) }, false},
-		{"escaped pattern of the key", func(c *subscriber.Cache) { c.Apply(msg(nil, `tenant:t1:shard:4\*2:structured`)) }, false},
-		{"resync", func(c *subscriber.Cache) { c.Resync(subscriber.ReasonReconnect) }, false},
-		{"clear", func(c *subscriber.Cache) { c.Clear() }, false},
-		{"delete", func(c *subscriber.Cache) { c.Delete(key) }, false},
+		{"nothing", func(*subscriber.Cache) {}, stored},
+		{"exact key", func(c *subscriber.Cache) { c.Apply(msg([]string{"other", key})) }, byKey},
+		{"matching pattern", func(c *subscriber.Cache) { c.Apply(msg(nil, "tenant:t1:shard:*")) }, byPattern},
+		{"escaped pattern of the key", func(c *subscriber.Cache) { c.Apply(msg(nil, `tenant:t1:shard:4\*2:structured`)) }, byPattern},
+		{"resync", func(c *subscriber.Cache) { c.Resync(subscriber.ReasonReconnect) }, byResync},
+		{"clear", func(c *subscriber.Cache) { c.Clear() }, byResync},
+		{"delete", func(c *subscriber.Cache) { c.Delete(key) }, byKey},
 		{"unknown message version", func(c *subscriber.Cache) {
 			c.Apply(subscriber.Message{V: subscriber.MessageVersion + 1, Keys: []string{"other"}})
-		}, false},
-		{"another key", func(c *subscriber.Cache) { c.Apply(msg([]string{"tenant:t1:shard:42:structured"})) }, true},
-		{"a pattern of another key", func(c *subscriber.Cache) { c.Apply(msg(nil, "tenant:t2:*", `tenant:t1:shard:4\*3*`)) }, true},
-		{"delete of another key", func(c *subscriber.Cache) { c.Delete("other") }, true},
-		{"heartbeat", func(c *subscriber.Cache) { c.Apply(subscriber.Message{V: 1, Op: subscriber.OpHeartbeat}) }, true},
+		}, byResync},
+		{"key and pattern: the key counts", func(c *subscriber.Cache) {
+			c.Apply(msg(nil, "tenant:*"))
+			c.Apply(msg([]string{key}))
+		}, byKey},
+		{"key and resync: the resync counts", func(c *subscriber.Cache) {
+			c.Apply(msg([]string{key}))
+			c.Resync(subscriber.ReasonReconnect)
+		}, byResync},
+		{"another key", func(c *subscriber.Cache) { c.Apply(msg([]string{"tenant:t1:shard:42:structured"})) }, stored},
+		{"a pattern of another key", func(c *subscriber.Cache) { c.Apply(msg(nil, "tenant:t2:*", `tenant:t1:shard:4\*3*`)) }, stored},
+		{"delete of another key", func(c *subscriber.Cache) { c.Delete("other") }, stored},
+		{"heartbeat", func(c *subscriber.Cache) { c.Apply(subscriber.Message{V: 1, Op: subscriber.OpHeartbeat}) }, stored},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			c := subscriber.NewCache(10)
-			if got := getOrLoadAcross(t, c, key, func() { tt.invalidate(c) }); got != tt.stored {
-				t.Fatalf("stored = %v, want %v", got, tt.stored)
+			if got, want := getOrLoadAcross(t, c, key, func() { tt.invalidate(c) }), tt.want.Fills == 1; got != want {
+				t.Fatalf("stored = %v, want %v", got, want)
 			}
-			st := c.FillStats()
-			if want := map[bool]subscriber.CacheFillStats{true: {Fills: 1}, false: {FillsVoided: 1}}[tt.stored]; st != want {
-				t.Errorf("FillStats = %+v, want %+v", st, want)
+			if st := c.FillStats(); st != tt.want {
+				t.Errorf("FillStats = %+v, want %+v", st, tt.want)
 			}
 		})
 	}

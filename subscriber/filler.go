@@ -23,10 +23,12 @@ const LeaseMarkerPrefix = "\x00invalidator:lease:"
 // FillConfig configures a Filler.
 type FillConfig struct {
 	// TTL is the lifetime of a stored value; 0 stores values without
-	// expiry.
+	// expiry. Redis counts it in whole milliseconds (PX), so it must be 0 or
+	// at least 1ms; a fraction of a millisecond is dropped.
 	TTL time.Duration
 	// LeaseTTL is the lifetime of a lease: a load that takes longer loses
-	// its lease and its value is not stored. It must be positive.
+	// its lease and its value is not stored. It must be at least 1ms (PX
+	// counts whole milliseconds).
 	LeaseTTL time.Duration
 	// Wait is how long a reader that finds another reader's lease polls
 	// for the value before it loads by itself (without storing). 0 means it
@@ -91,10 +93,12 @@ func NewFiller(rdb redis.UniversalClient, cfg FillConfig) (*Filler, error) {
 	switch {
 	case rdb == nil:
 		return nil, errors.New("subscriber: NewFiller: the Redis client is nil")
-	case cfg.LeaseTTL <= 0:
-		return nil, fmt.Errorf("subscriber: FillConfig.LeaseTTL must be positive, got %s", cfg.LeaseTTL)
+	case cfg.LeaseTTL < time.Millisecond:
+		return nil, fmt.Errorf("subscriber: FillConfig.LeaseTTL must be at least 1ms (Redis PX counts milliseconds), got %s", cfg.LeaseTTL)
 	case cfg.TTL < 0:
 		return nil, fmt.Errorf("subscriber: FillConfig.TTL must not be negative, got %s", cfg.TTL)
+	case cfg.TTL > 0 && cfg.TTL < time.Millisecond:
+		return nil, fmt.Errorf("subscriber: FillConfig.TTL must be 0 (no expiry) or at least 1ms (Redis PX counts milliseconds), got %s", cfg.TTL)
 	case cfg.Wait < 0:
 		return nil, fmt.Errorf("subscriber: FillConfig.Wait must not be negative, got %s", cfg.Wait)
 	}
@@ -112,7 +116,9 @@ func (f *Filler) Stats() FillStats {
 // Get returns the value of key: from Redis if it is there (one GET), else
 // from load, which it stores under key if no deletion of key happened
 // between the lease and the store (on a miss, three round trips: GET, SET
-// NX, the store script). A lease marker is never returned.
+// NX, the store script; the first store after Redis starts or flushes its
+// scripts takes a fourth, to load the script). A lease marker is never
+// returned.
 //
 // If another reader holds the key's lease, Get polls for its value for up
 // to FillConfig.Wait, taking the lease itself if the key becomes empty;

@@ -96,12 +96,18 @@ func TestNewFiller_Validation(t *testing.T) {
 	}{
 		{subscriber.FillConfig{}, "LeaseTTL"},
 		{subscriber.FillConfig{LeaseTTL: -time.Second}, "LeaseTTL"},
+		{subscriber.FillConfig{LeaseTTL: 999 * time.Microsecond}, "LeaseTTL must be at least 1ms"},
 		{subscriber.FillConfig{LeaseTTL: time.Second, TTL: -1}, "TTL"},
+		{subscriber.FillConfig{LeaseTTL: time.Second, TTL: time.Microsecond}, "TTL must be 0 (no expiry) or at least 1ms"},
 		{subscriber.FillConfig{LeaseTTL: time.Second, Wait: -1}, "Wait"},
 	} {
 		if _, err := subscriber.NewFiller(rdb, tt.cfg); err == nil || !strings.Contains(err.Error(), "FillConfig."+tt.want) {
 			t.Errorf("NewFiller(%+v) = %v, want an error naming FillConfig.%s", tt.cfg, err, tt.want)
 		}
+	}
+	// The smallest durations Redis can take are accepted.
+	if _, err := subscriber.NewFiller(rdb, subscriber.FillConfig{TTL: time.Millisecond, LeaseTTL: time.Millisecond}); err != nil {
+		t.Errorf("NewFiller with 1ms TTL and LeaseTTL: %v", err)
 	}
 	if _, err := subscriber.NewFiller(nil, subscriber.FillConfig{LeaseTTL: time.Second}); err == nil {
 		t.Error("NewFiller(nil) succeeded")

@@ -33,7 +33,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -43,6 +42,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/cachewire/invalidator/glob"
+	"github.com/cachewire/invalidator/internal/backoff"
 )
 
 // Reasons passed to Config.OnResync.
@@ -343,11 +343,11 @@ func (c *conn) close() {
 // backs off before the next Receive, which dials again.
 func (s *Subscriber) receive(ctx context.Context, c *conn, subscribe func(context.Context) error) {
 	defer c.wg.Done()
-	b := backoff{base: s.backoffBase, limit: s.backoffLimit}
+	b := backoff.Backoff{Min: s.backoffBase, Max: s.backoffLimit}
 	if err := subscribe(ctx); err != nil {
 		// The channels are recorded anyway: the next Receive dials and
 		// subscribes again.
-		if !s.deliver(ctx, c, received{err: fmt.Errorf("subscribe: %w", err)}) || !b.wait(ctx) {
+		if !s.deliver(ctx, c, received{err: fmt.Errorf("subscribe: %w", err)}) || b.Wait(ctx) != nil {
 			return
 		}
 	}
@@ -362,8 +362,8 @@ func (s *Subscriber) receive(ctx context.Context, c *conn, subscribe func(contex
 			return
 		}
 		if err == nil {
-			b.reset()
-		} else if !b.wait(ctx) {
+			b.Reset()
+		} else if b.Wait(ctx) != nil {
 			return
 		}
 	}
@@ -581,30 +581,4 @@ func (l *logLimiter) allow(now time.Time) (bool, int) {
 	n := l.suppressed
 	l.last, l.suppressed = now, 0
 	return true, n
-}
-
-// backoff is an exponential backoff with jitter.
-type backoff struct {
-	base, limit, cur time.Duration
-}
-
-func (b *backoff) reset() { b.cur = 0 }
-
-// wait sleeps for the next backoff interval; it reports false if ctx ended
-// first.
-func (b *backoff) wait(ctx context.Context) bool {
-	if b.cur == 0 {
-		b.cur = b.base
-	} else {
-		b.cur = min(2*b.cur, b.limit)
-	}
-	d := b.cur/2 + rand.N(b.cur/2+1)
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }

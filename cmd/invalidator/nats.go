@@ -10,6 +10,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/cachewire/invalidator/config"
+	"github.com/cachewire/invalidator/internal/backoff"
 	"github.com/cachewire/invalidator/publisher"
 )
 
@@ -56,7 +57,7 @@ func newBridge(ctx context.Context, cfg *config.Config, nc *nats.Conn, subjectPr
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
-	backoff := 250 * time.Millisecond
+	b := backoff.Backoff{Min: 250 * time.Millisecond, Max: 15 * time.Second}
 	for cfg.NATSStream != "" {
 		sctx, cancel := context.WithTimeout(ctx, cfg.NATSTimeout)
 		created, err := publisher.EnsureStream(sctx, js, cfg.NATSStream, subjectPrefix)
@@ -70,13 +71,11 @@ func newBridge(ctx context.Context, cfg *config.Config, nc *nats.Conn, subjectPr
 		if ctx.Err() != nil {
 			return nil, nil
 		}
-		log.Warn("cannot ensure the jetstream stream; retrying", zap.Error(err), zap.Duration("backoff", backoff))
-		select {
-		case <-ctx.Done():
+		pause := b.Next()
+		log.Warn("cannot ensure the jetstream stream; retrying", zap.Error(err), zap.Duration("backoff", pause))
+		if backoff.Sleep(ctx, pause) != nil {
 			return nil, nil
-		case <-time.After(backoff):
 		}
-		backoff = min(backoff*2, 15*time.Second)
 	}
 	return publisher.NewNATSSink(nc, js, cfg.Slot, subjectPrefix, cfg.NATSTimeout), nil
 }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/cachewire/invalidator/cdc"
 	"github.com/cachewire/invalidator/config"
+	"github.com/cachewire/invalidator/internal/backoff"
 	"github.com/cachewire/invalidator/publisher"
 	"github.com/cachewire/invalidator/router"
 )
@@ -206,6 +207,7 @@ func (r *replayer) apply(ctx context.Context, batch []publisher.Applied) error {
 		return r.print(ctx, batch)
 	}
 	var err error
+	b := backoff.Backoff{Min: 200 * time.Millisecond, Max: 2 * time.Second}
 	for attempt := 0; attempt < 5; attempt++ {
 		var st publisher.Stats
 		st, err = r.pub.Apply(ctx, batch)
@@ -214,10 +216,8 @@ func (r *replayer) apply(ctx context.Context, batch []publisher.Applied) error {
 			r.published += int64(st.Messages)
 			return nil
 		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(time.Duration(attempt+1) * 200 * time.Millisecond):
+		if werr := b.Wait(ctx); werr != nil {
+			return werr
 		}
 	}
 	return err

@@ -17,6 +17,7 @@ import (
 
 	"github.com/cachewire/invalidator/cdc"
 	"github.com/cachewire/invalidator/config"
+	"github.com/cachewire/invalidator/internal/backoff"
 	"github.com/cachewire/invalidator/ops"
 	"github.com/cachewire/invalidator/publisher"
 	"github.com/cachewire/invalidator/router"
@@ -166,7 +167,7 @@ func redisTLS(cfg *config.Config) (*tls.Config, error) {
 // writes (a *refusal otherwise; warnings are logged). Errors retrying
 // cannot mend (a wrong password, a missing database) are returned.
 func checkDatabase(ctx context.Context, cfg *config.Config, rules *router.Rules, log *zap.Logger) error {
-	backoff := 250 * time.Millisecond
+	b := backoff.Backoff{Min: 250 * time.Millisecond, Max: 15 * time.Second}
 	for {
 		err := func() error {
 			conn, err := pgconn.Connect(ctx, cfg.PostgresURL)
@@ -199,13 +200,11 @@ func checkDatabase(ctx context.Context, cfg *config.Config, rules *router.Rules,
 		if ctx.Err() != nil {
 			return nil
 		}
-		log.Warn("cannot reach PostgreSQL to check the rules against the database; retrying", zap.Error(err), zap.Duration("backoff", backoff))
-		select {
-		case <-ctx.Done():
+		pause := b.Next()
+		log.Warn("cannot reach PostgreSQL to check the rules against the database; retrying", zap.Error(err), zap.Duration("backoff", pause))
+		if backoff.Sleep(ctx, pause) != nil {
 			return nil
-		case <-time.After(backoff):
 		}
-		backoff = min(backoff*2, 15*time.Second)
 	}
 }
 
@@ -343,79 +342,45 @@ func startStreaming(ctx context.Context, cfg *config.Config, rules *router.Rules
 		applier.Bridge = bridge
 	}
 
-	// The applier outlives ctx: it must finish what the stream handed on.
-	applierCtx, stopApplier := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopApplier()
-	applierDone := make(chan error, 1)
-	go func() { applierDone <- applier.Run(applierCtx) }()
-
-	hbCtx, stopHeartbeat := context.WithCancel(ctx)
-	defer stopHeartbeat()
 	hb := &heartbeat{
 		interval: cfg.HeartbeatInterval, pgURL: cfg.PostgresURL, slot: cfg.Slot, markerKey: markerKey, legacyKey: legacyKey,
 		stream: stream, pub: pub, nats: bridge, rdb: rdb, metrics: metrics, log: log.Named("heartbeat"),
 	}
-	heartbeatDone := make(chan struct{})
-	go func() {
-		defer close(heartbeatDone)
-		_ = hb.Run(hbCtx)
-	}()
-
 	// a rule table dropped and re-created leaves the publication (ADR 16)
-	watchCtx, stopWatch := context.WithCancel(ctx)
-	defer stopWatch()
 	watch := &publicationWatch{
 		interval: cfg.PublicationCheckInterval, pgURL: cfg.PostgresURL, publication: cfg.Publication, slot: cfg.Slot,
 		tables: rules.Tables(), manage: cfg.CreateSlot, stream: stream, metrics: metrics, log: log.Named("publication"),
 	}
-	watch.Baseline(watchCtx)
-	watchDone := make(chan error, 1)
-	go func() { watchDone <- watch.Run(watchCtx) }()
+	watch.Baseline(ctx)
 
 	stopLog := context.AfterFunc(ctx, func() {
 		log.Info("stopping: draining in-flight transactions", zap.Duration("bound", cfg.ShutdownTimeout))
 	})
 	defer stopLog()
-	streamCtx, stopStream := context.WithCancel(ctx)
-	defer stopStream()
-	streamDone := make(chan error, 1)
-	go func() {
-		streamDone <- streamWithResync(streamCtx, stream, cfg, rt, publisher.New(rdb, pubCfg), log)
-	}()
 
-	var result error
-	select {
-	case result = <-streamDone:
-		streamDone = nil
-	case err := <-applierDone:
-		result = fmt.Errorf("applier stopped: %w", err)
-		applierDone = nil
-	case result = <-watchDone:
-		watchDone = nil
-	}
-	stopWatch()
-	if watchDone != nil {
-		<-watchDone
-	}
-	stopStream()
-	if streamDone != nil {
-		if err := <-streamDone; result == nil {
-			result = err
-		}
-	}
-	close(queue)
-	if applierDone != nil {
-		select {
-		case <-applierDone:
-		case <-time.After(cfg.ShutdownTimeout):
-			log.Warn("applier did not finish in time; unapplied transactions will be re-sent on restart")
-			stopApplier()
-			<-applierDone
-		}
-	}
-	stopHeartbeat()
-	<-heartbeatDone
-	return result
+	// Started in this order, stopped in the reverse one: the publication
+	// watch, then the stream, then the applier once it has applied what the
+	// stream handed on (or its bound passed), the heartbeat last.
+	parts := lifecycle{log: log}
+	parts.add(&part{name: "heartbeat", run: hb.Run, background: true})
+	parts.add(&part{
+		name: "applier",
+		run: func(ctx context.Context) error {
+			if err := applier.Run(ctx); err != nil {
+				return fmt.Errorf("applier stopped: %w", err)
+			}
+			return nil
+		},
+		// it outlives ctx: it must finish what the stream handed on
+		detached: true,
+		drain:    func() { close(queue) },
+		grace:    cfg.ShutdownTimeout,
+	})
+	parts.add(&part{name: "stream", run: func(ctx context.Context) error {
+		return streamWithResync(ctx, stream, cfg, rt, publisher.New(rdb, pubCfg), log)
+	}})
+	parts.add(&part{name: "publication watch", run: watch.Run})
+	return parts.run(ctx)
 }
 
 // slotWasUsed reads the slot markers (this server's and an older version's),
@@ -457,7 +422,7 @@ func serverOf(ctx context.Context, cfg *config.Config, log *zap.Logger) (cdc.Ser
 // in a way retrying cannot mend (a wrong password, a database the server
 // does not have: the error), with a growing pause between attempts.
 func untilReachable(ctx context.Context, log *zap.Logger, what string, try func() error) error {
-	backoff := 250 * time.Millisecond
+	b := backoff.Backoff{Min: 250 * time.Millisecond, Max: 15 * time.Second}
 	for {
 		err := try()
 		if err == nil {
@@ -469,13 +434,11 @@ func untilReachable(ctx context.Context, log *zap.Logger, what string, try func(
 		if ctx.Err() != nil {
 			return nil
 		}
-		log.Warn("cannot reach "+what+"; waiting before streaming", zap.Error(err), zap.Duration("backoff", backoff))
-		select {
-		case <-ctx.Done():
+		pause := b.Next()
+		log.Warn("cannot reach "+what+"; waiting before streaming", zap.Error(err), zap.Duration("backoff", pause))
+		if backoff.Sleep(ctx, pause) != nil {
 			return nil
-		case <-time.After(backoff):
 		}
-		backoff = min(backoff*2, 15*time.Second)
 	}
 }
 
@@ -526,7 +489,7 @@ func resync(ctx context.Context, cfg *config.Config, rt *router.Router, pub *pub
 	}
 	flush := rt.Wide(nil, cdc.OpTruncate)
 	batch := []publisher.Applied{{Txn: rt.Finished(flush), CommitTime: time.Now()}}
-	backoff := 250 * time.Millisecond
+	b := backoff.Backoff{Min: 250 * time.Millisecond, Max: 5 * time.Second}
 	for {
 		st, err := pub.Apply(ctx, batch)
 		if err == nil {
@@ -537,11 +500,9 @@ func resync(ctx context.Context, cfg *config.Config, rt *router.Router, pub *pub
 			return fmt.Errorf("resync: %w", ctx.Err())
 		}
 		log.Warn("resync flush failed; retrying", zap.Error(err))
-		select {
-		case <-ctx.Done():
-		case <-time.After(backoff):
+		if err := b.Wait(ctx); err != nil {
+			return fmt.Errorf("resync: %w", err)
 		}
-		backoff = min(backoff*2, 5*time.Second)
 	}
 }
 
