@@ -27,6 +27,9 @@ type steadyResult struct {
 	Floor latencyFloor `json:"floor"`
 	flow
 	Usage usage `json:"resources"`
+	// DaemonCPUUSPerTxn is the daemon's CPU time over the run divided by
+	// the transactions pgbench committed, in µs.
+	DaemonCPUUSPerTxn float64 `json:"daemon_cpu_us_per_txn"`
 }
 
 // flow is what the subscriber saw of a run's transactions.
@@ -35,6 +38,7 @@ type flow struct {
 	Duplicates int     `json:"duplicates"`
 	Lost       int64   `json:"lost"` // committed (pgbench) - received
 	P50MS      float64 `json:"p50_ms"`
+	P90MS      float64 `json:"p90_ms"`
 	P99MS      float64 `json:"p99_ms"`
 	P999MS     float64 `json:"p999_ms"`
 	MaxMS      float64 `json:"max_ms"`
@@ -68,7 +72,11 @@ func (s *suite) steady(ctx context.Context, rate int) (steadyResult, error) {
 		return r, err
 	}
 	r.Usage = u
-	s.log.printf("%s: pgbench %.0f tps, p50 %.2fms p99 %.2fms p99.9 %.2fms, lost %d", name, r.Pgbench.TPS, r.P50MS, r.P99MS, r.P999MS, r.Lost)
+	if r.Pgbench.Processed > 0 {
+		r.DaemonCPUUSPerTxn = u.CPUSeconds * 1e6 / float64(r.Pgbench.Processed)
+	}
+	s.log.printf("%s: pgbench %.0f tps, p50 %.2fms p90 %.2fms p99 %.2fms p99.9 %.2fms, lost %d, daemon CPU %.1fµs/txn",
+		name, r.Pgbench.TPS, r.P50MS, r.P90MS, r.P99MS, r.P999MS, r.Lost, r.DaemonCPUUSPerTxn)
 	return r, nil
 }
 
@@ -154,7 +162,8 @@ func (s *suite) drainFlow(ctx context.Context, src recordSource, name string, st
 		}
 	}
 	slices.Sort(lat)
-	f.P50MS, f.P99MS, f.P999MS = percentileMS(lat, 0.50), percentileMS(lat, 0.99), percentileMS(lat, 0.999)
+	f.P50MS, f.P90MS = percentileMS(lat, 0.50), percentileMS(lat, 0.90)
+	f.P99MS, f.P999MS = percentileMS(lat, 0.99), percentileMS(lat, 0.999)
 	if len(lat) > 0 {
 		f.MaxMS = float64(lat[len(lat)-1]) / 1000
 	}

@@ -80,16 +80,15 @@ func NewApplier(pub *Publisher, in <-chan Applied, conf Confirmer, obs Observer,
 
 // Run applies until in is closed and drained (it returns nil) or ctx ends
 // (it returns ctx.Err() and leaves the rest unconfirmed).
+//
+// A batch starts as soon as the previous one is acknowledged (at once when
+// a transaction arrives while Redis is idle) and takes every transaction
+// that arrived meanwhile: batches coalesce only while a round trip is in
+// flight, so they grow with the load and a transaction waits at most for
+// the batch in flight before its own (no timer). One batch is in flight at
+// a time, and positions are confirmed in commit order.
 func (a *Applier) Run(ctx context.Context) error {
-	var pace pacer
 	for {
-		// Under load, let the next batch gather for a moment instead of
-		// waking for every few transactions: each batch costs a round trip
-		// and several thread wake-ups whatever its size, and on a busy
-		// machine that CPU is taken from PostgreSQL.
-		if err := backoff.Sleep(ctx, pace.wait(time.Now())); err != nil {
-			return err
-		}
 		var first Applied
 		var ok bool
 		select {
@@ -101,7 +100,6 @@ func (a *Applier) Run(ctx context.Context) error {
 			return ctx.Err()
 		}
 		a.collect(ctx, first)
-		pace.batch(time.Now(), len(a.batch))
 		if err := a.retry(ctx, "redis", a.applyRedis); err != nil {
 			return err
 		}
@@ -128,54 +126,6 @@ func lastEnd(batch []Applied) (cdc.LSN, bool) {
 		}
 	}
 	return 0, false
-}
-
-// Pacing: while transactions arrive faster than paceAbove a second, a
-// batch starts at least paceEvery after the previous one, so that batches
-// grow instead of each costing a round trip and its wake-ups for a few
-// transactions. Slower streams are applied at once: a lone transaction
-// never waits. The rate is a moving average over about 16 batches.
-const (
-	paceAbove = 5000
-	paceEvery = 2 * time.Millisecond
-)
-
-// pacer tracks the arrival rate from the batches taken.
-type pacer struct {
-	last    time.Time // when the last batch was taken
-	n, dt   float64   // moving averages of batch size and seconds between batches
-	samples int
-}
-
-// paceWindow is the number of batches the averages span.
-const paceWindow = 16
-
-// batch records a batch of n transactions taken at now.
-func (p *pacer) batch(now time.Time, n int) {
-	if !p.last.IsZero() {
-		p.samples++
-		w := float64(min(p.samples, paceWindow)) // a plain mean until the window is full
-		p.n += (float64(n) - p.n) / w
-		p.dt += (now.Sub(p.last).Seconds() - p.dt) / w
-	}
-	p.last = now
-}
-
-// rate is the moving average arrival rate, in transactions per second; 0
-// until a window of batches has been seen.
-func (p *pacer) rate() float64 {
-	if p.samples < paceWindow || p.dt <= 0 {
-		return 0
-	}
-	return p.n / p.dt
-}
-
-// wait is how long to wait at now before taking the next batch.
-func (p *pacer) wait(now time.Time) time.Duration {
-	if p.rate() < paceAbove {
-		return 0
-	}
-	return p.last.Add(paceEvery).Sub(now)
 }
 
 // collect starts a batch with first and adds what is waiting, within bounds.

@@ -37,17 +37,6 @@ func replicated(t *testing.T) (master, replica *redis.Client) {
 	return master, replica
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond) // polling interval
-	}
-}
-
 // confirmed records what an Applier confirms and the errors it retries.
 type confirmed struct {
 	mu     sync.Mutex
