@@ -18,6 +18,8 @@ import (
 // single Redis in the order they are queued.
 type commands interface {
 	unlink(ctx context.Context, keys []string) error
+	// incr bumps a namespace's version key.
+	incr(ctx context.Context, key string) error
 	// publish sends payload on prefix+channel with kind's command
 	// (cmdPublish or cmdSPublish).
 	publish(ctx context.Context, kind cmdKind, prefix, channel string, payload []byte) error
@@ -99,10 +101,11 @@ const (
 	cmdPublish
 	cmdSPublish
 	cmdXAdd
+	cmdIncr
 )
 
 func (k cmdKind) String() string {
-	return [...]string{"UNLINK", "PUBLISH", "SPUBLISH", "XADD"}[k]
+	return [...]string{"UNLINK", "PUBLISH", "SPUBLISH", "XADD", "INCR"}[k]
 }
 
 // directFlush is how much is buffered before it is written; a bulk
@@ -128,6 +131,11 @@ func (q *directQueue) unlink(ctx context.Context, keys []string) error {
 	return q.queued(ctx, cmdUnlink)
 }
 
+func (q *directQueue) incr(ctx context.Context, key string) error {
+	q.buf = resp.AppendString(resp.AppendString(resp.AppendCommand(q.buf, 2), "INCR"), key)
+	return q.queued(ctx, cmdIncr)
+}
+
 func (q *directQueue) publish(ctx context.Context, kind cmdKind, prefix, channel string, payload []byte) error {
 	q.buf = resp.AppendString(resp.AppendCommand(q.buf, 3), kind.String())
 	q.buf = resp.AppendStrings(q.buf, prefix, channel)
@@ -141,6 +149,9 @@ func (q *directQueue) xadd(ctx context.Context, stream string, maxLen int64, e *
 	args := 6 + 16
 	if e.server.SystemID != "" {
 		args += 4
+	}
+	if e.namespaces != nil {
+		args += 2
 	}
 	q.buf = resp.AppendString(resp.AppendCommand(q.buf, args), "XADD")
 	q.buf = resp.AppendString(q.buf, stream)
@@ -159,7 +170,10 @@ func (q *directQueue) xadd(ctx context.Context, stream string, maxLen int64, e *
 	for _, f := range [...]struct {
 		name  string
 		value []byte
-	}{{"keys", e.keys}, {"patterns", e.patterns}, {"channels", e.channels}, {"messages", e.messages}} {
+	}{{"keys", e.keys}, {"patterns", e.patterns}, {"channels", e.channels}, {"messages", e.messages}, {"namespaces", e.namespaces}} {
+		if f.value == nil {
+			continue
+		}
 		q.buf = resp.AppendString(q.buf, f.name)
 		if err := q.bulk(ctx, f.value); err != nil {
 			return err
@@ -263,6 +277,11 @@ func (q *goredisQueue) unlink(ctx context.Context, keys []string) error {
 	return q.maybeExec(ctx)
 }
 
+func (q *goredisQueue) incr(ctx context.Context, key string) error {
+	q.pipe.Incr(ctx, key)
+	return q.maybeExec(ctx)
+}
+
 func (q *goredisQueue) publish(ctx context.Context, kind cmdKind, prefix, channel string, payload []byte) error {
 	ch := prefix + channel // a string: cluster routing hashes it
 	if kind == cmdSPublish {
@@ -292,6 +311,9 @@ func (q *goredisQueue) xadd(ctx context.Context, stream string, maxLen int64, e 
 	}
 	if e.server.SystemID != "" {
 		values = append(values, "system_id", e.server.SystemID, "database", e.server.Database)
+	}
+	if e.namespaces != nil {
+		values = append(values, "namespaces", keep(e.namespaces))
 	}
 	q.pipe.XAdd(ctx, &redis.XAddArgs{Stream: stream, MaxLen: maxLen, Approx: true, Values: values})
 	return q.maybeExec(ctx)
