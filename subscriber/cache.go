@@ -33,6 +33,8 @@ type Cache struct {
 	generation uint64
 	// pending are the keys GetOrLoad is loading, with their leases.
 	pending map[string]*pendingFill
+	// byNS indexes the entries GetOrLoadInNamespace stored by namespace.
+	byNS map[string]map[*entry]struct{}
 	// clears counts the invalidations of everything (Clear, Resync, a
 	// message of an unknown version); each voids every pending fill.
 	clears        uint64
@@ -44,11 +46,18 @@ type Cache struct {
 type pendingFill struct {
 	epoch uint64
 	refs  int
+	// ns is the namespace the fills are for ("" for none); anyNS when
+	// calls disagree on it, and then any namespace's bump voids them
+	ns string
 }
+
+// anyNS marks a pending fill voided by a bump of any namespace.
+const anyNS = "\x00any"
 
 // entry is a node of Cache's recency list.
 type entry struct {
 	key        string
+	ns         string // its namespace, "" for none
 	value      any
 	prev, next *entry
 }
@@ -59,7 +68,8 @@ func NewCache(capacity int) *Cache {
 	if capacity < 1 {
 		panic("subscriber: NewCache: capacity must be at least 1")
 	}
-	c := &Cache{capacity: capacity, items: make(map[string]*entry), pending: make(map[string]*pendingFill)}
+	c := &Cache{capacity: capacity, items: make(map[string]*entry), pending: make(map[string]*pendingFill),
+		byNS: make(map[string]map[*entry]struct{})}
 	c.root.next, c.root.prev = &c.root, &c.root
 	return c
 }
@@ -82,7 +92,7 @@ func (c *Cache) Get(key string) (any, bool) {
 func (c *Cache) Set(key string, value any) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.set(key, value)
+	c.set(key, "", value)
 }
 
 // Generation returns a number that changes whenever entries are invalidated
@@ -112,7 +122,7 @@ func (c *Cache) SetIfGeneration(gen uint64, key string, value any) bool {
 	if c.generation != gen {
 		return false
 	}
-	c.set(key, value)
+	c.set(key, "", value)
 	return true
 }
 
@@ -139,6 +149,19 @@ func (c *Cache) FillStats() CacheFillStats {
 // Concurrent calls for the same missing key each call load. An error of
 // load is returned wrapped and nothing is stored.
 func (c *Cache) GetOrLoad(ctx context.Context, key string, load func(ctx context.Context) (any, error)) (any, error) {
+	return c.getOrLoad(ctx, "", key, load)
+}
+
+// GetOrLoadInNamespace is GetOrLoad for a key of the namespace nsKey (the
+// version key of a rule with a namespace, as messages name it): the entry
+// is also evicted, and a fill in progress voided, by a message whose
+// Namespaces list nsKey, the daemon's wide form of such a rule. load is
+// typically a Filler's GetInNamespace of the same key and namespace.
+func (c *Cache) GetOrLoadInNamespace(ctx context.Context, nsKey, key string, load func(ctx context.Context) (any, error)) (any, error) {
+	return c.getOrLoad(ctx, nsKey, key, load)
+}
+
+func (c *Cache) getOrLoad(ctx context.Context, ns, key string, load func(ctx context.Context) (any, error)) (any, error) {
 	c.mu.Lock()
 	if e, ok := c.items[key]; ok {
 		c.moveToFront(e)
@@ -147,8 +170,10 @@ func (c *Cache) GetOrLoad(ctx context.Context, key string, load func(ctx context
 	}
 	p := c.pending[key]
 	if p == nil {
-		p = &pendingFill{}
+		p = &pendingFill{ns: ns}
 		c.pending[key] = p
+	} else if p.ns != ns {
+		p.ns = anyNS
 	}
 	p.refs++
 	epoch, clears := p.epoch, c.clears
@@ -169,7 +194,7 @@ func (c *Cache) GetOrLoad(ctx context.Context, key string, load func(ctx context
 		return v, nil
 	}
 	c.fills++
-	c.set(key, v)
+	c.set(key, ns, v)
 	return v, nil
 }
 
@@ -219,6 +244,7 @@ func (c *Cache) Clear() {
 	c.generation++
 	c.clears++
 	clear(c.items)
+	clear(c.byNS)
 	c.root.next, c.root.prev = &c.root, &c.root
 }
 
@@ -234,9 +260,10 @@ func (c *Cache) Apply(m Message) {
 	c.Invalidate(m)
 }
 
-// Invalidate evicts every entry named in m.Keys and every entry whose key
-// matches one of m.Patterns (MatchPattern), and returns how many entries it
-// evicted. A message whose V is not MessageVersion (a newer format this
+// Invalidate evicts every entry named in m.Keys, every entry whose key
+// matches one of m.Patterns (MatchPattern) and every entry stored by
+// GetOrLoadInNamespace in a namespace m.Namespaces lists, and returns how
+// many entries it evicted. A message whose V is not MessageVersion (a newer format this
 // package cannot interpret) clears the whole cache. A heartbeat evicts
 // nothing.
 //
@@ -253,6 +280,7 @@ func (c *Cache) Invalidate(m Message) int {
 		c.clears++
 		n := len(c.items)
 		clear(c.items)
+		clear(c.byNS)
 		c.root.next, c.root.prev = &c.root, &c.root
 		return n
 	}
@@ -263,6 +291,9 @@ func (c *Cache) Invalidate(m Message) int {
 			c.remove(e)
 			n++
 		}
+	}
+	for _, ns := range m.Namespaces {
+		n += c.bump(ns)
 	}
 	if len(m.Patterns) == 0 {
 		return n
@@ -281,6 +312,22 @@ func (c *Cache) Invalidate(m Message) int {
 	return n
 }
 
+// bump evicts the entries of namespace ns and voids its pending fills;
+// c.mu is held.
+func (c *Cache) bump(ns string) int {
+	for _, p := range c.pending {
+		if p.ns == ns || p.ns == anyNS {
+			p.epoch++
+		}
+	}
+	n := 0
+	for e := range c.byNS[ns] {
+		c.remove(e)
+		n++
+	}
+	return n
+}
+
 // matchAny reports whether key matches one of patterns.
 func matchAny(patterns []string, key string) bool {
 	for _, p := range patterns {
@@ -291,18 +338,24 @@ func matchAny(patterns []string, key string) bool {
 	return false
 }
 
-// set stores value under key; c.mu is held.
-func (c *Cache) set(key string, value any) {
+// set stores value under key, in namespace ns ("" for none); c.mu is held.
+func (c *Cache) set(key, ns string, value any) {
 	if e, ok := c.items[key]; ok {
 		e.value = value
+		if e.ns != ns {
+			c.unindex(e)
+			e.ns = ns
+			c.index(e)
+		}
 		c.moveToFront(e)
 		return
 	}
 	if len(c.items) >= c.capacity {
 		c.remove(c.root.prev)
 	}
-	e := &entry{key: key, value: value}
+	e := &entry{key: key, ns: ns, value: value}
 	c.items[key] = e
+	c.index(e)
 	c.insertFront(e)
 }
 
@@ -310,6 +363,33 @@ func (c *Cache) remove(e *entry) {
 	e.prev.next, e.next.prev = e.next, e.prev
 	e.prev, e.next = nil, nil
 	delete(c.items, e.key)
+	c.unindex(e)
+}
+
+// index adds e to its namespace's entries, if it has one.
+func (c *Cache) index(e *entry) {
+	if e.ns == "" {
+		return
+	}
+	set := c.byNS[e.ns]
+	if set == nil {
+		set = map[*entry]struct{}{}
+		c.byNS[e.ns] = set
+	}
+	set[e] = struct{}{}
+}
+
+// unindex removes e from its namespace's entries.
+func (c *Cache) unindex(e *entry) {
+	if e.ns == "" {
+		return
+	}
+	if set := c.byNS[e.ns]; set != nil {
+		delete(set, e)
+		if len(set) == 0 {
+			delete(c.byNS, e.ns)
+		}
+	}
 }
 
 func (c *Cache) insertFront(e *entry) {
