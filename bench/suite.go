@@ -74,6 +74,13 @@ func (s *suite) runWorkloads(ctx context.Context, rep *report) error {
 			rep.Consistency = append(rep.Consistency, r)
 		}
 	}
+	if want(wlNamespace) {
+		r, err := s.namespace(ctx)
+		if err != nil {
+			return fmt.Errorf("namespace: %w", err)
+		}
+		rep.Namespace = r
+	}
 	if n := sub.unparsed(); n > 0 {
 		s.log.printf("warning: %d messages did not parse", n)
 	}
