@@ -27,7 +27,7 @@ const (
 	nsSlot        = "invalidator_bench_ns"
 	nsVersionKey  = "bench:ns:v"
 	nsSamples     = 100 // TRUNCATEs with the namespace, per keyspace size
-	nsScanSamples = 3   // TRUNCATEs with SCAN, per keyspace size up to 1M keys (1 above: each takes seconds)
+	nsScanSamples = 3   // TRUNCATEs with SCAN, per keyspace size below 1M keys (1 from there: each takes seconds)
 	nsTimeout     = 5 * time.Minute
 )
 
@@ -171,7 +171,7 @@ func (s *suite) nsRun(ctx context.Context, conn *pgconn.PgConn, rdb *redis.Clien
 // scanSamples is how many TRUNCATEs the SCAN form is timed with: a SCAN
 // of the whole keyspace takes seconds per ten million keys.
 func scanSamples(keys int) int {
-	if keys > 1_000_000 {
+	if keys >= 1_000_000 {
 		return 1
 	}
 	return nsScanSamples
