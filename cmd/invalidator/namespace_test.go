@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"regexp"
 	"strconv"
@@ -183,4 +184,24 @@ func TestRun_NamespaceWideForm(t *testing.T) {
 			t.Errorf("replay --dry-run: exit %d, does not show the bump:\n%s", code, out)
 		}
 	})
+}
+
+// check warns when Redis may evict the version keys of namespaced rules.
+func TestCheck_NamespaceEviction(t *testing.T) {
+	f := newDatabaseFixture(t, namespaceRulesYAML).withRedis()
+	ctx := context.Background()
+	for _, policy := range []string{"noeviction", "allkeys-lru"} {
+		if err := f.rdb.ConfigSet(ctx, "maxmemory-policy", policy).Err(); err != nil {
+			t.Fatal(err)
+		}
+		_, out, errOut := f.cli("check", "--json")
+		var c checkJSON
+		if err := json.Unmarshal([]byte(out), &c); err != nil {
+			t.Fatalf("check --json: %v\n%s%s", err, out, errOut)
+		}
+		warned := c.find("redis", "warn", "maxmemory-policy allkeys-lru may evict the version keys")
+		if warned != (policy == "allkeys-lru") {
+			t.Errorf("maxmemory-policy %s: warned %v\n%s", policy, warned, out)
+		}
+	}
 }
