@@ -56,7 +56,7 @@ deploy-check:
 	@if [ -d deploy/validate ]; then cd deploy/validate && $(GO) test -count=1 ./...; fi
 
 ## bench: throughput, latency, memory and CPU against real PostgreSQL/Redis and
-## the pg_recvlogical floor (about 6-7 minutes on the development machine, the consistency and namespace workloads included), then the Go micro-benchmarks.
+## the pg_recvlogical floor (about 5 minutes on the development machine with the consistency workload, plus about 1.5 for the namespace workload), then the Go micro-benchmarks.
 ## BENCHFLAGS=-json for machine-readable output. Not part of `make test`.
 bench:
 	@$(GO) run ./bench $(BENCHFLAGS)
