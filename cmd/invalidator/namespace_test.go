@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/cachewire/invalidator/internal/testsrv"
 	"github.com/cachewire/invalidator/subscriber"
 )
 
@@ -202,6 +204,67 @@ func TestCheck_NamespaceEviction(t *testing.T) {
 		warned := c.find("redis", "warn", "maxmemory-policy allkeys-lru may evict the version keys")
 		if warned != (policy == "allkeys-lru") {
 			t.Errorf("maxmemory-policy %s: warned %v\n%s", policy, warned, out)
+		}
+	}
+}
+
+// On a Redis Cluster a namespaced wide form is one INCR, on the version
+// key's master, and no SCAN on any master; Filler reads (version and key
+// on different nodes) miss after it.
+func TestCluster_NamespaceWideForm(t *testing.T) {
+	needIntegration(t)
+	cluster := testsrv.StartRedisCluster(t, 3)
+	cc := cluster.Client(t)
+	f := newClusterFixture(t, cluster, cc, namespaceRulesYAML, "INVALIDATOR_MAX_KEYS_PER_TXN=50")
+	f.startReady()
+	ctx := context.Background()
+	var nodes []*redis.Client
+	for _, a := range cluster.Addrs() {
+		nodes = append(nodes, cluster.NodeClient(t, a))
+	}
+	calls := func() map[string]int {
+		total := map[string]int{}
+		for _, n := range nodes {
+			for k, v := range commandCalls(t, n) {
+				total[k] += v
+			}
+		}
+		return total
+	}
+	fill, err := subscriber.NewFiller(cc, subscriber.FillConfig{TTL: time.Minute, LeaseTTL: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	read := func(ns, key, value string) string {
+		t.Helper()
+		v, err := fill.GetInNamespace(ctx, ns, key, func(context.Context) ([]byte, error) { return []byte(value), nil })
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(v)
+	}
+	var keys []string
+	for i := range 12 {
+		key := fmt.Sprintf("tenant:t%d:user:1:profile", i)
+		keys = append(keys, key)
+		read("users:v", key, "before")
+	}
+	if m := byMaster(t, cc, append(slices.Clone(keys), "users:v")); len(m) != 3 {
+		t.Fatalf("the keys should live on all 3 masters, got %d", len(m))
+	}
+	for _, n := range nodes {
+		if err := n.ConfigResetStat(ctx).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.exec(`TRUNCATE users`)
+	f.sync()
+	if c := calls(); c["incr"] != 1 || c["scan"] != 0 {
+		t.Errorf("TRUNCATE on a cluster: %d INCR, %d SCAN over the masters; want 1 and 0", c["incr"], c["scan"])
+	}
+	for _, key := range keys {
+		if v := read("users:v", key, "after"); v != "after" {
+			t.Errorf("%s after the bump = %q, want a miss", key, v)
 		}
 	}
 }
