@@ -46,6 +46,12 @@ func testPostgresFailover(t *testing.T, version int) {
 	both := fmt.Sprintf("postgres://postgres@127.0.0.1:%d,127.0.0.1:%d/%s?sslmode=disable&target_session_attrs=read-write",
 		standby.Port, primary.Port, f.db)
 	f.env = append(f.env, "INVALIDATOR_POSTGRES_URL="+both) // the last value wins
+	// the fixture's database must have reached the standby: a connection
+	// the standby refuses with "database does not exist" ends the host
+	// list there instead of moving on to the primary
+	eventually(t, 60*time.Second, "the fixture's database replayed on the standby", func() bool {
+		return len(standby.Query(t, "postgres", "SELECT 1 FROM pg_database WHERE datname = '"+f.db+"'")) == 1
+	})
 	d := f.startReady()
 	eventually(t, 60*time.Second, "the failover slot synchronised on the standby", func() bool {
 		rows := standby.Query(t, "postgres", "SELECT failover, synced, temporary FROM pg_replication_slots WHERE slot_name = '"+f.db+"'")
