@@ -24,7 +24,8 @@ import (
 // truth just before a change commits can be stored just after the change's
 // message was applied, and would then be stale until evicted. Fill with
 // GetOrLoad to close that window per key (or, coarser, take a Generation
-// before reading and store with SetIfGeneration).
+// before reading and store with SetIfGeneration); keys of a rule with a
+// namespace with GetOrLoadInNamespace.
 type Cache struct {
 	mu         sync.Mutex
 	capacity   int

@@ -30,7 +30,8 @@ const HeartbeatSuffix = "_heartbeat"
 
 // Message is one invalidation published by the daemon: every Redis key in
 // Keys and every key matching one of Patterns has been deleted from Redis,
-// and an in-process copy of any of them must be dropped too.
+// every version key in Namespaces has been bumped, and an in-process copy
+// of any of them must be dropped too.
 //
 // It is decoded from the JSON the daemon publishes, for example
 //
