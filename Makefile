@@ -57,11 +57,12 @@ deploy-check:
 
 ## bench: throughput, latency, memory and CPU against real PostgreSQL/Redis and
 ## the pg_recvlogical floor, then every sink (core NATS, JetStream, a 3-master
-## Redis Cluster) against a bare client of it, then the wide form among 0, 1M
-## and 10M unrelated keys (scale), then the Go micro-benchmarks: about 12
-## minutes on the development machine (5 for the workloads before the sinks,
-## the consistency workload included; 3-4 for the sinks, whose 12 steady runs,
-## floors included, last BENCHFLAGS=-sinks-duration=10s each; about 3 for scale).
+## Redis Cluster) against a bare client of it, then namespace versions and the
+## wide form among 0, 1M and 10M unrelated keys (namespace, scale), then the Go
+## micro-benchmarks: about 14 minutes on the development machine (5 for the
+## workloads before the sinks, the consistency workload included; 3-4 for the
+## sinks, whose 12 steady runs, floors included, last
+## BENCHFLAGS=-sinks-duration=10s each; 1.5 for namespace; about 3 for scale).
 ## BENCHFLAGS=-json for machine-readable output. Not part of `make test`.
 bench:
 	@$(GO) run ./bench $(BENCHFLAGS)

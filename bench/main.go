@@ -1,13 +1,13 @@
 // Command bench measures the invalidator daemon end to end: it builds the
 // daemon binary, starts a throwaway PostgreSQL 15 and redis-server on
 // 127.0.0.1 (internal/testsrv), runs the workloads (bulk, steady,
-// unthrottled, huge, consistency, sinks, scale) against the real binary, and prints a table (or JSON)
+// unthrottled, huge, consistency, sinks, namespace, scale) against the real binary, and prints a table (or JSON)
 // of throughput, latency, memory and CPU figures. The sinks workload also
 // starts, one after the other, a nats-server, a nats-server with
 // JetStream and a 3-master Redis Cluster. Everything it starts is
 // torn down at the end, on error and on Ctrl-C.
 //
-//	go run ./bench [-json] [-duration 30s] [-workloads bulk,steady,unthrottled,huge,consistency,sinks,scale] [-sinks-duration 10s] [-out FILE]
+//	go run ./bench [-json] [-duration 30s] [-workloads bulk,steady,unthrottled,huge,consistency,sinks,namespace,scale] [-sinks-duration 10s] [-out FILE]
 package main
 
 import (
@@ -62,11 +62,12 @@ const (
 	wlHuge        = "huge"
 	wlConsistency = "consistency"
 	wlSinks       = "sinks"
+	wlNamespace   = "namespace"
 	wlScale       = "scale"
 )
 
 // allWorkloads are the workloads in the order they run.
-var allWorkloads = []string{wlBulk, wlSteady, wlUnthrottled, wlHuge, wlConsistency, wlSinks, wlScale}
+var allWorkloads = []string{wlBulk, wlSteady, wlUnthrottled, wlHuge, wlConsistency, wlSinks, wlNamespace, wlScale}
 
 // options are the command-line flags.
 type options struct {
@@ -89,19 +90,22 @@ type options struct {
 	// sinks workload
 	sinks         []string
 	sinksDuration time.Duration
+	// namespaceKeys are the sizes of the namespace workload's keyspace
+	namespaceKeys []int
 }
 
 func parseOptions(args []string, stderr io.Writer) (options, error) {
 	var o options
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	var workloads, rates, sinks, scaleKeys string
+	var workloads, rates, sinks, scaleKeys, nsKeys string
 	fs.BoolVar(&o.json, "json", false, "print the results as JSON instead of a table")
 	fs.DurationVar(&o.duration, "duration", 30*time.Second, "length of each steady and unthrottled run")
 	fs.StringVar(&workloads, "workloads", strings.Join(allWorkloads, ","), "workloads to run, comma-separated")
 	fs.StringVar(&o.out, "out", "", "also write the report to this file")
 	fs.StringVar(&scaleKeys, "scale-keys", "0,1000000,10000000", "unrelated keys in Redis at each step of the scale workload, comma-separated")
 	fs.StringVar(&rates, "rates", "2000,10000", "transactions per second of the steady runs")
+	fs.StringVar(&nsKeys, "namespace-keys", "1000000,10000000", "unrelated keys in the namespace workload's Redis, one run per size, comma-separated")
 	fs.IntVar(&o.bulkRows, "bulk-rows", 200_000, "rows of the bulk transaction (a multiple of 100)")
 	fs.IntVar(&o.bulkRepeat, "bulk-repeat", 3, "runs of each bulk workload; the report shows the median run and the range")
 	fs.IntVar(&o.hugeRows, "huge-rows", 1_000_000, "rows of the table and of the huge transaction (a multiple of 100); 100000 when neither bulk nor huge runs")
@@ -162,6 +166,13 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 			return o, usagef("-scale-keys: %q is not a count of keys", v)
 		}
 		o.scaleKeys = append(o.scaleKeys, n)
+	}
+	for _, k := range strings.Split(nsKeys, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(k))
+		if err != nil || n < 0 {
+			return o, usagef("-namespace-keys: %q is not a number of keys", k)
+		}
+		o.namespaceKeys = append(o.namespaceKeys, n)
 	}
 	hugeSet := false
 	fs.Visit(func(f *flag.Flag) { hugeSet = hugeSet || f.Name == "huge-rows" })

@@ -22,17 +22,20 @@ type report struct {
 	Consistency []consistencyResult `json:"consistency,omitempty"`
 	Sinks       []sinkResult        `json:"sinks,omitempty"`
 	Scale       []scaleResult       `json:"scale,omitempty"`
+	Namespace   []namespaceResult   `json:"namespace,omitempty"`
 	Targets     []target            `json:"targets"`
 }
 
 type optionsInfo struct {
-	Duration   string   `json:"duration"`
-	Workloads  []string `json:"workloads"`
-	Rates      []int    `json:"rates"`
-	BulkRows   int      `json:"bulk_rows"`
-	BulkRepeat int      `json:"bulk_repeat"`
-	HugeRows   int      `json:"huge_rows"`
-	DaemonEnv  []string `json:"daemon_env,omitempty"`
+	Duration  string   `json:"duration"`
+	Workloads []string `json:"workloads"`
+	// namespace workload
+	NamespaceKeys []int    `json:"namespace_keys,omitempty"`
+	Rates         []int    `json:"rates"`
+	BulkRows      int      `json:"bulk_rows"`
+	BulkRepeat    int      `json:"bulk_repeat"`
+	HugeRows      int      `json:"huge_rows"`
+	DaemonEnv     []string `json:"daemon_env,omitempty"`
 	// consistency workload
 	ConsistencyDuration  string `json:"consistency_duration"`
 	ConsistencyLoadDelay string `json:"consistency_load_delay"`
@@ -44,7 +47,7 @@ type optionsInfo struct {
 func reportOptions(o options) optionsInfo {
 	return optionsInfo{Duration: o.duration.String(), Workloads: o.workloads, Rates: o.rates, BulkRows: o.bulkRows, BulkRepeat: o.bulkRepeat, HugeRows: o.hugeRows, DaemonEnv: o.daemonEnv,
 		ConsistencyDuration: o.consistency.duration.String(), ConsistencyLoadDelay: o.consistency.loadDelay.String(),
-		Sinks: o.sinks, SinksDuration: o.sinksDuration.String()}
+		Sinks: o.sinks, SinksDuration: o.sinksDuration.String(), NamespaceKeys: o.namespaceKeys}
 }
 
 // target is one reference figure and whether the run met it.
@@ -124,6 +127,11 @@ func checkTargets(rep *report) []target {
 			ts = append(ts, target{What: "sinks " + sk.Sink + ": bulk confirmed, s after COMMIT", Want: "within " + confirmWait.String() + " of its messages",
 				Got: b.ConfirmedSeconds, Unit: "s", Met: b.ConfirmedSeconds > 0})
 			atMost("sinks "+sk.Sink+": bulk daemon/floor", b.Ratio, 2, "")
+		}
+	}
+	for _, n := range rep.Namespace {
+		if n.Form == "namespace" && n.Keys >= 10_000_000 {
+			atMost(fmt.Sprintf("namespace, %dM keys: COMMIT to INCR p50", n.Keys/1_000_000), n.IncrP50MS, 10, "ms")
 		}
 	}
 	return ts
@@ -307,6 +315,19 @@ func writeTable(out io.Writer, rep *report) error {
 			"  truncate = TRUNCATE scale_items (%d keys cached; all-'*' wide form, scanned); streamed = UPDATE of %d rows streamed by PostgreSQL\n"+
 			"  (logical_decoding_work_mem=64kB for the daemon) past a key bound of %d (wide form per tenant, scanned); bulk = the %d-row bulk with\n"+
 			"  the default bound (exact keys past it, ADR 27: should not grow with the keyspace)", scaleItemKeys, streamedPerTenant*tenants, streamedMaxKeys, rep.Options.BulkRows), rows)
+	}
+	if len(rep.Namespace) > 0 {
+		rows := [][]string{{"unrelated_keys", "wide_form", "truncates", "commit_to_incr_p50/max_ms", "commit_to_message_p50/max_ms", "SCAN/truncate", "INCR/truncate"}}
+		for _, n := range rep.Namespace {
+			incr := "-"
+			if n.Form == "namespace" {
+				incr = f2(n.IncrP50MS) + " / " + f2(n.IncrMaxMS)
+			}
+			rows = append(rows, []string{itoa(n.Keys), n.Form, itoa(n.Samples), incr, f2(n.MessageP50MS) + " / " + f2(n.MessageMaxMS), f1(n.ScanCalls), f1(n.IncrCalls)})
+		}
+		tw("NAMESPACE: TRUNCATE of a rule's table, one at a time, on a Redis of its own holding that many unrelated keys (DEBUG POPULATE);\n"+
+			"  wide form namespace = one INCR of the rule's version key, scan = SCAN MATCH + UNLINK of the whole keyspace; times from commit_time\n"+
+			"  to the keyspace notification of the INCR and to the invalidation message (published once the wide form is applied)", rows)
 	}
 	if len(res) > 0 {
 		rows := append([][]string{{"workload", "window_s", "daemon_peak_RSS_MB", "daemon_CPU_s", "walsender_CPU_s", "redis_CPU_s", "suite_CPU_s",

@@ -81,6 +81,13 @@ func (s *suite) runWorkloads(ctx context.Context, rep *report) error {
 			return fmt.Errorf("sinks: %w", err)
 		}
 	}
+	if want(wlNamespace) {
+		r, err := s.namespace(ctx)
+		if err != nil {
+			return fmt.Errorf("namespace: %w", err)
+		}
+		rep.Namespace = r
+	}
 	if want(wlScale) {
 		r, err := s.scale(ctx)
 		if err != nil {

@@ -39,6 +39,10 @@ func appendMessageHead(dst []byte, m *router.Message) []byte {
 		dst = append(dst, `,"patterns":`...)
 		dst = appendJSONStrings(dst, m.Patterns)
 	}
+	if len(m.Namespaces) > 0 {
+		dst = append(dst, `,"namespaces":`...)
+		dst = appendJSONStrings(dst, m.Namespaces)
+	}
 	return dst
 }
 

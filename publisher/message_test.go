@@ -85,6 +85,15 @@ func TestAppendMessage_Fields(t *testing.T) {
 				"xid": json.Number("0"), "commit_time": "2026-01-02T03:04:05.000000Z"},
 		},
 		{
+			name: "truncate bumping a namespace",
+			msg: router.Message{Op: cdc.OpTruncate, Table: "public.settings", Rule: "r",
+				Namespaces: []string{"settings:v"}},
+			lsn: 0x10, xid: 3, at: commitTime,
+			want: map[string]any{"v": json.Number("1"), "op": "truncate", "table": "public.settings", "rule": "r",
+				"keys": []any{}, "namespaces": []any{"settings:v"}, "lsn": "0/10",
+				"xid": json.Number("3"), "commit_time": "2026-11-22T10:00:00.123456Z"},
+		},
+		{
 			name: "empty patterns are left out",
 			msg:  router.Message{Op: cdc.OpUpdate, Table: "public.t", Rule: "r", Keys: []string{"k"}, Patterns: []string{}},
 			lsn:  0x1A2B3C4, xid: 1, at: commitTime,

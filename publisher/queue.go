@@ -21,6 +21,8 @@ import (
 // single Redis in the order they are queued.
 type commands interface {
 	unlink(ctx context.Context, keys []string) error
+	// incr bumps a namespace's version key.
+	incr(ctx context.Context, key string) error
 	// publish sends payload on prefix+channel with kind's command
 	// (cmdPublish or cmdSPublish).
 	publish(ctx context.Context, kind cmdKind, prefix, channel string, payload []byte) error
@@ -132,10 +134,11 @@ const (
 	cmdPublish
 	cmdSPublish
 	cmdXAdd
+	cmdIncr
 )
 
 func (k cmdKind) String() string {
-	return [...]string{"UNLINK", "PUBLISH", "SPUBLISH", "XADD"}[k]
+	return [...]string{"UNLINK", "PUBLISH", "SPUBLISH", "XADD", "INCR"}[k]
 }
 
 // directFlush is how much is buffered before it is written; a bulk
@@ -171,6 +174,11 @@ func (q *directQueue) unlink(ctx context.Context, keys []string) error {
 	return q.queued(ctx, cmdUnlink)
 }
 
+func (q *directQueue) incr(ctx context.Context, key string) error {
+	q.buf = resp.AppendString(resp.AppendString(resp.AppendCommand(q.buf, 2), "INCR"), key)
+	return q.queued(ctx, cmdIncr)
+}
+
 func (q *directQueue) publish(ctx context.Context, kind cmdKind, prefix, channel string, payload []byte) error {
 	q.buf = resp.AppendString(resp.AppendCommand(q.buf, 3), kind.String())
 	q.buf = resp.AppendStrings(q.buf, prefix, channel)
@@ -184,6 +192,9 @@ func (q *directQueue) xadd(ctx context.Context, stream string, maxLen int64, e *
 	args := 6 + 16
 	if e.server.SystemID != "" {
 		args += 4
+	}
+	if e.namespaces != nil {
+		args += 2
 	}
 	q.buf = resp.AppendString(resp.AppendCommand(q.buf, args), "XADD")
 	q.buf = resp.AppendString(q.buf, stream)
@@ -202,7 +213,10 @@ func (q *directQueue) xadd(ctx context.Context, stream string, maxLen int64, e *
 	for _, f := range [...]struct {
 		name  string
 		value []byte
-	}{{"keys", e.keys}, {"patterns", e.patterns}, {"channels", e.channels}, {"messages", e.messages}} {
+	}{{"keys", e.keys}, {"patterns", e.patterns}, {"channels", e.channels}, {"messages", e.messages}, {"namespaces", e.namespaces}} {
+		if f.value == nil {
+			continue
+		}
 		q.buf = resp.AppendString(q.buf, f.name)
 		if err := q.bulk(ctx, f.value); err != nil {
 			return err
@@ -322,9 +336,19 @@ func (q *goredisQueue) unlink(ctx context.Context, keys []string) error {
 		q.unlinks = append(q.unlinks, q.pipe.Unlink(ctx, keys...))
 		return q.maybeExec(ctx)
 	}
-	node, err := q.cluster.MasterForKey(ctx, keys[0]) // the keys share a slot
+	m, err := q.master(ctx, keys[0]) // the keys share a slot
 	if err != nil {
-		return fmt.Errorf("redis cluster: the master of %q: %w", keys[0], err)
+		return err
+	}
+	m.unlinks = append(m.unlinks, m.pipe.Unlink(ctx, keys...))
+	return q.maybeExec(ctx)
+}
+
+// master is the connection of this Apply to the master of key.
+func (q *goredisQueue) master(ctx context.Context, key string) (*masterConn, error) {
+	node, err := q.cluster.MasterForKey(ctx, key)
+	if err != nil {
+		return nil, fmt.Errorf("redis cluster: the master of %q: %w", key, err)
 	}
 	addr := node.Options().Addr
 	m := q.masters[addr]
@@ -336,8 +360,7 @@ func (q *goredisQueue) unlink(ctx context.Context, keys []string) error {
 		m = &masterConn{addr: addr, cn: cn, pipe: cn.Pipeline()}
 		q.masters[addr] = m
 	}
-	m.unlinks = append(m.unlinks, m.pipe.Unlink(ctx, keys...))
-	return q.maybeExec(ctx)
+	return m, nil
 }
 
 // wait waits on each master's connection for its replicas.
@@ -359,6 +382,22 @@ func (q *goredisQueue) release() {
 		_ = m.cn.Close()
 		delete(q.masters, addr)
 	}
+}
+
+// incr bumps a namespace version; when replicas must acknowledge, on its
+// master's connection, so that the WAIT covers it as it covers UNLINKs (a
+// bump lost in a failover would make old values current again).
+func (q *goredisQueue) incr(ctx context.Context, key string) error {
+	if q.cluster == nil {
+		q.pipe.Incr(ctx, key)
+		return q.maybeExec(ctx)
+	}
+	m, err := q.master(ctx, key)
+	if err != nil {
+		return err
+	}
+	m.pipe.Incr(ctx, key)
+	return q.maybeExec(ctx)
 }
 
 func (q *goredisQueue) publish(ctx context.Context, kind cmdKind, prefix, channel string, payload []byte) error {
@@ -390,6 +429,9 @@ func (q *goredisQueue) xadd(ctx context.Context, stream string, maxLen int64, e 
 	}
 	if e.server.SystemID != "" {
 		values = append(values, "system_id", e.server.SystemID, "database", e.server.Database)
+	}
+	if e.namespaces != nil {
+		values = append(values, "namespaces", keep(e.namespaces))
 	}
 	q.pipe.XAdd(ctx, &redis.XAddArgs{Stream: stream, MaxLen: maxLen, Approx: true, Values: values})
 	return q.maybeExec(ctx)

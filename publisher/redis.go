@@ -231,6 +231,9 @@ func (p *Publisher) queueCommands(ctx context.Context, q commands, batch []Appli
 	if err := p.queueUnlinks(ctx, q, batch); err != nil {
 		return err
 	}
+	if err := p.queueIncrs(ctx, q, batch); err != nil {
+		return err
+	}
 	if _, cluster := p.rdb.(*redis.ClusterClient); cluster {
 		// A cluster pipeline runs each node's part in parallel, and PUBLISH
 		// has no key to tie it to the UNLINK's node: wait for every delete
@@ -313,6 +316,30 @@ func (p *Publisher) queueUnlinks(ctx context.Context, q commands, batch []Applie
 		err = q.unlink(ctx, chunk)
 	}
 	return err
+}
+
+// queueIncrs queues one INCR per namespace each transaction of the batch
+// bumps. INCR is not idempotent, but a batch applied again only bumps a
+// version once more: one more miss per key, never a stale read. Versions
+// bumped by several transactions of the batch are bumped once: one bump
+// voids every value stored under the version before it.
+func (p *Publisher) queueIncrs(ctx context.Context, q commands, batch []Applied) error {
+	var seen map[string]bool
+	for _, c := range batch {
+		for _, ns := range c.Txn.Result().Namespaces {
+			if seen[ns] {
+				continue
+			}
+			if seen == nil {
+				seen = map[string]bool{}
+			}
+			seen[ns] = true
+			if err := q.incr(ctx, ns); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // scanTogether is how many patterns a batch needs before they share one
@@ -438,6 +465,7 @@ type journalEntry struct {
 	xid                                uint32
 	server                             cdc.Server // empty fields are left out
 	keys, patterns, channels, messages []byte     // JSON arrays
+	namespaces                         []byte     // JSON array; nil: left out
 	// fresh: the values are in a buffer of their own that the Publisher
 	// does not write again (a huge transaction's), so they need no copy
 	fresh bool
@@ -458,8 +486,10 @@ func (p *Publisher) journalEntry(c Applied, tail []byte) *journalEntry {
 		patterns = append(slices.Clip(patterns), res.Covered...)
 	}
 	pattern := func(i int) string { return patterns[i] }
+	namespace := func(i int) string { return res.Namespaces[i] }
 	need := 2*32 + len(TimeLayout) + jsonArraySize(len(res.Keys), key) +
-		jsonArraySize(len(patterns), pattern) + jsonArraySize(res.NumMessages(), res.Channel) + 2
+		jsonArraySize(len(patterns), pattern) + jsonArraySize(res.NumMessages(), res.Channel) + 2 +
+		jsonArraySize(len(res.Namespaces), namespace)
 	if res.NumMessages() <= journalMaxMessages {
 		need += res.NumMessages() * (len(tail) + 128)
 	}
@@ -468,7 +498,7 @@ func (p *Publisher) journalEntry(c Applied, tail []byte) *journalEntry {
 	if fresh || cap(b) < need {
 		b = make([]byte, 0, need)
 	}
-	var end [6]int // where each value but the last ends in b
+	var end [7]int // where each value but the last ends in b
 	b = appendLSN(b, c.CommitLSN)
 	end[0] = len(b)
 	b = appendLSN(b, c.EndLSN)
@@ -495,11 +525,18 @@ func (p *Publisher) journalEntry(c Applied, tail []byte) *journalEntry {
 		}
 	}
 	b = append(b, ']')
+	end[6] = len(b)
+	if len(res.Namespaces) > 0 {
+		b = appendJSONArray(b, len(res.Namespaces), namespace)
+	}
 	e := &p.jentry
 	*e = journalEntry{
 		lsn: b[:end[0]], endLSN: b[end[0]:end[1]], commitTime: b[end[1]:end[2]], xid: c.Xid, server: p.cfg.Server,
-		keys: b[end[2]:end[3]], patterns: b[end[3]:end[4]], channels: b[end[4]:end[5]], messages: b[end[5]:],
+		keys: b[end[2]:end[3]], patterns: b[end[3]:end[4]], channels: b[end[4]:end[5]], messages: b[end[5]:end[6]],
 		fresh: fresh || cap(b) > maxScratch,
+	}
+	if len(res.Namespaces) > 0 {
+		e.namespaces = b[end[6]:]
 	}
 	if e.fresh {
 		p.jbuf = nil // a huge transaction's entry: not kept for the next one

@@ -103,6 +103,8 @@ type boundRule struct {
 	keys     []boundTemplate
 	patterns []boundTemplate
 	channel  *boundTemplate
+	// namespace is the rule's version key, nil when it has none
+	namespace *boundTemplate
 	// changed columns by index; changedKeysOnly: all are replica identity columns
 	changed         []int
 	changedKeysOnly bool
@@ -177,6 +179,10 @@ func bindRule(r *Rule, colIndex func(string) int, isKey func(int) bool, scope []
 		b := bt(r.Channel)
 		br.channel = &b
 	}
+	if r.Namespace != nil {
+		b := bt(r.Namespace)
+		br.namespace = &b
+	}
 	for _, c := range r.Changed {
 		i := colIndex(c)
 		br.changed = append(br.changed, i)
@@ -228,6 +234,11 @@ func (rt *Router) Wide(values map[string]string, op cdc.Op) *Result {
 			br.patterns = usingAny(br.patterns, names)
 			if br.channel != nil && len(usingAny([]boundTemplate{*br.channel}, names)) == 0 {
 				br.channel = nil
+			}
+			// a global namespace would flush every value, not these:
+			// their patterns bound the flush
+			if br.namespace != nil && len(br.namespace.t.Columns()) == 0 {
+				br.namespace = nil
 			}
 		}
 		t.wideMessage(&t.main, br, row, op, len(values) == 0, false)

@@ -35,6 +35,10 @@ type Rule struct {
 	Patterns []*Template
 	Channel  *Template // nil when the rule publishes no message
 	Scope    []string
+	// Namespace, when set, is the rule's version key (a Redis counter,
+	// rendered from scope columns only): its wide form is one INCR of it
+	// instead of SCAN MATCH + UNLINK (ADR 28).
+	Namespace *Template
 	// File and Line locate the rule in its file, for messages.
 	File string
 	Line int
@@ -126,7 +130,7 @@ func LoadRules(path string) (*Rules, error) {
 
 var (
 	topFields  = []string{"version", "key_prefix", "channel_prefix", "rules"}
-	ruleFields = []string{"name", "table", "on", "changed", "keys", "patterns", "channel", "scope"}
+	ruleFields = []string{"name", "table", "on", "changed", "keys", "patterns", "channel", "scope", "namespace"}
 	opNames    = []string{"insert", "update", "delete", "truncate"}
 )
 
@@ -269,7 +273,7 @@ func parseRule(file string, n *yaml.Node, fail func(*yaml.Node, string, ...any) 
 	if r.Name == "" {
 		return nil, fail(n, "rule: missing name")
 	}
-	for _, step := range []func(*yaml.Node, *Rule) error{p.table, p.ops, p.columnLists, p.templates, p.scope} {
+	for _, step := range []func(*yaml.Node, *Rule) error{p.table, p.ops, p.columnLists, p.templates, p.scope, p.namespace} {
 		if err := step(n, r); err != nil {
 			return nil, err
 		}
@@ -427,6 +431,33 @@ func (p *ruleParser) scope(_ *yaml.Node, r *Rule) error {
 			return p.fail(p.fields["scope"], "%s: scope: column %q is not used by any template", p.label, c)
 		}
 	}
+	return nil
+}
+
+// namespace compiles the version key template, which may only use scope
+// columns: the wide form keeps nothing else to render it with.
+func (p *ruleParser) namespace(_ *yaml.Node, r *Rule) error {
+	v := p.fields["namespace"]
+	if v == nil {
+		return nil
+	}
+	var s string
+	if err := decodeString(v, &s); err != nil || s == "" {
+		return p.fail(v, "%s: namespace: must be a non-empty string", p.label)
+	}
+	t, err := ParseTemplate(s)
+	if err != nil {
+		return p.fail(v, "%s: namespace: %v", p.label, err)
+	}
+	for _, c := range t.Columns() {
+		if !slices.Contains(r.Scope, c) {
+			if len(r.Scope) == 0 {
+				return p.fail(v, "%s: namespace: column %q is not a scope column (the rule has no scope: only a namespace without placeholders fits it)", p.label, c)
+			}
+			return p.fail(v, "%s: namespace: column %q is not a scope column (expected only %s)", p.label, c, strings.Join(r.Scope, ", "))
+		}
+	}
+	r.Namespace = t
 	return nil
 }
 

@@ -221,6 +221,31 @@ func TestParseRules_Errors(t *testing.T) {
 			line: 2, want: []string{`unknown field "rulez"`},
 		},
 		{
+			name: "namespace column outside the scope",
+			yaml: "version: 1\nrules:\n  - name: r1\n    table: t\n    keys: [\"t:{tenant_id}:k:{id}\"]\n    scope: [tenant_id]\n    namespace: \"t:{id}:v\"\n",
+			line: 7, want: []string{`rule "r1"`, "namespace", `column "id" is not a scope column`, "tenant_id"},
+		},
+		{
+			name: "namespace with columns and no scope",
+			yaml: "version: 1\nrules:\n  - name: r1\n    table: t\n    keys: [\"t:{tenant_id}:k:{id}\"]\n    namespace: \"t:{tenant_id}:v\"\n",
+			line: 6, want: []string{`rule "r1"`, "namespace", `column "tenant_id"`, "no scope"},
+		},
+		{
+			name: "namespace template unbalanced",
+			yaml: "version: 1\nrules:\n  - name: r1\n    table: t\n    keys: [\"t:{tenant_id}:k\"]\n    scope: [tenant_id]\n    namespace: \"t:{tenant_id:v\"\n",
+			line: 7, want: []string{`rule "r1"`, "namespace", "without"},
+		},
+		{
+			name: "namespace empty",
+			yaml: "version: 1\nrules:\n  - name: r1\n    table: t\n    keys: [\"k:{id}\"]\n    namespace: \"\"\n",
+			line: 6, want: []string{`rule "r1"`, "namespace", "non-empty"},
+		},
+		{
+			name: "namespace a list",
+			yaml: "version: 1\nrules:\n  - name: r1\n    table: t\n    keys: [\"k:{id}\"]\n    namespace: [a, b]\n",
+			line: 6, want: []string{`rule "r1"`, "namespace", "string"},
+		},
+		{
 			name: "unknown rule field",
 			yaml: "version: 1\nrules:\n  - name: r1\n    table: t\n    kes: [\"k:{id}\"]\n",
 			line: 5, want: []string{`unknown field "kes"`},

@@ -17,6 +17,9 @@ type Message struct {
 	Rule     string
 	Keys     []string
 	Patterns []string // wide invalidations (wide form or TRUNCATE)
+	// Namespaces are version keys (key prefix included) to INCR: the wide
+	// form of a rule with a namespace.
+	Namespaces []string
 }
 
 // Result is what one committed transaction invalidates.
@@ -36,7 +39,9 @@ type Result struct {
 	// its wide-form messages carry them and so does its journal entry, but
 	// they are never scanned, since those keys are deleted already.
 	Covered []string
-	Changes int // row changes the rules looked at
+	// Namespaces are version keys to INCR, key prefix included, de-duplicated.
+	Namespaces []string
+	Changes    int // row changes the rules looked at
 	// Counts breaks Changes down by table and operation.
 	Counts []ChangeCount
 	// Wide lists rules that switched to their wide form in this
@@ -52,6 +57,7 @@ type Result struct {
 	subj    list[sref]         // per message, when subjects are rendered
 	msgKeys []string           // keys of messages flagged spilled
 	msgPats map[int32][]string // patterns by message
+	msgNS   map[int32][]string // namespaces by message
 	names   []ruleName
 }
 
@@ -90,6 +96,9 @@ func (r *Result) Message(i int) Message {
 	if p := r.msgPats[int32(i)]; len(p) > 0 {
 		m.Patterns = p[:len(p):len(p)]
 	}
+	if ns := r.msgNS[int32(i)]; len(ns) > 0 {
+		m.Namespaces = ns[:len(ns):len(ns)]
+	}
 	return m
 }
 
@@ -107,7 +116,8 @@ func (r *Result) Messages() []Message {
 }
 
 // AddMessage appends m, for results that do not come from the stream
-// (replay from the journal). m.Keys is copied; m.Patterns is kept.
+// (replay from the journal). m.Keys is copied; m.Patterns and
+// m.Namespaces are kept.
 func (r *Result) AddMessage(m Message) {
 	i := int32(r.msgs.len())
 	rec := msgRec{op: m.Op, name: r.nameIndex(ruleName{m.Table, m.Rule}), spilled: true}
@@ -129,6 +139,12 @@ func (r *Result) AddMessage(m Message) {
 			r.msgPats = map[int32][]string{}
 		}
 		r.msgPats[i] = m.Patterns
+	}
+	if len(m.Namespaces) > 0 {
+		if r.msgNS == nil {
+			r.msgNS = map[int32][]string{}
+		}
+		r.msgNS[i] = m.Namespaces
 	}
 }
 
@@ -168,7 +184,7 @@ func (r *Result) ToUnlink() []string { return r.Keys[r.Unlinked:] }
 
 // Empty reports whether there is nothing to invalidate or publish.
 func (r *Result) Empty() bool {
-	return len(r.Keys) == 0 && len(r.Patterns) == 0 && r.msgs.len() == 0
+	return len(r.Keys) == 0 && len(r.Patterns) == 0 && len(r.Namespaces) == 0 && r.msgs.len() == 0
 }
 
 // Txn accumulates what one transaction invalidates. Its size is bounded:
@@ -225,9 +241,12 @@ type part struct {
 	covList  []string
 	msgIdx   index // finds a channel's index in msgs
 	msgs     list[msgRec]
-	subj     list[sref]         // per message, when subjects are rendered
-	spill    map[int32][]int32  // keys (indexes in keyList) of spilled messages
-	msgPats  map[int32][]string // patterns by message
+	subj     list[sref]          // per message, when subjects are rendered
+	spill    map[int32][]int32   // keys (indexes in keyList) of spilled messages
+	msgPats  map[int32][]string  // patterns by message
+	ns       map[string]struct{} // namespaces to INCR
+	nsList   []string
+	msgNS    map[int32][]string // namespaces by message
 	wide     map[*Rule]*wideState
 	changes  int
 	counts   []ChangeCount
@@ -782,12 +801,57 @@ func (t *Txn) wideMessage(p *part, br *boundRule, row cdc.Tuple, op cdc.Op, all,
 		}
 		msg = p.message(t, t.buf, op, br, row, f)
 	}
+	// past the bound with exact keys deleted (ADR 27) nothing needs
+	// bumping: the covered patterns tell in-process caches what went
+	if !exact && t.addNamespace(p, br, row, all, msg) {
+		return
+	}
 	for i := range br.keys {
 		t.widePattern(p, &br.keys[i], modeWideKey, row, all, msg, exact)
 	}
 	for i := range br.patterns {
 		t.widePattern(p, &br.patterns[i], modeWidePat, row, all, msg, false)
 	}
+}
+
+// addNamespace adds the rule's version key as its wide form, if it has
+// one that can be rendered: from row's scope values, or, for every value
+// (all), only when it names no column. It reports whether it did; if not,
+// the wide form is the patterns.
+func (t *Txn) addNamespace(p *part, br *boundRule, row cdc.Tuple, all bool, msg int32) bool {
+	ns := br.namespace
+	if ns == nil || (all && len(ns.t.Columns()) > 0) {
+		return false
+	}
+	var st renderStatus
+	t.buf, st = ns.renderRow(append(t.buf[:0], t.rt.keyPrefix...), modeExact, row, false)
+	if st != rendered {
+		return false
+	}
+	if _, exists := p.ns[string(t.buf)]; exists {
+		if msg >= 0 && !slices.Contains(p.msgNS[msg], string(t.buf)) {
+			p.listNamespace(msg, string(t.buf))
+		}
+		return true
+	}
+	key := string(t.buf)
+	if p.ns == nil {
+		p.ns = map[string]struct{}{}
+	}
+	p.ns[key] = struct{}{}
+	p.nsList = append(p.nsList, key)
+	t.budget++
+	if msg >= 0 {
+		p.listNamespace(msg, key)
+	}
+	return true
+}
+
+func (p *part) listNamespace(msg int32, key string) {
+	if p.msgNS == nil {
+		p.msgNS = map[int32][]string{}
+	}
+	p.msgNS[msg] = append(p.msgNS[msg], key)
 }
 
 // widePattern adds one wide pattern (cover: as covered, see addCover); if
@@ -927,8 +991,8 @@ func (t *Txn) finish() *Result {
 
 // partResult is what one part invalidates, its strings finished.
 func (t *Txn) partResult(p *part) *Result {
-	res := &Result{Patterns: p.patList, Changes: p.changes, Counts: p.counts,
-		chunks: t.strs.done, msgs: p.msgs, subj: p.subj, msgPats: p.msgPats, names: t.rt.names}
+	res := &Result{Patterns: p.patList, Namespaces: p.nsList, Changes: p.changes, Counts: p.counts,
+		chunks: t.strs.done, msgs: p.msgs, subj: p.subj, msgPats: p.msgPats, msgNS: p.msgNS, names: t.rt.names}
 	for _, c := range p.covList {
 		if _, scanned := p.patterns[c]; !scanned { // became a scanned pattern later
 			res.Covered = append(res.Covered, c)
@@ -961,6 +1025,10 @@ func (t *Txn) mergeSubs(res *Result, wide func(*part)) *Result {
 	if pats == nil {
 		pats = map[string]struct{}{}
 	}
+	nss := t.main.ns
+	if nss == nil {
+		nss = map[string]struct{}{}
+	}
 	msgs := res.Messages()
 	msgIdx := make(map[string]int, len(msgs))
 	for i, m := range msgs {
@@ -989,6 +1057,12 @@ func (t *Txn) mergeSubs(res *Result, wide func(*part)) *Result {
 				res.Patterns = append(res.Patterns, pt)
 			}
 		}
+		for _, ns := range p.nsList {
+			if _, ok := nss[ns]; !ok {
+				nss[ns] = struct{}{}
+				res.Namespaces = append(res.Namespaces, ns)
+			}
+		}
 		for i := range sub.NumMessages() {
 			m := sub.Message(i)
 			if j, ok := msgIdx[m.Channel]; ok {
@@ -996,14 +1070,15 @@ func (t *Txn) mergeSubs(res *Result, wide func(*part)) *Result {
 				dst.Op, dst.Rule, dst.Table = m.Op, m.Rule, m.Table
 				dst.Keys = appendNew(dst.Keys, m.Keys)
 				dst.Patterns = appendNew(dst.Patterns, m.Patterns)
+				dst.Namespaces = appendNew(dst.Namespaces, m.Namespaces)
 				continue
 			}
 			msgIdx[m.Channel] = len(msgs)
 			msgs = append(msgs, m)
 		}
 	}
-	merged := &Result{Keys: res.Keys, Unlinked: res.Unlinked, Patterns: res.Patterns, Covered: res.Covered, Changes: res.Changes,
-		Counts: res.Counts, Wide: res.Wide, PastBound: res.PastBound, names: t.rt.names}
+	merged := &Result{Keys: res.Keys, Unlinked: res.Unlinked, Patterns: res.Patterns, Covered: res.Covered, Namespaces: res.Namespaces,
+		Changes: res.Changes, Counts: res.Counts, Wide: res.Wide, PastBound: res.PastBound, names: t.rt.names}
 	for _, m := range msgs {
 		merged.AddMessage(m)
 	}

@@ -24,7 +24,8 @@ import (
 // truth just before a change commits can be stored just after the change's
 // message was applied, and would then be stale until evicted. Fill with
 // GetOrLoad to close that window per key (or, coarser, take a Generation
-// before reading and store with SetIfGeneration).
+// before reading and store with SetIfGeneration); keys of a rule with a
+// namespace with GetOrLoadInNamespace.
 type Cache struct {
 	mu         sync.Mutex
 	capacity   int
@@ -33,6 +34,8 @@ type Cache struct {
 	generation uint64
 	// pending are the keys GetOrLoad is loading, with their leases.
 	pending map[string]*pendingFill
+	// byNS indexes the entries GetOrLoadInNamespace stored by namespace.
+	byNS map[string]map[*entry]struct{}
 	// clears counts the invalidations of everything (Clear, Resync, a
 	// message of an unknown version); each voids every pending fill.
 	clears uint64
@@ -41,15 +44,23 @@ type Cache struct {
 
 // pendingFill is the lease state of one key that GetOrLoad calls are
 // loading: byKey counts the invalidations that named the key (a message,
-// Delete), byPattern those by a pattern that matched it.
+// Delete), byPattern those by a pattern that matched it, byNamespace the
+// bumps of its namespace.
 type pendingFill struct {
-	byKey, byPattern uint64
-	refs             int
+	byKey, byPattern, byNamespace uint64
+	refs                          int
+	// ns is the namespace the fills are for ("" for none); anyNS when
+	// calls disagree on it, and then any namespace's bump voids them
+	ns string
 }
+
+// anyNS marks a pending fill voided by a bump of any namespace.
+const anyNS = "\x00any"
 
 // entry is a node of Cache's recency list.
 type entry struct {
 	key        string
+	ns         string // its namespace, "" for none
 	value      any
 	prev, next *entry
 }
@@ -60,7 +71,8 @@ func NewCache(capacity int) *Cache {
 	if capacity < 1 {
 		panic("subscriber: NewCache: capacity must be at least 1")
 	}
-	c := &Cache{capacity: capacity, items: make(map[string]*entry), pending: make(map[string]*pendingFill)}
+	c := &Cache{capacity: capacity, items: make(map[string]*entry), pending: make(map[string]*pendingFill),
+		byNS: make(map[string]map[*entry]struct{})}
 	c.root.next, c.root.prev = &c.root, &c.root
 	return c
 }
@@ -83,7 +95,7 @@ func (c *Cache) Get(key string) (any, bool) {
 func (c *Cache) Set(key string, value any) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.set(key, value)
+	c.set(key, "", value)
 }
 
 // Generation returns a number that changes whenever entries are invalidated
@@ -113,14 +125,14 @@ func (c *Cache) SetIfGeneration(gen uint64, key string, value any) bool {
 	if c.generation != gen {
 		return false
 	}
-	c.set(key, value)
+	c.set(key, "", value)
 	return true
 }
 
-// CacheFillStats are counters of Cache.GetOrLoad's stores. FillsVoided is
-// the sum of the three VoidedBy counters, which tell why: when several
-// invalidations overlapped one load, a clear is counted first, then the
-// key, then a pattern.
+// CacheFillStats are counters of the stores of Cache.GetOrLoad and
+// GetOrLoadInNamespace. FillsVoided is the sum of the VoidedBy counters,
+// which tell why: when several invalidations overlapped one load, a clear
+// is counted first, then the key, then a pattern, then a namespace.
 type CacheFillStats struct {
 	Fills       uint64 // loaded values stored
 	FillsVoided uint64 // loaded values not stored: the key was invalidated meanwhile
@@ -131,6 +143,9 @@ type CacheFillStats struct {
 	// VoidedByResync: everything was invalidated (Resync, Clear, or a
 	// message of an unknown version).
 	VoidedByResync uint64
+	// VoidedByNamespace: a message listing the key's namespace (a rule's
+	// wide form under namespace versions), for GetOrLoadInNamespace.
+	VoidedByNamespace uint64
 }
 
 // FillStats returns the counters of GetOrLoad.
@@ -150,6 +165,19 @@ func (c *Cache) FillStats() CacheFillStats {
 // Concurrent calls for the same missing key each call load. An error of
 // load is returned wrapped and nothing is stored.
 func (c *Cache) GetOrLoad(ctx context.Context, key string, load func(ctx context.Context) (any, error)) (any, error) {
+	return c.getOrLoad(ctx, "", key, load)
+}
+
+// GetOrLoadInNamespace is GetOrLoad for a key of the namespace nsKey (the
+// version key of a rule with a namespace, as messages name it): the entry
+// is also evicted, and a fill in progress voided, by a message whose
+// Namespaces list nsKey, the daemon's wide form of such a rule. load is
+// typically a Filler's GetInNamespace of the same key and namespace.
+func (c *Cache) GetOrLoadInNamespace(ctx context.Context, nsKey, key string, load func(ctx context.Context) (any, error)) (any, error) {
+	return c.getOrLoad(ctx, nsKey, key, load)
+}
+
+func (c *Cache) getOrLoad(ctx context.Context, ns, key string, load func(ctx context.Context) (any, error)) (any, error) {
 	c.mu.Lock()
 	if e, ok := c.items[key]; ok {
 		c.moveToFront(e)
@@ -158,11 +186,13 @@ func (c *Cache) GetOrLoad(ctx context.Context, key string, load func(ctx context
 	}
 	p := c.pending[key]
 	if p == nil {
-		p = &pendingFill{}
+		p = &pendingFill{ns: ns}
 		c.pending[key] = p
+	} else if p.ns != ns {
+		p.ns = anyNS
 	}
 	p.refs++
-	byKey, byPattern, clears := p.byKey, p.byPattern, c.clears
+	byKey, byPattern, byNamespace, clears := p.byKey, p.byPattern, p.byNamespace, c.clears
 	c.mu.Unlock()
 
 	v, err := load(ctx)
@@ -182,9 +212,11 @@ func (c *Cache) GetOrLoad(ctx context.Context, key string, load func(ctx context
 		c.fills.VoidedByKey++
 	case p.byPattern != byPattern:
 		c.fills.VoidedByPattern++
+	case p.byNamespace != byNamespace:
+		c.fills.VoidedByNamespace++
 	default:
 		c.fills.Fills++
-		c.set(key, v)
+		c.set(key, ns, v)
 		return v, nil
 	}
 	c.fills.FillsVoided++
@@ -237,6 +269,7 @@ func (c *Cache) Clear() {
 	c.generation++
 	c.clears++
 	clear(c.items)
+	clear(c.byNS)
 	c.root.next, c.root.prev = &c.root, &c.root
 }
 
@@ -252,9 +285,10 @@ func (c *Cache) Apply(m Message) {
 	c.Invalidate(m)
 }
 
-// Invalidate evicts every entry named in m.Keys and every entry whose key
-// matches one of m.Patterns (MatchPattern), and returns how many entries it
-// evicted. A message whose V is not MessageVersion (a newer format this
+// Invalidate evicts every entry named in m.Keys, every entry whose key
+// matches one of m.Patterns (MatchPattern) and every entry stored by
+// GetOrLoadInNamespace in a namespace m.Namespaces lists, and returns how
+// many entries it evicted. A message whose V is not MessageVersion (a newer format this
 // package cannot interpret) clears the whole cache. A heartbeat evicts
 // nothing.
 //
@@ -271,6 +305,7 @@ func (c *Cache) Invalidate(m Message) int {
 		c.clears++
 		n := len(c.items)
 		clear(c.items)
+		clear(c.byNS)
 		c.root.next, c.root.prev = &c.root, &c.root
 		return n
 	}
@@ -281,6 +316,9 @@ func (c *Cache) Invalidate(m Message) int {
 			c.remove(e)
 			n++
 		}
+	}
+	for _, ns := range m.Namespaces {
+		n += c.bump(ns)
 	}
 	if len(m.Patterns) == 0 {
 		return n
@@ -299,6 +337,22 @@ func (c *Cache) Invalidate(m Message) int {
 	return n
 }
 
+// bump evicts the entries of namespace ns and voids its pending fills;
+// c.mu is held.
+func (c *Cache) bump(ns string) int {
+	for _, p := range c.pending {
+		if p.ns == ns || p.ns == anyNS {
+			p.byNamespace++
+		}
+	}
+	n := 0
+	for e := range c.byNS[ns] {
+		c.remove(e)
+		n++
+	}
+	return n
+}
+
 // matchAny reports whether key matches one of patterns.
 func matchAny(patterns []string, key string) bool {
 	for _, p := range patterns {
@@ -309,18 +363,24 @@ func matchAny(patterns []string, key string) bool {
 	return false
 }
 
-// set stores value under key; c.mu is held.
-func (c *Cache) set(key string, value any) {
+// set stores value under key, in namespace ns ("" for none); c.mu is held.
+func (c *Cache) set(key, ns string, value any) {
 	if e, ok := c.items[key]; ok {
 		e.value = value
+		if e.ns != ns {
+			c.unindex(e)
+			e.ns = ns
+			c.index(e)
+		}
 		c.moveToFront(e)
 		return
 	}
 	if len(c.items) >= c.capacity {
 		c.remove(c.root.prev)
 	}
-	e := &entry{key: key, value: value}
+	e := &entry{key: key, ns: ns, value: value}
 	c.items[key] = e
+	c.index(e)
 	c.insertFront(e)
 }
 
@@ -328,6 +388,33 @@ func (c *Cache) remove(e *entry) {
 	e.prev.next, e.next.prev = e.next, e.prev
 	e.prev, e.next = nil, nil
 	delete(c.items, e.key)
+	c.unindex(e)
+}
+
+// index adds e to its namespace's entries, if it has one.
+func (c *Cache) index(e *entry) {
+	if e.ns == "" {
+		return
+	}
+	set := c.byNS[e.ns]
+	if set == nil {
+		set = map[*entry]struct{}{}
+		c.byNS[e.ns] = set
+	}
+	set[e] = struct{}{}
+}
+
+// unindex removes e from its namespace's entries.
+func (c *Cache) unindex(e *entry) {
+	if e.ns == "" {
+		return
+	}
+	if set := c.byNS[e.ns]; set != nil {
+		delete(set, e)
+		if len(set) == 0 {
+			delete(c.byNS, e.ns)
+		}
+	}
 }
 
 func (c *Cache) insertFront(e *entry) {

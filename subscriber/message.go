@@ -30,7 +30,8 @@ const HeartbeatSuffix = "_heartbeat"
 
 // Message is one invalidation published by the daemon: every Redis key in
 // Keys and every key matching one of Patterns has been deleted from Redis,
-// and an in-process copy of any of them must be dropped too.
+// every version key in Namespaces has been bumped, and an in-process copy
+// of any of them must be dropped too.
 //
 // It is decoded from the JSON the daemon publishes, for example
 //
@@ -60,6 +61,11 @@ type Message struct {
 	// or a TRUNCATE. Values taken from rows are escaped with '\', so a
 	// pattern never matches more than the rule intends.
 	Patterns []string `json:"patterns"`
+	// Namespaces are version keys (key prefix included) that the daemon
+	// bumped with INCR: the wide form of a rule with a namespace. Every
+	// value stored under them before (Filler.GetInNamespace,
+	// Cache.GetOrLoadInNamespace) is void. Absent from most messages.
+	Namespaces []string `json:"namespaces,omitempty"`
 	// LSN is the transaction's commit LSN as PostgreSQL prints it,
 	// "0/1A2B3C4".
 	LSN string `json:"lsn"`

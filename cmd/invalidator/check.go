@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/cachewire/invalidator/cdc"
 	"github.com/cachewire/invalidator/config"
@@ -75,7 +76,7 @@ func checkCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	unsupported := checkPostgres(ctx, s.cfg, s.rules, r)
-	checkRedis(ctx, s.cfg, r)
+	checkRedis(ctx, s.cfg, s.rules, r)
 
 	problems, warnings := r.count("problem"), r.count("warn")
 	if asJSON {
@@ -359,7 +360,7 @@ func checkFailover(ctx context.Context, conn *pgconn.PgConn, cfg *config.Config,
 	r.add("ok", "slot failover", fmt.Sprintf("%s; %d of synchronized_standby_slots (%s) streaming", msg, fb.SyncingSlots, strings.Join(fb.StandbySlots, ", ")), "")
 }
 
-func checkRedis(ctx context.Context, cfg *config.Config, r *report) {
+func checkRedis(ctx context.Context, cfg *config.Config, rules *router.Rules, r *report) {
 	checkSentinel(ctx, cfg, r)
 	rdb, err := newRedis(cfg)
 	if err != nil {
@@ -385,6 +386,29 @@ func checkRedis(ctx context.Context, cfg *config.Config, r *report) {
 	}
 	r.add("ok", "redis", "reachable", "")
 	checkReplicas(ctx, cfg, rdb, r)
+	checkEviction(pctx, rdb, rules, r)
+}
+
+// checkEviction warns when rules have namespaces and Redis may evict keys
+// without a TTL: an evicted version key loses the bumps it counted (ADR 28).
+func checkEviction(ctx context.Context, rdb redis.UniversalClient, rules *router.Rules, r *report) {
+	var named []string
+	for _, rule := range rules.Rules {
+		if rule.Namespace != nil {
+			named = append(named, rule.Name)
+		}
+	}
+	if len(named) == 0 {
+		return
+	}
+	cfg, err := rdb.ConfigGet(ctx, "maxmemory-policy").Result()
+	if err != nil {
+		return // CONFIG may be refused (managed Redis): nothing to tell
+	}
+	if policy := cfg["maxmemory-policy"]; strings.HasPrefix(policy, "allkeys-") {
+		r.add("warn", "redis", fmt.Sprintf("maxmemory-policy %s may evict the version keys of rules with a namespace (%s)", policy, strings.Join(named, ", ")),
+			"use noeviction or a volatile-* policy (version keys have no TTL, cached values should have one)")
+	}
 }
 
 // redactErr renders an error without any secret of the configured URLs.

@@ -111,6 +111,9 @@ func explain(rules *router.Rules, table, rowJSON, oldJSON, opName string) (strin
 	}
 	section("keys (UNLINK)", res.Keys)
 	section("patterns (SCAN MATCH + UNLINK)", res.Patterns)
+	if len(res.Namespaces) > 0 {
+		section("namespaces (INCR)", res.Namespaces)
+	}
 	var msgs []string
 	for i := range res.NumMessages() {
 		m := res.Message(i)
@@ -271,8 +274,16 @@ func effect(res *router.Result) string {
 		channels = append(channels, res.Channel(i))
 	}
 	return "deletes " + list(len(res.Keys), "key", "keys", res.Keys) +
-		" and " + list(len(res.Patterns), "pattern", "patterns", res.Patterns) +
+		" and " + list(len(res.Patterns), "pattern", "patterns", res.Patterns) + bumps(res.Namespaces) +
 		" and publishes " + list(len(channels), "message", "messages", channels)
+}
+
+// bumps names the namespaces a result bumps, if any.
+func bumps(ns []string) string {
+	if len(ns) == 0 {
+		return ""
+	}
+	return fmt.Sprintf(", bumps %d namespace(s) (%s)", len(ns), strings.Join(ns, ", "))
 }
 
 // jsonRow decodes a row given as a JSON object into column texts.

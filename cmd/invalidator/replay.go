@@ -245,6 +245,9 @@ func (r *replayer) print(ctx context.Context, batch []publisher.Applied) error {
 			r.deleted += n
 			_, _ = fmt.Fprintf(r.out, "would delete  keys matching %s (%d now)\n", p, n)
 		}
+		for _, ns := range res.Namespaces {
+			_, _ = fmt.Fprintf(r.out, "would bump    namespace %s\n", ns)
+		}
 		for i := range res.NumMessages() {
 			m := res.Message(i)
 			buf = publisher.AppendMessage(buf[:0], &m, c.CommitLSN, c.Xid, c.CommitTime)
@@ -353,12 +356,19 @@ func (r *replayer) fromJournal(e redis.XMessage) (publisher.Applied, error) {
 	if err := json.Unmarshal([]byte(field(e, "patterns")), &res.Patterns); err != nil {
 		return c, fmt.Errorf("patterns: %w", err)
 	}
+	// entries of transactions that bumped no namespace have no such field
+	if ns := field(e, "namespaces"); ns != "" {
+		if err := json.Unmarshal([]byte(ns), &res.Namespaces); err != nil {
+			return c, fmt.Errorf("namespaces: %w", err)
+		}
+	}
 	var msgs []struct {
-		Op       string   `json:"op"`
-		Table    string   `json:"table"`
-		Rule     string   `json:"rule"`
-		Keys     []string `json:"keys"`
-		Patterns []string `json:"patterns"`
+		Op         string   `json:"op"`
+		Table      string   `json:"table"`
+		Rule       string   `json:"rule"`
+		Keys       []string `json:"keys"`
+		Patterns   []string `json:"patterns"`
+		Namespaces []string `json:"namespaces"`
 	}
 	if m := field(e, "messages"); m != "" {
 		if err := json.Unmarshal([]byte(m), &msgs); err != nil {
@@ -379,7 +389,7 @@ func (r *replayer) fromJournal(e redis.XMessage) (publisher.Applied, error) {
 		if i < len(channels) {
 			ch = channels[i]
 		}
-		res.AddMessage(router.Message{Channel: ch, Op: op, Table: m.Table, Rule: m.Rule, Keys: m.Keys, Patterns: m.Patterns})
+		res.AddMessage(router.Message{Channel: ch, Op: op, Table: m.Table, Rule: m.Rule, Keys: m.Keys, Patterns: m.Patterns, Namespaces: m.Namespaces})
 	}
 	c.Txn = r.rt.Finished(res)
 	return c, nil

@@ -115,7 +115,7 @@ func serve(ctx context.Context, o options, rdb *redis.Client, log *zap.Logger) e
 			n := cache.Invalidate(m)
 			log.Info("invalidation",
 				zap.String("channel", m.Channel), zap.String("op", m.Op), zap.String("table", m.Table),
-				zap.Strings("keys", m.Keys), zap.Strings("patterns", m.Patterns),
+				zap.Strings("keys", m.Keys), zap.Strings("patterns", m.Patterns), zap.Strings("namespaces", m.Namespaces),
 				zap.String("lsn", m.LSN), zap.Int("evicted", n), zap.Int("cached", cache.Len()))
 		},
 		OnResync: func(reason string) {
