@@ -112,28 +112,13 @@ func (s *suite) bulkRun(ctx context.Context, d *daemon, m *meter, spec bulkSpec,
 	if err := m.start(); err != nil {
 		return err
 	}
-	if _, err := queryConn(ctx, conn, "BEGIN"); err != nil {
-		return err
-	}
-	start := time.Now()
-	if _, err := queryConn(ctx, conn, fmt.Sprintf("UPDATE shards SET payload = md5(payload) WHERE id <= %d", perTenant)); err != nil {
-		return err
-	}
-	r.UpdateSeconds = time.Since(start).Seconds()
-	xidRows, err := queryConn(ctx, conn, "SELECT txid_current() % 4294967296")
+	xid, update, committed, err := bulkUpdate(ctx, conn, perTenant)
 	if err != nil {
 		return err
 	}
-	xid, err := strconv.ParseUint(xidRows[0][0], 10, 32)
-	if err != nil {
-		return fmt.Errorf("parse xid %q: %w", xidRows[0][0], err)
-	}
-	if _, err := queryConn(ctx, conn, "COMMIT"); err != nil {
-		return err
-	}
-	committed := time.Now()
+	r.UpdateSeconds = update.Seconds()
 	s.log.printf("%s: committed (UPDATE took %.2fs); waiting for the daemon and the floor", spec.name, r.UpdateSeconds)
-	if err := s.waitBulk(ctx, d, fl, uint32(xid), committed, baseline, r); err != nil {
+	if err := s.waitBulk(ctx, d, fl, xid, committed, baseline, r); err != nil {
 		return err
 	}
 	if r.DaemonSlot, err = s.readSlotStats(ctx, daemonSlot); err != nil {
@@ -222,4 +207,30 @@ func later(a, b time.Time) time.Time {
 		return a
 	}
 	return b
+}
+
+// bulkUpdate runs the bulk's UPDATE of every row with id <= perTenant as
+// one transaction on conn, and returns its xid, how long the UPDATE took
+// and when COMMIT returned.
+func bulkUpdate(ctx context.Context, conn *pgconn.PgConn, perTenant int) (xid uint32, update time.Duration, committed time.Time, err error) {
+	if _, err := queryConn(ctx, conn, "BEGIN"); err != nil {
+		return 0, 0, time.Time{}, err
+	}
+	start := time.Now()
+	if _, err := queryConn(ctx, conn, fmt.Sprintf("UPDATE shards SET payload = md5(payload) WHERE id <= %d", perTenant)); err != nil {
+		return 0, 0, time.Time{}, err
+	}
+	update = time.Since(start)
+	xidRows, err := queryConn(ctx, conn, "SELECT txid_current() % 4294967296")
+	if err != nil {
+		return 0, 0, time.Time{}, err
+	}
+	x, err := strconv.ParseUint(xidRows[0][0], 10, 32)
+	if err != nil {
+		return 0, 0, time.Time{}, fmt.Errorf("parse xid %q: %w", xidRows[0][0], err)
+	}
+	if _, err := queryConn(ctx, conn, "COMMIT"); err != nil {
+		return 0, 0, time.Time{}, err
+	}
+	return uint32(x), update, time.Now(), nil
 }

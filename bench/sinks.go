@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -231,27 +230,12 @@ func (s *suite) sinkBulkRun(ctx context.Context, rig *sinkRig, d *daemon, m *met
 	if err := m.start(); err != nil {
 		return err
 	}
-	if _, err := queryConn(ctx, conn, "BEGIN"); err != nil {
-		return err
-	}
-	start := time.Now()
-	if _, err := queryConn(ctx, conn, fmt.Sprintf("UPDATE shards SET payload = md5(payload) WHERE id <= %d", perTenant)); err != nil {
-		return err
-	}
-	r.UpdateSeconds = time.Since(start).Seconds()
-	xidRows, err := queryConn(ctx, conn, "SELECT txid_current() % 4294967296")
+	xid, update, committed, err := bulkUpdate(ctx, conn, perTenant)
 	if err != nil {
 		return err
 	}
-	xid, err := strconv.ParseUint(xidRows[0][0], 10, 32)
-	if err != nil {
-		return fmt.Errorf("parse xid %q: %w", xidRows[0][0], err)
-	}
-	if _, err := queryConn(ctx, conn, "COMMIT"); err != nil {
-		return err
-	}
-	committed := time.Now()
-	w, err := s.waitSinkBulk(ctx, rig, d, uint32(xid), r.Rows, baseline)
+	r.UpdateSeconds = update.Seconds()
+	w, err := s.waitSinkBulk(ctx, rig, d, xid, r.Rows, baseline)
 	if err != nil {
 		return err
 	}
@@ -272,7 +256,7 @@ func (s *suite) sinkBulkRun(ctx context.Context, rig *sinkRig, d *daemon, m *met
 	recs, _ := rig.src.from(0)
 	total := 0
 	for _, rec := range recs {
-		if rec.xid == uint32(xid) {
+		if rec.xid == xid {
 			total++
 		}
 	}

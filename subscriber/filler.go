@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/cachewire/invalidator/internal/backoff"
 )
 
 // LeaseMarkerPrefix starts every lease marker a Filler writes into a key
@@ -170,19 +172,9 @@ func (f *Filler) get(ctx context.Context, key string, load func(ctx context.Cont
 			if v == nil { // empty: the lease is gone; try to take it
 				break
 			}
-			left := time.Until(deadline)
-			if left <= 0 {
-				f.misses.Add(1)
-				v, err := load(ctx)
-				if err != nil {
-					return nil, fmt.Errorf("subscriber: load %q: %w", key, err)
-				}
-				return v, nil
+			if v, done, err := f.awaitLease(ctx, key, deadline, &poll, load); done {
+				return v, err
 			}
-			if err := sleep(ctx, min(poll, left)); err != nil {
-				return nil, fmt.Errorf("subscriber: waiting for the lease of %q: %w", key, err)
-			}
-			poll = min(2*poll, leasePollMax)
 		}
 	}
 }
@@ -263,14 +255,23 @@ func newLeaseMarker() (string, error) {
 	return LeaseMarkerPrefix + hex.EncodeToString(b[:]), nil
 }
 
-// sleep waits for d or until ctx is done.
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
+// awaitLease is one step of waiting for another reader's lease: past
+// deadline it loads without storing (done, with load's value or error);
+// before it, it pauses for poll, doubling it up to leasePollMax, and
+// returns not done.
+func (f *Filler) awaitLease(ctx context.Context, key string, deadline time.Time, poll *time.Duration, load func(ctx context.Context) ([]byte, error)) (v []byte, done bool, err error) {
+	left := time.Until(deadline)
+	if left <= 0 {
+		f.misses.Add(1)
+		v, err := load(ctx)
+		if err != nil {
+			return nil, true, fmt.Errorf("subscriber: load %q: %w", key, err)
+		}
+		return v, true, nil
 	}
+	if err := backoff.Sleep(ctx, min(*poll, left)); err != nil {
+		return nil, true, fmt.Errorf("subscriber: waiting for the lease of %q: %w", key, err)
+	}
+	*poll = min(2**poll, leasePollMax)
+	return nil, false, nil
 }

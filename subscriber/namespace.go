@@ -153,19 +153,9 @@ func (f *Filler) getInNamespace(ctx context.Context, nsKey, key string, load fun
 			f.waits.Add(1)
 			deadline = time.Now().Add(f.cfg.Wait)
 		}
-		left := time.Until(deadline)
-		if left <= 0 {
-			f.misses.Add(1)
-			v, err := load(ctx)
-			if err != nil {
-				return nil, fmt.Errorf("subscriber: load %q: %w", key, err)
-			}
-			return v, nil
+		if v, done, err := f.awaitLease(ctx, key, deadline, &poll, load); done {
+			return v, err
 		}
-		if err := sleep(ctx, min(poll, left)); err != nil {
-			return nil, fmt.Errorf("subscriber: waiting for the lease of %q: %w", key, err)
-		}
-		poll = min(2*poll, leasePollMax)
 	}
 }
 

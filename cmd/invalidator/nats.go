@@ -12,6 +12,7 @@ import (
 	"github.com/cachewire/invalidator/config"
 	"github.com/cachewire/invalidator/internal/backoff"
 	"github.com/cachewire/invalidator/publisher"
+	"github.com/cachewire/invalidator/router"
 )
 
 // newNATS connects to NATS, reconnecting for ever. Publishing while
@@ -45,6 +46,22 @@ func newNATS(cfg *config.Config, log *zap.Logger) (*nats.Conn, error) {
 		return nil, &config.Error{Var: config.Var("NATS_URL"), Msg: "cannot use: " + redactErr(err, cfg)}
 	}
 	return nc, nil
+}
+
+// natsBridge connects to NATS when INVALIDATOR_NATS_URL is set and returns
+// its sink (nil without NATS) and what closes the connection, to call in
+// every case once the sink is no longer used.
+func natsBridge(ctx context.Context, cfg *config.Config, rt *router.Router, log *zap.Logger) (*publisher.NATSSink, func(), error) {
+	if cfg.NATSURL == "" {
+		return nil, func() {}, nil
+	}
+	rt.RenderSubjects()
+	nc, err := newNATS(cfg, log)
+	if err != nil {
+		return nil, func() {}, err
+	}
+	bridge, err := newBridge(ctx, cfg, nc, rt.SubjectPrefix(), log)
+	return bridge, nc.Close, err
 }
 
 // newBridge returns the NATS sink; for JetStream it creates the stream

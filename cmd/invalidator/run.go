@@ -322,17 +322,10 @@ func startStreaming(ctx context.Context, cfg *config.Config, rules *router.Rules
 	srv, markerKey, legacyKey := m.srv, m.key, m.legacyKey
 
 	rt := router.New(rules, cfg.MaxKeysPerTxn, metrics)
-	var bridge *publisher.NATSSink
-	if cfg.NATSURL != "" {
-		rt.RenderSubjects()
-		nc, err := newNATS(cfg, log.Named("nats"))
-		if err != nil {
-			return err
-		}
-		defer nc.Close()
-		if bridge, err = newBridge(ctx, cfg, nc, rt.SubjectPrefix(), log.Named("nats")); err != nil || ctx.Err() != nil {
-			return err
-		}
+	bridge, closeNATS, err := natsBridge(ctx, cfg, rt, log.Named("nats"))
+	defer closeNATS()
+	if err != nil || ctx.Err() != nil {
+		return err
 	}
 	queue := make(chan publisher.Applied, queueLen)
 	stream := newStream(cfg, rules, rt, m.used, queue, metrics, log)
