@@ -59,10 +59,8 @@ deploy-check:
 ## the pg_recvlogical floor, then every sink (core NATS, JetStream, a 3-master
 ## Redis Cluster) against a bare client of it, then namespace versions and the
 ## wide form among 0, 1M and 10M unrelated keys (namespace, scale), then the Go
-## micro-benchmarks: about 14 minutes on the development machine (5 for the
-## workloads before the sinks, the consistency workload included; 3-4 for the
-## sinks, whose 12 steady runs, floors included, last
-## BENCHFLAGS=-sinks-duration=10s each; 1.5 for namespace; about 3 for scale).
+## micro-benchmarks: 8 minutes in all on the development machine (2026-12-08;
+## BENCHFLAGS=-sinks-duration=10s sets each of the sinks' 12 steady runs).
 ## BENCHFLAGS=-json for machine-readable output. Not part of `make test`.
 bench:
 	@$(GO) run ./bench $(BENCHFLAGS)
