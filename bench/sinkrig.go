@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -331,14 +330,12 @@ func (r *sinkRig) otherKeys(ctx context.Context) (int64, error) {
 // natsSubscriber keeps a record of every message on its subject, as the
 // suite's Redis subscriber does.
 type natsSubscriber struct {
-	sub  *nats.Subscription
-	mu   sync.Mutex
-	recs []record
-	bad  int
+	sub *nats.Subscription
+	recordLog
 }
 
 func subscribeNATS(nc *nats.Conn, subject string) (*natsSubscriber, error) {
-	s := &natsSubscriber{recs: make([]record, 0, 1<<20)}
+	s := &natsSubscriber{recordLog: recordLog{recs: make([]record, 0, 1<<20)}}
 	sub, err := nc.Subscribe(subject, s.add)
 	if err != nil {
 		return nil, fmt.Errorf("subscribe %s: %w", subject, err)
@@ -366,18 +363,4 @@ func (s *natsSubscriber) add(m *nats.Msg) {
 		s.bad++
 	}
 	s.mu.Unlock()
-}
-
-func (s *natsSubscriber) reset() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.recs, s.bad = s.recs[:0], 0
-}
-
-// from is subscriber.from: the records after the first i, and the count.
-func (s *natsSubscriber) from(i int) ([]record, int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	i = min(i, len(s.recs))
-	return s.recs[i:len(s.recs):len(s.recs)], len(s.recs)
 }

@@ -46,10 +46,7 @@ const subReadBuffer = 1 << 20
 // CPU a message, taken from the daemon and PostgreSQL's walsender.
 type subscriber struct {
 	addr, pattern string
-
-	mu   sync.Mutex
-	recs []record
-	bad  int // messages that did not parse
+	recordLog
 
 	closing atomic.Bool
 	connMu  sync.Mutex
@@ -58,7 +55,7 @@ type subscriber struct {
 }
 
 func startSubscriber(ctx context.Context, addr, pattern string) (*subscriber, error) {
-	s := &subscriber{addr: addr, pattern: pattern, recs: make([]record, 0, recordsCap), done: make(chan struct{})}
+	s := &subscriber{addr: addr, pattern: pattern, recordLog: recordLog{recs: make([]record, 0, recordsCap)}, done: make(chan struct{})}
 	r, err := s.subscribe(ctx)
 	if err != nil {
 		return nil, err
@@ -156,24 +153,31 @@ func (s *subscriber) close() {
 	<-s.done
 }
 
+// recordLog is what a subscriber received: its records, appended under
+// mu and never modified once appended, and the messages that did not
+// parse.
+type recordLog struct {
+	mu   sync.Mutex
+	recs []record
+	bad  int
+}
+
 // reset forgets every record. Slices returned by from before are not used
 // after it.
-func (s *subscriber) reset() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.recs, s.bad = s.recs[:0], 0
+func (l *recordLog) reset() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.recs, l.bad = l.recs[:0], 0
 }
 
 // from returns the records received after the first i, and the new count.
 // Records are never modified once appended, so the slice may be read
 // without the lock.
-func (s *subscriber) from(i int) ([]record, int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if i > len(s.recs) {
-		i = len(s.recs)
-	}
-	return s.recs[i:len(s.recs):len(s.recs)], len(s.recs)
+func (l *recordLog) from(i int) ([]record, int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	i = min(i, len(l.recs))
+	return l.recs[i:len(l.recs):len(l.recs)], len(l.recs)
 }
 
 func (s *subscriber) unparsed() int {

@@ -229,16 +229,25 @@ func (f *Filler) fill(ctx context.Context, key, token string, load func(ctx cont
 		_ = releaseScript.Run(context.WithoutCancel(ctx), f.rdb, []string{key}, token).Err()
 		return v, nil
 	}
-	stored, err := storeScript.Run(ctx, f.rdb, []string{key}, token, v, f.cfg.TTL.Milliseconds()).Int()
+	if err := f.store(ctx, key, token, v); err != nil {
+		return nil, err
+	}
+	return v, nil
+}
+
+// store stores value under key if key still holds the lease token (the
+// compare-and-set script), counting a fill or a voided one.
+func (f *Filler) store(ctx context.Context, key, token string, value []byte) error {
+	stored, err := storeScript.Run(ctx, f.rdb, []string{key}, token, value, f.cfg.TTL.Milliseconds()).Int()
 	if err != nil {
-		return nil, fmt.Errorf("subscriber: store %q: %w", key, err)
+		return fmt.Errorf("subscriber: store %q: %w", key, err)
 	}
 	if stored == 1 {
 		f.fills.Add(1)
 	} else {
 		f.voided.Add(1)
 	}
-	return v, nil
+	return nil
 }
 
 // IsLeaseMarker reports whether a value read from Redis is a Filler's lease

@@ -210,15 +210,8 @@ func (f *Filler) fillTagged(ctx context.Context, key, token, tag string, load fu
 		}
 		return nil, fmt.Errorf("subscriber: load %q: %w", key, err)
 	}
-	tagged := append([]byte(tag), v...)
-	stored, err := storeScript.Run(ctx, f.rdb, []string{key}, token, tagged, f.cfg.TTL.Milliseconds()).Int()
-	if err != nil {
-		return nil, fmt.Errorf("subscriber: store %q: %w", key, err)
-	}
-	if stored == 1 {
-		f.fills.Add(1)
-	} else {
-		f.voided.Add(1)
+	if err := f.store(ctx, key, token, append([]byte(tag), v...)); err != nil {
+		return nil, err
 	}
 	return v, nil
 }
