@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"iter"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/cachewire/invalidator/cdc"
+	"github.com/cachewire/invalidator/router"
 )
 
 // NATSSink bridges messages to NATS, after Redis has applied them: core
@@ -61,20 +63,13 @@ func (s *NATSSink) publishCore(ctx context.Context, batch []Applied) (int, error
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
 	n := 0
-	for _, c := range batch {
-		res := c.Txn.Result()
-		for i := range res.NumMessages() {
-			m := res.Message(i)
-			if m.Subject == "" {
-				continue
-			}
-			// core publish copies the payload into the connection's buffer
-			s.buf = AppendMessage(s.buf[:0], &m, c.CommitLSN, c.Xid, c.CommitTime)
-			if err := s.nc.Publish(m.Subject, s.buf); err != nil {
-				return n, fmt.Errorf("nats publish %s: %w", m.Subject, err)
-			}
-			n++
+	for c, m := range withSubjects(batch) {
+		// core publish copies the payload into the connection's buffer
+		s.buf = AppendMessage(s.buf[:0], &m, c.CommitLSN, c.Xid, c.CommitTime)
+		if err := s.nc.Publish(m.Subject, s.buf); err != nil {
+			return n, fmt.Errorf("nats publish %s: %w", m.Subject, err)
 		}
+		n++
 	}
 	if err := s.nc.FlushWithContext(ctx); err != nil {
 		return n, fmt.Errorf("nats flush: %w", err)
@@ -82,65 +77,68 @@ func (s *NATSSink) publishCore(ctx context.Context, batch []Applied) (int, error
 	return n, nil
 }
 
-// acked remembers how far a failed JetStream batch got: the batch is
-// known by its first and last commit positions and its length.
+// withSubjects yields the batch's messages that have a NATS subject, each
+// with its transaction.
+func withSubjects(batch []Applied) iter.Seq2[*Applied, router.Message] {
+	return func(yield func(*Applied, router.Message) bool) {
+		for k := range batch {
+			res := batch[k].Txn.Result()
+			for i := range res.NumMessages() {
+				if m := res.Message(i); m.Subject != "" && !yield(&batch[k], m) {
+					return
+				}
+			}
+		}
+	}
+}
+
+// acked is how far a failed JetStream batch got: the batch, known by its
+// first and last commit positions and its length, and how many of its
+// messages were acknowledged.
 type acked struct {
 	first, last cdc.LSN
 	txns, msgs  int
 }
 
-func (s *NATSSink) publishJetStream(ctx context.Context, batch []Applied) (int, error) {
+func (s *NATSSink) publishJetStream(ctx context.Context, batch []Applied) (n int, err error) {
 	if len(batch) == 0 {
 		return 0, nil
 	}
 	id := acked{first: batch[0].CommitLSN, last: batch[len(batch)-1].CommitLSN, txns: len(batch)}
 	skip := 0
-	if s.resume.txns > 0 && s.resume.first == id.first && s.resume.last == id.last && s.resume.txns == id.txns {
-		skip = s.resume.msgs
+	if r := s.resume; r.txns > 0 && r.first == id.first && r.last == id.last && r.txns == id.txns {
+		skip = r.msgs
 	}
-	s.resume = acked{}
-	n, done := 0, 0 // messages of the batch seen, and acknowledged
-	s.futures = s.futures[:0]
-	wait := func() error {
-		err := s.waitAcks(ctx)
+	done := 0 // messages of the batch acknowledged
+	defer func() {
+		s.resume = acked{}
 		if err != nil {
 			id.msgs = done
 			s.resume = id
-			return err
 		}
-		done = n
-		return nil
-	}
-	for _, c := range batch {
-		res := c.Txn.Result()
-		for i := range res.NumMessages() {
-			m := res.Message(i)
-			if m.Subject == "" {
-				continue
+	}()
+	s.futures = s.futures[:0]
+	for c, m := range withSubjects(batch) {
+		if n++; n <= skip {
+			done = n
+			continue
+		}
+		// an async publish may be retried by the client: its own payload
+		payload := AppendMessage(nil, &m, c.CommitLSN, c.Xid, c.CommitTime)
+		msg := &nats.Msg{Subject: m.Subject, Data: payload, Header: nats.Header{}}
+		f, err := s.js.PublishMsgAsync(msg, jetstream.WithMsgID(MsgID(s.slot, c.CommitLSN, m.Subject)))
+		if err != nil {
+			return n, fmt.Errorf("jetstream publish %s: %w", m.Subject, err)
+		}
+		s.futures = append(s.futures, f)
+		if len(s.futures) == jsWindow {
+			if err := s.waitAcks(ctx); err != nil {
+				return n, err
 			}
-			n++
-			if n <= skip {
-				done = n
-				continue
-			}
-			// an async publish may be retried by the client: its own payload
-			payload := AppendMessage(nil, &m, c.CommitLSN, c.Xid, c.CommitTime)
-			msg := &nats.Msg{Subject: m.Subject, Data: payload, Header: nats.Header{}}
-			f, err := s.js.PublishMsgAsync(msg, jetstream.WithMsgID(MsgID(s.slot, c.CommitLSN, m.Subject)))
-			if err != nil {
-				id.msgs = done
-				s.resume = id
-				return n, fmt.Errorf("jetstream publish %s: %w", m.Subject, err)
-			}
-			s.futures = append(s.futures, f)
-			if len(s.futures) == jsWindow {
-				if err := wait(); err != nil {
-					return n, err
-				}
-			}
+			done = n
 		}
 	}
-	if err := wait(); err != nil {
+	if err := s.waitAcks(ctx); err != nil {
 		return n, err
 	}
 	return n, nil
