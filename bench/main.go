@@ -133,46 +133,21 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	if fs.NArg() > 0 {
 		return o, usagef("unexpected argument %q", fs.Arg(0))
 	}
-	for _, w := range strings.Split(workloads, ",") {
-		w = strings.TrimSpace(w)
-		if w == "" {
-			continue
-		}
-		if !slices.Contains(allWorkloads, w) {
-			return o, usagef("-workloads: unknown workload %q (want %s)", w, strings.Join(allWorkloads, ", "))
-		}
-		o.workloads = append(o.workloads, w)
+	var err error
+	if o.workloads, err = names("-workloads", "workload", workloads, allWorkloads); err != nil {
+		return o, err
 	}
-	for _, k := range strings.Split(sinks, ",") {
-		k = strings.TrimSpace(k)
-		if k == "" {
-			continue
-		}
-		if !slices.Contains(allSinks, k) {
-			return o, usagef("-sinks: unknown sink %q (want %s)", k, strings.Join(allSinks, ", "))
-		}
-		o.sinks = append(o.sinks, k)
+	if o.sinks, err = names("-sinks", "sink", sinks, allSinks); err != nil {
+		return o, err
 	}
-	for _, r := range strings.Split(rates, ",") {
-		n, err := strconv.Atoi(strings.TrimSpace(r))
-		if err != nil || n <= 0 {
-			return o, usagef("-rates: %q is not a positive integer", r)
-		}
-		o.rates = append(o.rates, n)
+	if o.rates, err = counts[int]("-rates", rates, 1); err != nil {
+		return o, err
 	}
-	for _, v := range strings.Split(scaleKeys, ",") {
-		n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
-		if err != nil || n < 0 {
-			return o, usagef("-scale-keys: %q is not a count of keys", v)
-		}
-		o.scaleKeys = append(o.scaleKeys, n)
+	if o.scaleKeys, err = counts[int64]("-scale-keys", scaleKeys, 0); err != nil {
+		return o, err
 	}
-	for _, k := range strings.Split(nsKeys, ",") {
-		n, err := strconv.Atoi(strings.TrimSpace(k))
-		if err != nil || n < 0 {
-			return o, usagef("-namespace-keys: %q is not a number of keys", k)
-		}
-		o.namespaceKeys = append(o.namespaceKeys, n)
+	if o.namespaceKeys, err = counts[int]("-namespace-keys", nsKeys, 0); err != nil {
+		return o, err
 	}
 	hugeSet := false
 	fs.Visit(func(f *flag.Flag) { hugeSet = hugeSet || f.Name == "huge-rows" })
@@ -264,4 +239,34 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	return nil
+}
+
+// names parses a comma-separated list of names out of allowed (empty items
+// are dropped).
+func names(flagName, noun, value string, allowed []string) ([]string, error) {
+	var out []string
+	for _, v := range strings.Split(value, ",") {
+		v = strings.TrimSpace(v)
+		if v == "" {
+			continue
+		}
+		if !slices.Contains(allowed, v) {
+			return nil, usagef("%s: unknown %s %q (want %s)", flagName, noun, v, strings.Join(allowed, ", "))
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}
+
+// counts parses a comma-separated list of integers of at least least.
+func counts[T int | int64](flagName, value string, least int64) ([]T, error) {
+	var out []T
+	for _, v := range strings.Split(value, ",") {
+		n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+		if err != nil || n < least {
+			return nil, usagef("%s: %q is not an integer of at least %d", flagName, v, least)
+		}
+		out = append(out, T(n))
+	}
+	return out, nil
 }
