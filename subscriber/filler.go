@@ -153,7 +153,7 @@ func (f *Filler) get(ctx context.Context, key string, load func(ctx context.Cont
 		}
 		if token != "" {
 			f.misses.Add(1)
-			return f.fill(ctx, key, token, load)
+			return f.fill(ctx, key, token, "", load)
 		}
 		// Another reader holds the lease (or has just stored).
 		if deadline.IsZero() {
@@ -211,9 +211,9 @@ func (f *Filler) lease(ctx context.Context, key string) (string, error) {
 	return token, nil
 }
 
-// fill loads under the lease token and stores the value if the key still
-// holds token.
-func (f *Filler) fill(ctx context.Context, key, token string, load func(ctx context.Context) ([]byte, error)) ([]byte, error) {
+// fill loads under the lease token and stores the value, after tag (a
+// namespace's version, or "" for none), if the key still holds token.
+func (f *Filler) fill(ctx context.Context, key, token, tag string, load func(ctx context.Context) ([]byte, error)) ([]byte, error) {
 	v, err := load(ctx)
 	if err != nil {
 		// Release the lease so the next reader loads at once; only our own
@@ -223,13 +223,16 @@ func (f *Filler) fill(ctx context.Context, key, token string, load func(ctx cont
 		}
 		return nil, fmt.Errorf("subscriber: load %q: %w", key, err)
 	}
-	if IsLeaseMarker(v) {
+	stored := v
+	if tag != "" {
+		stored = append([]byte(tag), v...) // a tagged value never reads as a lease
+	} else if IsLeaseMarker(v) {
 		// It would read as a lease: return it but never store it.
 		f.voided.Add(1)
 		_ = releaseScript.Run(context.WithoutCancel(ctx), f.rdb, []string{key}, token).Err()
 		return v, nil
 	}
-	if err := f.store(ctx, key, token, v); err != nil {
+	if err := f.store(ctx, key, token, stored); err != nil {
 		return nil, err
 	}
 	return v, nil

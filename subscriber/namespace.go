@@ -130,7 +130,7 @@ func (f *Filler) getInNamespace(ctx context.Context, nsKey, key string, load fun
 		switch code {
 		case 0:
 			f.misses.Add(1)
-			return f.fillTagged(ctx, key, token, tag, load)
+			return f.fill(ctx, key, token, tag, load)
 		case 1:
 			s, _ := r[1].(string)
 			f.hits.Add(1)
@@ -198,20 +198,4 @@ func (f *Filler) initVersion(ctx context.Context, nsKey string) (string, error) 
 		return "", err
 	}
 	return old, nil // another reader's, or the daemon's INCR, was first
-}
-
-// fillTagged loads under the lease token and stores the value, tagged,
-// if the key still holds token.
-func (f *Filler) fillTagged(ctx context.Context, key, token, tag string, load func(ctx context.Context) ([]byte, error)) ([]byte, error) {
-	v, err := load(ctx)
-	if err != nil {
-		if rerr := releaseScript.Run(context.WithoutCancel(ctx), f.rdb, []string{key}, token).Err(); rerr != nil {
-			return nil, fmt.Errorf("subscriber: load %q: %w (and releasing its lease: %w)", key, err, rerr)
-		}
-		return nil, fmt.Errorf("subscriber: load %q: %w", key, err)
-	}
-	if err := f.store(ctx, key, token, append([]byte(tag), v...)); err != nil {
-		return nil, err
-	}
-	return v, nil
 }
