@@ -89,8 +89,7 @@ func replayCommand(ctx context.Context, args []string, stdout, stderr io.Writer)
 	defer func() { _ = rdb.Close() }()
 	r := &replayer{
 		cfg: s.cfg, rules: s.rules, rt: router.New(s.rules, 0, nil), rdb: rdb,
-		pub: publisher.New(rdb, publisher.Config{ChannelPrefix: s.rules.ChannelPrefix, Sharded: s.cfg.RedisShardedPubSub,
-			Sentinel: sentinelOf(s.cfg), MinReplicas: s.cfg.RedisMinReplicas, WaitTimeout: s.cfg.RedisWaitTimeout}),
+		pub:    publisher.New(rdb, publisherConfig(s.cfg, s.rules)),
 		dryRun: f.dryRun, out: stdout, progress: newProgress(stderr),
 	}
 	defer func() { _ = r.pub.Close() }()

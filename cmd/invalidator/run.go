@@ -161,6 +161,18 @@ func newFailoverClient(cfg *config.Config, tlsConf *tls.Config) (redis.Universal
 	return redis.NewFailoverClient(opts), nil
 }
 
+// publisherConfig is how every command that writes to Redis (run, replay)
+// reaches it and publishes; run adds the journal.
+func publisherConfig(cfg *config.Config, rules *router.Rules) publisher.Config {
+	return publisher.Config{
+		ChannelPrefix: rules.ChannelPrefix,
+		Sharded:       cfg.RedisShardedPubSub,
+		Sentinel:      sentinelOf(cfg),
+		MinReplicas:   cfg.RedisMinReplicas,
+		WaitTimeout:   cfg.RedisWaitTimeout,
+	}
+}
+
 // sentinelOf is how the publisher's own connection finds the master, when
 // Sentinel is configured.
 func sentinelOf(cfg *config.Config) *resp.Sentinel {
@@ -329,16 +341,8 @@ func startStreaming(ctx context.Context, cfg *config.Config, rules *router.Rules
 	}
 	queue := make(chan publisher.Applied, queueLen)
 	stream := newStream(cfg, rules, rt, m.used, queue, metrics, log)
-	pubCfg := publisher.Config{
-		ChannelPrefix: rules.ChannelPrefix,
-		Journal:       cfg.Journal,
-		JournalMaxLen: cfg.JournalMaxLen,
-		Sharded:       cfg.RedisShardedPubSub,
-		Server:        srv,
-		Sentinel:      sentinelOf(cfg),
-		MinReplicas:   cfg.RedisMinReplicas,
-		WaitTimeout:   cfg.RedisWaitTimeout,
-	}
+	pubCfg := publisherConfig(cfg, rules)
+	pubCfg.Journal, pubCfg.JournalMaxLen, pubCfg.Server = cfg.Journal, cfg.JournalMaxLen, srv
 	pub := publisher.New(rdb, pubCfg)
 	defer func() { _ = pub.Close() }() // after the applier, resync and heartbeat below have stopped
 	// its own connection authenticates as go-redis's does not (AUTH
