@@ -7,9 +7,14 @@ import (
 	"syscall"
 )
 
-// setRcvLowat sets c's SO_RCVLOWAT, under TLS if c is a TLS connection.
+// setRcvLowat sets c's SO_RCVLOWAT, under TLS or internal/sockio's
+// wrapping if c is wrapped.
 func setRcvLowat(c net.Conn, n int) error {
-	if t, ok := c.(interface{ NetConn() net.Conn }); ok {
+	for { // under TLS, internal/sockio
+		t, ok := c.(interface{ NetConn() net.Conn })
+		if !ok {
+			break
+		}
 		c = t.NetConn()
 	}
 	tc, ok := c.(*net.TCPConn)

@@ -12,6 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/cachewire/invalidator/internal/resp"
+	"github.com/cachewire/invalidator/internal/sockio"
 )
 
 // commands is where an Apply queues its commands, sent in round trips of
@@ -89,7 +90,7 @@ func isReplyError(err error) bool {
 // behind Sentinel, the master the sentinels name when it connects.
 func directOptions(o *redis.Options, s *resp.Sentinel) *resp.Options {
 	d := &resp.Options{
-		Network: o.Network, Addr: o.Addr, Dial: o.Dialer,
+		Network: o.Network, Addr: o.Addr, Dial: quietDialer(o.Dialer),
 		Username: o.Username, Password: o.Password, DB: o.DB, ClientName: o.ClientName,
 		ReadTimeout: max(o.ReadTimeout, 0), WriteTimeout: max(o.WriteTimeout, 0),
 	}
@@ -98,21 +99,53 @@ func directOptions(o *redis.Options, s *resp.Sentinel) *resp.Options {
 		// (it asks the sentinels itself): dial what resp resolved
 		d.Sentinel, d.Network, d.Dial = s, "tcp", tcpDialer(o.DialTimeout, o.TLSConfig)
 	}
+	if o.TLSConfig != nil && s == nil {
+		// go-redis's dialer puts TLS on the socket itself: dial the
+		// socket here, so that the raw reads and writes go under TLS
+		d.Dial = tcpDialer(o.DialTimeout, o.TLSConfig)
+	}
 	return d
 }
 
-// tcpDialer dials with a timeout, and TLS when conf is set.
+// quietDialer wraps dial so that the socket it opens is read and written
+// with raw system calls (internal/sockio: a round trip no longer wakes the
+// runtime's monitor thread). A TLS connection it returns is left as it is.
+func quietDialer(dial func(ctx context.Context, network, addr string) (net.Conn, error)) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := dial(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return sockio.Wrap(c), nil
+	}
+}
+
+// tcpDialer dials with a timeout, and TLS when conf is set, on a socket
+// read and written with raw system calls (internal/sockio).
 func tcpDialer(timeout time.Duration, conf *tls.Config) func(ctx context.Context, network, addr string) (net.Conn, error) {
 	if timeout <= 0 {
 		timeout = 5 * time.Second
 	}
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
 		nd := &net.Dialer{Timeout: timeout, KeepAlive: 5 * time.Minute}
-		if conf == nil {
-			return nd.DialContext(ctx, network, addr)
+		raw, err := nd.DialContext(ctx, network, addr)
+		if err != nil || conf == nil {
+			return sockio.Wrap(raw), err
 		}
-		td := &tls.Dialer{NetDialer: nd, Config: conf}
-		return td.DialContext(ctx, network, addr)
+		c := conf
+		if c.ServerName == "" {
+			host, _, _ := net.SplitHostPort(addr)
+			c = conf.Clone()
+			c.ServerName = host
+		}
+		tc := tls.Client(sockio.Wrap(raw), c)
+		hctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		if err := tc.HandshakeContext(hctx); err != nil {
+			_ = raw.Close()
+			return nil, err
+		}
+		return tc, nil
 	}
 }
 
