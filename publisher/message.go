@@ -53,7 +53,7 @@ func appendMessageTail(dst []byte, lsn cdc.LSN, xid uint32, commitTime time.Time
 	dst = append(dst, `","xid":`...)
 	dst = strconv.AppendUint(dst, uint64(xid), 10)
 	dst = append(dst, `,"commit_time":"`...)
-	dst = commitTime.UTC().AppendFormat(dst, TimeLayout)
+	dst = AppendTime(dst, commitTime)
 	return append(dst, `"}`...)
 }
 
@@ -62,8 +62,48 @@ func AppendHeartbeat(dst []byte, lsn cdc.LSN, now time.Time) []byte {
 	dst = append(dst, `{"v":1,"op":"heartbeat","lsn":"`...)
 	dst = appendLSN(dst, lsn)
 	dst = append(dst, `","time":"`...)
-	dst = now.UTC().AppendFormat(dst, TimeLayout)
+	dst = AppendTime(dst, now)
 	return append(dst, `"}`...)
+}
+
+// AppendTime appends t as TimeLayout formats it (in UTC), at a third of
+// the cost of time.Time.AppendFormat: it is written twice a transaction
+// (the message and the journal entry). Years outside 0-9999 are left to
+// AppendFormat.
+func AppendTime(dst []byte, t time.Time) []byte {
+	t = t.UTC()
+	year, month, day := t.Date()
+	if year < 0 || year > 9999 {
+		return t.AppendFormat(dst, TimeLayout)
+	}
+	hour, minute, sec := t.Clock()
+	dst = appendDigits(dst, year, 4)
+	dst = append(dst, '-')
+	dst = appendDigits(dst, int(month), 2)
+	dst = append(dst, '-')
+	dst = appendDigits(dst, day, 2)
+	dst = append(dst, 'T')
+	dst = appendDigits(dst, hour, 2)
+	dst = append(dst, ':')
+	dst = appendDigits(dst, minute, 2)
+	dst = append(dst, ':')
+	dst = appendDigits(dst, sec, 2)
+	dst = append(dst, '.')
+	dst = appendDigits(dst, t.Nanosecond()/1000, 6)
+	return append(dst, 'Z')
+}
+
+// appendDigits appends v (0 <= v < 10^width) in width decimal digits.
+func appendDigits(dst []byte, v, width int) []byte {
+	n := len(dst)
+	for range width {
+		dst = append(dst, 0)
+	}
+	for i := len(dst) - 1; i >= n; i-- {
+		dst[i] = byte('0' + v%10)
+		v /= 10
+	}
+	return dst
 }
 
 // appendLSN appends lsn as PostgreSQL prints it: upper-case hex, "0/1A2B3C4".

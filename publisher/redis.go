@@ -503,7 +503,7 @@ func (p *Publisher) journalEntry(c Applied, tail []byte) *journalEntry {
 	end[0] = len(b)
 	b = appendLSN(b, c.EndLSN)
 	end[1] = len(b)
-	b = c.CommitTime.UTC().AppendFormat(b, TimeLayout)
+	b = AppendTime(b, c.CommitTime)
 	end[2] = len(b)
 	b = appendJSONArray(b, len(res.Keys), key)
 	end[3] = len(b)
