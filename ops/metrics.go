@@ -3,6 +3,7 @@
 package ops
 
 import (
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -40,7 +41,34 @@ type Metrics struct {
 	probeRTT       prometheus.Gauge
 	heartbeats     prometheus.Counter
 
+	// changeCounters caches changes' children: WithLabelValues hashes
+	// its labels each call, and Applied counts every transaction
+	changeMu       sync.Mutex
+	changeCounters map[changeLabels]prometheus.Counter
+
 	state State
+}
+
+// changeLabels are the labels of one invalidator_changes_total child.
+type changeLabels struct {
+	table string
+	op    cdc.Op
+}
+
+// changeCounter returns changes' child for table and op.
+func (m *Metrics) changeCounter(table string, op cdc.Op) prometheus.Counter {
+	m.changeMu.Lock()
+	defer m.changeMu.Unlock()
+	l := changeLabels{table, op}
+	c, ok := m.changeCounters[l]
+	if !ok {
+		if m.changeCounters == nil {
+			m.changeCounters = map[changeLabels]prometheus.Counter{}
+		}
+		c = m.changes.WithLabelValues(table, op.String())
+		m.changeCounters[l] = c
+	}
+	return c
 }
 
 // State is what /status and /readyz report; safe for concurrent use.
@@ -151,7 +179,7 @@ func (m *Metrics) Applied(batch []publisher.Applied, st publisher.Stats, took ti
 		last = c.CommitTime
 		m.latency.Observe(now.Sub(c.CommitTime).Seconds())
 		for _, cc := range res.Counts {
-			m.changes.WithLabelValues(cc.Table, cc.Op.String()).Add(float64(cc.N))
+			m.changeCounter(cc.Table, cc.Op).Add(float64(cc.N))
 		}
 		for _, r := range res.Wide {
 			m.wide.WithLabelValues(r).Inc()
