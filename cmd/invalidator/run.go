@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"runtime"
+	"runtime/debug"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -47,6 +48,24 @@ func defaultProcs() int {
 	return 1
 }
 
+// defaultGCPercent is the garbage collector's target unless GOGC is set
+// (ADR 31): the daemon's live heap is a few MB, so collecting at twice
+// Go's default growth costs a few MB of RSS and saves about 7 % of its
+// CPU per change.
+const defaultGCPercent = 200
+
+// defaultGC sets the collector's target unless GOGC is set; it returns
+// the setting.
+func defaultGC() int {
+	if os.Getenv("GOGC") != "" {
+		p := debug.SetGCPercent(-1)
+		debug.SetGCPercent(p)
+		return p
+	}
+	debug.SetGCPercent(defaultGCPercent)
+	return defaultGCPercent
+}
+
 func runCommand(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	s, code, done := load("run", runHelp, args, stdout, stderr, (*config.Config).BindRunFlags, (*config.Config).Validate)
 	if done {
@@ -61,9 +80,9 @@ func runCommand(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	// go-redis logs through a process-wide logger: route it into ours
 	// (main owns the process, so this is the place to set it).
 	redis.SetLogger(redisLogger{log.Named("redis")})
-	procs := defaultProcs()
+	procs, gc := defaultProcs(), defaultGC()
 	log.Info("starting", zap.String("version", version()), zap.Any("config", s.cfg.Redacted()),
-		zap.Int("rules", len(s.rules.Rules)), zap.Strings("tables", s.rules.Tables()), zap.Int("gomaxprocs", procs))
+		zap.Int("rules", len(s.rules.Rules)), zap.Strings("tables", s.rules.Tables()), zap.Int("gomaxprocs", procs), zap.Int("gogc", gc))
 
 	err = runDaemon(ctx, s.cfg, s.rules, log)
 	var rerr *router.Error
