@@ -2,12 +2,10 @@ package publisher
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
 	"strconv"
-	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -97,12 +95,12 @@ func directOptions(o *redis.Options, s *resp.Sentinel) *resp.Options {
 	if s != nil {
 		// a failover client's own dialer ignores the address it is given
 		// (it asks the sentinels itself): dial what resp resolved
-		d.Sentinel, d.Network, d.Dial = s, "tcp", tcpDialer(o.DialTimeout, o.TLSConfig)
+		d.Sentinel, d.Network, d.Dial = s, "tcp", sockio.Dialer(o.DialTimeout, o.TLSConfig)
 	}
 	if o.TLSConfig != nil && s == nil {
 		// go-redis's dialer puts TLS on the socket itself: dial the
 		// socket here, so that the raw reads and writes go under TLS
-		d.Dial = tcpDialer(o.DialTimeout, o.TLSConfig)
+		d.Dial = sockio.Dialer(o.DialTimeout, o.TLSConfig)
 	}
 	return d
 }
@@ -120,34 +118,6 @@ func quietDialer(dial func(ctx context.Context, network, addr string) (net.Conn,
 	}
 }
 
-// tcpDialer dials with a timeout, and TLS when conf is set, on a socket
-// read and written with raw system calls (internal/sockio).
-func tcpDialer(timeout time.Duration, conf *tls.Config) func(ctx context.Context, network, addr string) (net.Conn, error) {
-	if timeout <= 0 {
-		timeout = 5 * time.Second
-	}
-	return func(ctx context.Context, network, addr string) (net.Conn, error) {
-		nd := &net.Dialer{Timeout: timeout, KeepAlive: 5 * time.Minute}
-		raw, err := nd.DialContext(ctx, network, addr)
-		if err != nil || conf == nil {
-			return sockio.Wrap(raw), err
-		}
-		c := conf
-		if c.ServerName == "" {
-			host, _, _ := net.SplitHostPort(addr)
-			c = conf.Clone()
-			c.ServerName = host
-		}
-		tc := tls.Client(sockio.Wrap(raw), c)
-		hctx, cancel := context.WithTimeout(ctx, timeout)
-		defer cancel()
-		if err := tc.HandshakeContext(hctx); err != nil {
-			_ = raw.Close()
-			return nil, err
-		}
-		return tc, nil
-	}
-}
 
 // directQueue writes commands in RESP straight into a buffer, sent
 // whenever it fills and at exec: no allocation per command.

@@ -11,6 +11,7 @@ import (
 
 	"github.com/cachewire/invalidator/config"
 	"github.com/cachewire/invalidator/internal/backoff"
+	"github.com/cachewire/invalidator/internal/sockio"
 	"github.com/cachewire/invalidator/publisher"
 	"github.com/cachewire/invalidator/router"
 )
@@ -25,6 +26,8 @@ func newNATS(cfg *config.Config, log *zap.Logger) (*nats.Conn, error) {
 		nats.ReconnectWait(250 * time.Millisecond),
 		nats.RetryOnFailedConnect(true),
 		nats.ReconnectBufSize(-1),
+		// raw socket reads and writes (ADR 30); nats.go puts TLS on top
+		nats.SetCustomDialer(sockio.NATSDialer{Timeout: nats.GetDefaultOptions().Timeout}),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			log.Warn("nats disconnected", zap.Error(err))
 		}),

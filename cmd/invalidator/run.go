@@ -20,6 +20,7 @@ import (
 	"github.com/cachewire/invalidator/config"
 	"github.com/cachewire/invalidator/internal/backoff"
 	"github.com/cachewire/invalidator/internal/resp"
+	"github.com/cachewire/invalidator/internal/sockio"
 	"github.com/cachewire/invalidator/ops"
 	"github.com/cachewire/invalidator/publisher"
 	"github.com/cachewire/invalidator/router"
@@ -141,6 +142,9 @@ func newRedis(cfg *config.Config) (redis.UniversalClient, error) {
 			}
 			opts.TLSConfig = tlsConf
 		}
+		// the cluster's connections are the per-batch path: raw socket
+		// reads and writes (ADR 30); the dialer puts TLS on top itself
+		opts.Dialer = sockio.Dialer(opts.DialTimeout, opts.TLSConfig)
 		return redis.NewClusterClient(opts), nil
 	}
 	opts, err := redis.ParseURL(cfg.RedisURL)

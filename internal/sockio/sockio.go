@@ -19,9 +19,12 @@
 package sockio
 
 import (
+	"context"
+	"crypto/tls"
 	"io"
 	"net"
 	"syscall"
+	"time"
 )
 
 // Conn is a TCP or Unix socket whose Read and Write are raw system calls.
@@ -148,4 +151,51 @@ func (c *Conn) write(fd uintptr) bool {
 // a timeout (net.Error, os.ErrDeadlineExceeded) or net.ErrClosed find it.
 func (c *Conn) opError(op string, err error) error {
 	return &net.OpError{Op: op, Net: c.LocalAddr().Network(), Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: err}
+}
+
+// Dialer returns a dial function for go-redis and resp: TCP with a
+// timeout (5 s when not set) and 5-minute keep-alives, the socket wrapped,
+// then TLS on top of it when conf is set (ServerName from addr unless conf
+// names one).
+func Dialer(timeout time.Duration, conf *tls.Config) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	if timeout <= 0 {
+		timeout = 5 * time.Second
+	}
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		nd := &net.Dialer{Timeout: timeout, KeepAlive: 5 * time.Minute}
+		raw, err := nd.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		if conf == nil {
+			return Wrap(raw), nil
+		}
+		c := conf
+		if c.ServerName == "" {
+			host, _, _ := net.SplitHostPort(addr)
+			c = conf.Clone()
+			c.ServerName = host
+		}
+		tc := tls.Client(Wrap(raw), c)
+		hctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		if err := tc.HandshakeContext(hctx); err != nil {
+			_ = raw.Close()
+			return nil, err
+		}
+		return tc, nil
+	}
+}
+
+// NATSDialer dials as nats.go's own dialer does (TCP with a timeout; it
+// puts TLS on top itself) and wraps the socket; it is a nats.CustomDialer.
+type NATSDialer struct{ Timeout time.Duration }
+
+// Dial implements nats.CustomDialer.
+func (d NATSDialer) Dial(network, address string) (net.Conn, error) {
+	c, err := (&net.Dialer{Timeout: d.Timeout}).Dial(network, address)
+	if err != nil {
+		return nil, err
+	}
+	return Wrap(c), nil
 }
