@@ -92,89 +92,19 @@ func (d *Decoder[T]) Decode(msg []byte) (c Committed[T], ok bool, err error) {
 	r := reader{buf: msg[1:]}
 	switch kind := msg[0]; kind {
 	case 'B':
-		finalLSN := LSN(r.u64("begin final lsn"))
-		ts := r.time("begin commit time")
-		xid := r.u32("begin xid")
-		if r.err != nil {
-			return c, false, r.err
-		}
-		d.inTxn, d.xid, d.finalLSN, d.commitTime = true, xid, finalLSN, ts
-		d.skipping = finalLSN != 0 && finalLSN <= d.skipThrough
-		if !d.skipping {
-			d.txn = d.newTxn(xid)
-			if d.Early != nil {
-				// tells the transaction that it arrives committed; it
-				// holds nothing to hand on yet
-				d.Early(d.txn)
-			}
-		}
+		return c, false, d.begin(&r)
 	case 'C':
-		commitLSN, endLSN, ts := r.commit(false)
-		if r.err != nil {
-			return c, false, r.err
-		}
-		if !d.inTxn {
-			return c, false, fmt.Errorf("%w: commit without begin", ErrMalformed)
-		}
-		c = Committed[T]{Txn: d.txn, Xid: d.xid, CommitLSN: commitLSN, EndLSN: endLSN, CommitTime: ts}
-		ok = !d.skipping
-		if ok {
-			c.Txn.Commit()
-		}
-		var zero T
-		d.inTxn, d.skipping, d.txn = false, false, zero
-		return c, ok, nil
+		return d.commit(&r)
 	case 'S':
-		xid := r.u32("stream start xid")
-		r.u8("stream start first segment")
-		if r.err != nil {
-			return c, false, r.err
-		}
-		d.inStream, d.streamXid = true, xid
-		if _, exists := d.streams[xid]; !exists {
-			d.streams[xid] = d.newTxn(xid)
-		}
+		return c, false, d.streamStart(&r)
 	case 'E':
 		d.inStream = false
 	case 'c':
-		xid := r.u32("stream commit xid")
-		commitLSN, endLSN, ts := r.commit(true)
-		if r.err != nil {
-			return c, false, r.err
-		}
-		txn, exists := d.streams[xid]
-		delete(d.streams, xid)
-		if !exists || commitLSN <= d.skipThrough {
-			// Streamed before our (re)connect started: the server only
-			// streams from the confirmed position, so a commit of a
-			// stream we never saw begin must be one we handed on already.
-			return c, false, nil
-		}
-		txn.Commit()
-		return Committed[T]{Txn: txn, Xid: xid, CommitLSN: commitLSN, EndLSN: endLSN, CommitTime: ts}, true, nil
+		return d.streamCommit(&r)
 	case 'A':
-		xid := r.u32("stream abort xid")
-		subxid := r.u32("stream abort subxid")
-		if r.err != nil {
-			return c, false, r.err
-		}
-		if xid == subxid {
-			delete(d.streams, xid)
-		} else if txn, exists := d.streams[xid]; exists {
-			txn.DiscardSub(subxid)
-		}
+		return c, false, d.streamAbort(&r)
 	case 'R':
-		d.streamedXid(&r)
-		rel := r.relation()
-		if r.err != nil {
-			return c, false, r.err
-		}
-		if d.OnRelation != nil {
-			if err := d.OnRelation(rel); err != nil {
-				return c, false, err
-			}
-		}
-		d.rels.put(rel)
+		return c, false, d.relation(&r)
 	case 'I', 'U', 'D':
 		if err := d.rowChange(kind, &r); err != nil {
 			return c, false, err
@@ -183,27 +113,143 @@ func (d *Decoder[T]) Decode(msg []byte) (c Committed[T], ok bool, err error) {
 	case 'T':
 		return c, false, d.truncate(&r)
 	case 'M':
-		d.streamedXid(&r)
-		flags := r.u8("message flags")
-		lsn := LSN(r.u64("message lsn"))
-		prefix := r.cstring("message prefix")
-		n := r.u32("message length")
-		content := r.bytes(int(n), "message content")
-		if r.err != nil {
-			return c, false, r.err
-		}
-		if d.OnMessage != nil {
-			d.OnMessage(flags&1 != 0, lsn, prefix, content)
-		}
-		if txn, ok := d.target(); ok && flags&1 != 0 && d.OnTxnMessage != nil {
-			d.OnTxnMessage(txn, prefix, content)
-		}
+		return c, false, d.message(&r)
 	case 'Y', 'O':
 		// Type and origin messages carry nothing we need.
 	default:
 		return c, false, fmt.Errorf("%w: unknown message type %q", ErrMalformed, kind)
 	}
 	return c, false, nil
+}
+
+// begin opens a transaction that is not streamed, or starts skipping one
+// handed on already.
+func (d *Decoder[T]) begin(r *reader) error {
+	finalLSN := LSN(r.u64("begin final lsn"))
+	ts := r.time("begin commit time")
+	xid := r.u32("begin xid")
+	if r.err != nil {
+		return r.err
+	}
+	d.inTxn, d.xid, d.finalLSN, d.commitTime = true, xid, finalLSN, ts
+	d.skipping = finalLSN != 0 && finalLSN <= d.skipThrough
+	if !d.skipping {
+		d.txn = d.newTxn(xid)
+		if d.Early != nil {
+			// tells the transaction that it arrives committed; it
+			// holds nothing to hand on yet
+			d.Early(d.txn)
+		}
+	}
+	return nil
+}
+
+// commit ends the transaction opened by begin; ok is false when it was
+// skipped.
+func (d *Decoder[T]) commit(r *reader) (c Committed[T], ok bool, err error) {
+	commitLSN, endLSN, ts := r.commit(false)
+	if r.err != nil {
+		return c, false, r.err
+	}
+	if !d.inTxn {
+		return c, false, fmt.Errorf("%w: commit without begin", ErrMalformed)
+	}
+	c = Committed[T]{Txn: d.txn, Xid: d.xid, CommitLSN: commitLSN, EndLSN: endLSN, CommitTime: ts}
+	ok = !d.skipping
+	if ok {
+		c.Txn.Commit()
+	}
+	var zero T
+	d.inTxn, d.skipping, d.txn = false, false, zero
+	return c, ok, nil
+}
+
+// streamStart begins a block of a streamed transaction's changes, the
+// first block creating its Txn.
+func (d *Decoder[T]) streamStart(r *reader) error {
+	xid := r.u32("stream start xid")
+	r.u8("stream start first segment")
+	if r.err != nil {
+		return r.err
+	}
+	d.inStream, d.streamXid = true, xid
+	if _, exists := d.streams[xid]; !exists {
+		d.streams[xid] = d.newTxn(xid)
+	}
+	return nil
+}
+
+// streamCommit hands on a streamed transaction, unless it was streamed
+// before this connection started.
+func (d *Decoder[T]) streamCommit(r *reader) (c Committed[T], ok bool, err error) {
+	xid := r.u32("stream commit xid")
+	commitLSN, endLSN, ts := r.commit(true)
+	if r.err != nil {
+		return c, false, r.err
+	}
+	txn, exists := d.streams[xid]
+	delete(d.streams, xid)
+	if !exists || commitLSN <= d.skipThrough {
+		// Streamed before our (re)connect started: the server only
+		// streams from the confirmed position, so a commit of a
+		// stream we never saw begin must be one we handed on already.
+		return c, false, nil
+	}
+	txn.Commit()
+	return Committed[T]{Txn: txn, Xid: xid, CommitLSN: commitLSN, EndLSN: endLSN, CommitTime: ts}, true, nil
+}
+
+// streamAbort drops a streamed transaction, or one of its
+// subtransactions.
+func (d *Decoder[T]) streamAbort(r *reader) error {
+	xid := r.u32("stream abort xid")
+	subxid := r.u32("stream abort subxid")
+	if r.err != nil {
+		return r.err
+	}
+	if xid == subxid {
+		delete(d.streams, xid)
+	} else if txn, exists := d.streams[xid]; exists {
+		txn.DiscardSub(subxid)
+	}
+	return nil
+}
+
+// relation records a relation description for the changes that follow.
+func (d *Decoder[T]) relation(r *reader) error {
+	d.streamedXid(r)
+	rel := r.relation()
+	if r.err != nil {
+		return r.err
+	}
+	if d.OnRelation != nil {
+		if err := d.OnRelation(rel); err != nil {
+			return err
+		}
+	}
+	d.rels.put(rel)
+	return nil
+}
+
+// message passes a logical decoding message to OnMessage and, when it is
+// transactional, to OnTxnMessage with its transaction.
+func (d *Decoder[T]) message(r *reader) error {
+	d.streamedXid(r)
+	flags := r.u8("message flags")
+	lsn := LSN(r.u64("message lsn"))
+	prefix := r.cstring("message prefix")
+	n := r.u32("message length")
+	content := r.bytes(int(n), "message content")
+	if r.err != nil {
+		return r.err
+	}
+	if d.OnMessage != nil {
+		d.OnMessage(flags&1 != 0, lsn, prefix, content)
+	}
+	if txn, ok := d.target(); ok && flags&1 != 0 && d.OnTxnMessage != nil {
+		d.OnTxnMessage(txn, prefix, content)
+	}
+	return nil
 }
 
 // early splits off what the transaction being received can hand on
