@@ -139,15 +139,7 @@ func StartRedisCluster(tb testing.TB, masters int) *RedisCluster {
 func StartRedisClusterWith(tb testing.TB, masters int, opts RedisOptions) *RedisCluster {
 	tb.Helper()
 	c, err := NewRedisClusterWith(masters, opts)
-	if err != nil {
-		tb.Fatalf("testsrv: %v", err)
-	}
-	tb.Cleanup(func() {
-		if err := c.Close(); err != nil {
-			tb.Errorf("testsrv: %v", err)
-		}
-	})
-	return c
+	return forTest(tb, c, err)
 }
 
 // Addrs returns the nodes' addresses, "127.0.0.1:PORT", in node order.

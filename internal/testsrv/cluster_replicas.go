@@ -41,15 +41,7 @@ func NewRedisClusterReplicas(masters, replicas int, opts RedisOptions) (*RedisCl
 func StartRedisClusterReplicas(tb testing.TB, masters, replicas int, opts RedisOptions) *RedisCluster {
 	tb.Helper()
 	c, err := NewRedisClusterReplicas(masters, replicas, opts)
-	if err != nil {
-		tb.Fatalf("testsrv: %v", err)
-	}
-	tb.Cleanup(func() {
-		if err := c.Close(); err != nil {
-			tb.Errorf("testsrv: %v", err)
-		}
-	})
-	return c
+	return forTest(tb, c, err)
 }
 
 // clusterNode is one line of CLUSTER NODES.

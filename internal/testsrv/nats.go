@@ -107,15 +107,7 @@ func NewNATSWith(opts NATSOptions) (*NATS, error) {
 func StartNATS(tb testing.TB, jetstream bool) *NATS {
 	tb.Helper()
 	n, err := NewNATS(jetstream)
-	if err != nil {
-		tb.Fatalf("testsrv: %v", err)
-	}
-	tb.Cleanup(func() {
-		if err := n.Close(); err != nil {
-			tb.Errorf("testsrv: %v", err)
-		}
-	})
-	return n
+	return forTest(tb, n, err)
 }
 
 // args are nats-server's command-line arguments.

@@ -161,15 +161,7 @@ func (p *Postgres) startOnFreePort() error {
 func StartPostgres(tb testing.TB) *Postgres {
 	tb.Helper()
 	p, err := NewPostgres()
-	if err != nil {
-		tb.Fatalf("testsrv: %v", err)
-	}
-	tb.Cleanup(func() {
-		if err := p.Close(); err != nil {
-			tb.Errorf("testsrv: %v", err)
-		}
-	})
-	return p
+	return forTest(tb, p, err)
 }
 
 // postgresCredential returns the credentials to run the server with: nil

@@ -32,11 +32,7 @@ func (p *Postgres) StartStandby(tb testing.TB, slot string, settings ...string) 
 	if err != nil {
 		tb.Fatalf("testsrv: standby of postgres on port %d: %v", p.Port, err)
 	}
-	tb.Cleanup(func() {
-		if err := s.Close(); err != nil {
-			tb.Errorf("testsrv: %v", err)
-		}
-	})
+	closeAtCleanup(tb, s)
 	return s
 }
 

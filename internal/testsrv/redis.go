@@ -97,15 +97,7 @@ func NewRedisWith(opts RedisOptions) (*Redis, error) {
 func StartRedis(tb testing.TB) *Redis {
 	tb.Helper()
 	r, err := NewRedis()
-	if err != nil {
-		tb.Fatalf("testsrv: %v", err)
-	}
-	tb.Cleanup(func() {
-		if err := r.Close(); err != nil {
-			tb.Errorf("testsrv: %v", err)
-		}
-	})
-	return r
+	return forTest(tb, r, err)
 }
 
 // args are redis-server's command-line arguments. With no configuration
