@@ -88,16 +88,11 @@ func NewPostgresWith(opts PostgresOptions) (*Postgres, error) {
 		opts.Version = DefaultPostgresVersion
 	}
 
-	dir, err := os.MkdirTemp("", "invalidator-pg-*")
+	p, err := postgresInTempDir("invalidator-pg-*", "postgres", opts)
 	if err != nil {
-		return nil, fmt.Errorf("create postgres temp dir: %w", err)
+		return nil, err
 	}
-	p := &Postgres{
-		opts:    opts,
-		dir:     dir,
-		dataDir: filepath.Join(dir, "data"),
-		sockDir: filepath.Join(dir, "sock"),
-	}
+	dir := p.dir
 	ok := false
 	defer func() {
 		if !ok {
@@ -134,6 +129,22 @@ func NewPostgresWith(opts PostgresOptions) (*Postgres, error) {
 	}
 	ok = true
 	return p, nil
+}
+
+// postgresInTempDir is a server with opts in a fresh temporary directory
+// (named after pattern, as os.MkdirTemp does), its data and socket
+// directories named but not yet created; what names it in errors.
+func postgresInTempDir(pattern, what string, opts PostgresOptions) (*Postgres, error) {
+	dir, err := os.MkdirTemp("", pattern)
+	if err != nil {
+		return nil, fmt.Errorf("create %s temp dir: %w", what, err)
+	}
+	return &Postgres{
+		opts:    opts,
+		dir:     dir,
+		dataDir: filepath.Join(dir, "data"),
+		sockDir: filepath.Join(dir, "sock"),
+	}, nil
 }
 
 // startOnFreePort makes the first start, on a free port, trying fresh ports
