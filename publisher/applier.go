@@ -150,31 +150,28 @@ func (a *Applier) collect(ctx context.Context, first Applied) {
 		linger = t.C
 	}
 	for len(a.batch) < a.cfg.MaxBatchTxns && keys < a.cfg.MaxBatchKeys {
+		var c Applied
+		var ok bool
 		select {
-		case c, ok := <-a.in:
-			if !ok {
-				return
-			}
-			a.batch = append(a.batch, c)
-			keys += len(c.Txn.Result().ToUnlink())
-			continue
+		case c, ok = <-a.in:
 		default:
-		}
-		if linger == nil {
-			return
-		}
-		select {
-		case c, ok := <-a.in:
-			if !ok {
+			// nothing waiting: wait for more only while lingering
+			if linger == nil {
 				return
 			}
-			a.batch = append(a.batch, c)
-			keys += len(c.Txn.Result().ToUnlink())
-		case <-linger:
-			return
-		case <-ctx.Done():
+			select {
+			case c, ok = <-a.in:
+			case <-linger:
+				return
+			case <-ctx.Done():
+				return
+			}
+		}
+		if !ok {
 			return
 		}
+		a.batch = append(a.batch, c)
+		keys += len(c.Txn.Result().ToUnlink())
 	}
 }
 
