@@ -169,10 +169,7 @@ func (c *RedisCluster) Client(tb testing.TB) *redis.ClusterClient {
 // closed by tb.Cleanup.
 func (c *RedisCluster) NodeClient(tb testing.TB, addr string) *redis.Client {
 	tb.Helper()
-	if c.index(addr) < 0 {
-		tb.Fatalf("testsrv: %s is not a node of the cluster %v", addr, c.Addrs())
-	}
-	rc := redis.NewClient(c.nodes[c.index(addr)].clientOptions())
+	rc := redis.NewClient(c.nodes[c.node(tb, addr)].clientOptions())
 	tb.Cleanup(func() { _ = rc.Close() })
 	return rc
 }
@@ -197,6 +194,17 @@ func (c *RedisCluster) LogPaths() []string {
 		paths[i] = n.LogPath()
 	}
 	return paths
+}
+
+// node is index for an address the test knows to be a node's: it fails
+// the test if it is not.
+func (c *RedisCluster) node(tb testing.TB, addr string) int {
+	tb.Helper()
+	i := c.index(addr)
+	if i < 0 {
+		tb.Fatalf("testsrv: %s is not a node of the cluster %v", addr, c.Addrs())
+	}
+	return i
 }
 
 func (c *RedisCluster) index(addr string) int {
