@@ -3,7 +3,6 @@ package resp
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"time"
@@ -30,18 +29,11 @@ func ReadValue(r *bufio.Reader) (Value, error) {
 }
 
 func readValue(r *bufio.Reader, depth int) (Value, error) {
-	line, err := r.ReadSlice('\n')
+	kind, body, err := readLine(r)
 	if err != nil {
-		if errors.Is(err, bufio.ErrBufferFull) {
-			return Value{}, fmt.Errorf("%w: a line longer than %d bytes", ErrProtocol, r.Size())
-		}
 		return Value{}, err
 	}
-	if len(line) < 3 || line[len(line)-2] != '\r' {
-		return Value{}, fmt.Errorf("%w: %q", ErrProtocol, line)
-	}
-	body := line[1 : len(line)-2]
-	v := Value{Kind: Kind(line[0])}
+	v := Value{Kind: kind}
 	switch v.Kind {
 	case Status:
 		v.Str = string(body)
@@ -88,7 +80,7 @@ func readValue(r *bufio.Reader, depth int) (Value, error) {
 			v.Elems = append(v.Elems, e)
 		}
 	default:
-		return Value{}, fmt.Errorf("%w: unknown type %q", ErrProtocol, line[0])
+		return Value{}, fmt.Errorf("%w: unknown type %q", ErrProtocol, byte(kind))
 	}
 	return v, nil
 }
