@@ -150,20 +150,13 @@ func postgresInTempDir(pattern, what string, opts PostgresOptions) (*Postgres, e
 // startOnFreePort makes the first start, on a free port, trying fresh ports
 // when the server exits during startup.
 func (p *Postgres) startOnFreePort() error {
-	for attempt := 1; ; attempt++ {
+	return p.proc.firstStart(p.proc.name, func() error {
 		var err error
 		if p.Port, err = FreePort(); err != nil {
 			return err
 		}
-		err = p.start()
-		if err == nil {
-			return nil
-		}
-		if !exitedEarly(err) || attempt == startAttempts {
-			_ = p.proc.kill()
-			return fmt.Errorf("start %s (attempt %d): %w", p.proc.name, attempt, err)
-		}
-	}
+		return p.start()
+	})
 }
 
 // StartPostgres is NewPostgres for a single test: it fails the test with
