@@ -277,6 +277,16 @@ func (r *sinkRig) floorFinish(ctx context.Context, futures []jetstream.PubAckFut
 	return 0, nil
 }
 
+// prepare readies a bulk run of perTenant rows a tenant: it counts the
+// keys that are not the daemon's (otherKeys), then caches the run's keys
+// (preload), and returns that count.
+func (r *sinkRig) prepare(ctx context.Context, perTenant int) (baseline int64, err error) {
+	if baseline, err = r.otherKeys(ctx); err != nil {
+		return 0, err
+	}
+	return baseline, r.preload(ctx, perTenant)
+}
+
 // preload caches the keys of rows id <= perTenant of every tenant in the
 // cluster (pipelined SETs); the other sinks delete from the single Redis,
 // whose keys the bulk workload covers.

@@ -214,11 +214,8 @@ func (s *suite) sinkBulk(ctx context.Context, rig *sinkRig) (sinkBulk, error) {
 
 func (s *suite) sinkBulkRun(ctx context.Context, rig *sinkRig, d *daemon, m *meter, r *sinkBulk) error {
 	perTenant := r.Rows / tenants
-	baseline, err := rig.otherKeys(ctx)
+	baseline, err := rig.prepare(ctx, perTenant)
 	if err != nil {
-		return err
-	}
-	if err := rig.preload(ctx, perTenant); err != nil {
 		return err
 	}
 	conn, err := pgconn.Connect(ctx, s.srv.dbURL)
@@ -294,11 +291,8 @@ func (s *suite) waitConfirmed(ctx context.Context, d *daemon, commitLSN uint64, 
 // keys again) with the bare client, in parts of floorPart rows.
 func (s *suite) sinkBulkFloor(ctx context.Context, rig *sinkRig, name string, r *sinkBulk) error {
 	perTenant := r.Rows / tenants
-	baseline, err := rig.otherKeys(ctx)
+	baseline, err := rig.prepare(ctx, perTenant)
 	if err != nil {
-		return err
-	}
-	if err := rig.preload(ctx, perTenant); err != nil {
 		return err
 	}
 	lsn, err := currentLSN(ctx, s.srv.dbURL)

@@ -60,15 +60,8 @@ func (s *suite) steady(ctx context.Context, rate int) (steadyResult, error) {
 	}
 	s.log.printf("%s floor: p50 %.2fms p99 %.2fms p99.9 %.2fms (%d commits)", name, r.Floor.P50MS, r.Floor.P99MS, r.Floor.P999MS, r.Floor.Received)
 	s.log.printf("%s: %d single-row transactions/s for %s, read by the daemon", name, rate, s.opts.duration)
-	u, err := s.withDaemon(ctx, name, nil, func(d *daemon, m *meter) error {
-		var err error
-		if r.Pgbench, r.flow, err = s.pgbenchFlow(ctx, m, name, args); err != nil {
-			return err
-		}
-		r.Daemon, err = d.scrapeMetrics(ctx)
-		return err
-	})
-	if err != nil {
+	var u usage
+	if r.Pgbench, r.flow, r.Daemon, u, err = s.pgbenchOnDaemon(ctx, name, args); err != nil {
 		return r, err
 	}
 	r.Usage = u
@@ -78,6 +71,21 @@ func (s *suite) steady(ctx context.Context, rate int) (steadyResult, error) {
 	s.log.printf("%s: pgbench %.0f tps, p50 %.2fms p90 %.2fms p99 %.2fms p99.9 %.2fms, lost %d, daemon CPU %.1fµs/txn",
 		name, r.Pgbench.TPS, r.P50MS, r.P90MS, r.P99MS, r.P999MS, r.Lost, r.DaemonCPUUSPerTxn)
 	return r, nil
+}
+
+// pgbenchOnDaemon runs pgbench with args against a daemon (withDaemon)
+// and returns what pgbench and the subscriber saw (pgbenchFlow), the
+// daemon's metrics at the end, and its resource usage.
+func (s *suite) pgbenchOnDaemon(ctx context.Context, name string, args pgbenchArgs) (run pgbenchRun, f flow, dm daemonMetrics, u usage, err error) {
+	u, err = s.withDaemon(ctx, name, nil, func(d *daemon, m *meter) error {
+		var err error
+		if run, f, err = s.pgbenchFlow(ctx, m, name, args); err != nil {
+			return err
+		}
+		dm, err = d.scrapeMetrics(ctx)
+		return err
+	})
+	return run, f, dm, u, err
 }
 
 // pgbenchFlow runs pgbench, then drains the subscriber and measures the

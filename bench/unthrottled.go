@@ -50,15 +50,8 @@ func (s *suite) unthrottled(ctx context.Context) (unthrottledResult, error) {
 	s.log.printf("unthrottled floor: %.0f tps, pg_recvlogical lag at end %.3fs", r.FloorPgbench.TPS, r.FloorLagSeconds)
 
 	s.log.printf("unthrottled: pgbench, 8 clients, %s, read by the daemon", s.opts.duration)
-	u, err := s.withDaemon(ctx, "unthrottled", nil, func(d *daemon, m *meter) error {
-		var err error
-		if r.Pgbench, r.flow, err = s.pgbenchFlow(ctx, m, "unthrottled", args); err != nil {
-			return err
-		}
-		r.Daemon, err = d.scrapeMetrics(ctx)
-		return err
-	})
-	if err != nil {
+	var u usage
+	if r.Pgbench, r.flow, r.Daemon, u, err = s.pgbenchOnDaemon(ctx, "unthrottled", args); err != nil {
 		return r, err
 	}
 	r.Usage = u

@@ -49,6 +49,37 @@ func query(ctx context.Context, conn *pgconn.PgConn, sql string) ([][][]byte, er
 	return results[len(results)-1].Rows, nil
 }
 
+// queryRow returns the first row of the last result of sql, or nil when
+// there is none; what names the query in its error.
+func queryRow(ctx context.Context, conn *pgconn.PgConn, what, sql string) ([][]byte, error) {
+	rows, err := query(ctx, conn, sql)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	if len(rows) == 0 {
+		return nil, nil
+	}
+	return rows[0], nil
+}
+
+// tableRow is queryRow for a query of one table's catalog row, with
+// ErrNoSuchTable when there is none.
+func tableRow(ctx context.Context, conn *pgconn.PgConn, what, table, sql string) ([][]byte, error) {
+	r, err := queryRow(ctx, conn, what+" "+table, sql)
+	if err == nil && r == nil {
+		err = fmt.Errorf("%s: %w", table, ErrNoSuchTable)
+	}
+	return r, err
+}
+
+// commaList splits a comma-separated list, none when it is empty.
+func commaList(b []byte) []string {
+	if len(b) == 0 {
+		return nil
+	}
+	return strings.Split(string(b), ",")
+}
+
 // TableColumns returns the live columns of a table in order, or
 // ErrNoSuchTable.
 func TableColumns(ctx context.Context, conn *pgconn.PgConn, table string) ([]string, error) {
@@ -97,19 +128,15 @@ func (s SlotState) LagBytes() int64 {
 
 // Slot reads the state of a replication slot.
 func Slot(ctx context.Context, conn *pgconn.PgConn, slot string) (SlotState, error) {
-	rows, err := query(ctx, conn, `SELECT s.plugin, coalesce(s.database, ''), s.active,
+	r, err := queryRow(ctx, conn, fmt.Sprintf("read slot %q", slot), `SELECT s.plugin, coalesce(s.database, ''), s.active,
 		coalesce(s.active_pid, 0)::text, coalesce(s.confirmed_flush_lsn::text, '0/0'),
 		coalesce(s.restart_lsn::text, '0/0'), coalesce(s.wal_status, ''),
 		CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END::text,
 		coalesce(to_jsonb(s)->>'failover', 'false'), coalesce(to_jsonb(s)->>'synced', 'false')
 		FROM pg_catalog.pg_replication_slots s WHERE s.slot_name = `+QuoteLiteral(slot))
-	if err != nil {
-		return SlotState{}, fmt.Errorf("read slot %q: %w", slot, err)
+	if err != nil || r == nil {
+		return SlotState{}, err
 	}
-	if len(rows) == 0 {
-		return SlotState{}, nil
-	}
-	r := rows[0]
 	st := SlotState{Exists: true, Plugin: string(r[0]), Database: string(r[1]), Active: string(r[2]) == "t", WALStatus: string(r[6]),
 		Failover: string(r[8]) == "true", Synced: string(r[9]) == "true"}
 	_, _ = fmt.Sscan(string(r[3]), &st.ActivePID)
@@ -256,7 +283,7 @@ func (id Identity) Describe() string {
 // TableIdentity reads a table's replica identity and its columns.
 func TableIdentity(ctx context.Context, conn *pgconn.PgConn, table string) (Identity, error) {
 	schema, name, _ := strings.Cut(table, ".")
-	rows, err := query(ctx, conn, `SELECT c.relreplident::text, coalesce((
+	r, err := tableRow(ctx, conn, "replica identity of", table, `SELECT c.relreplident::text, coalesce((
 			SELECT string_agg(a.attname, ',' ORDER BY a.attnum)
 			FROM pg_catalog.pg_index i
 			JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
@@ -266,32 +293,27 @@ func TableIdentity(ctx context.Context, conn *pgconn.PgConn, table string) (Iden
 		FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 		WHERE n.nspname = `+QuoteLiteral(schema)+` AND c.relname = `+QuoteLiteral(name))
 	if err != nil {
-		return Identity{}, fmt.Errorf("replica identity of %s: %w", table, err)
+		return Identity{}, err
 	}
-	if len(rows) == 0 {
-		return Identity{}, fmt.Errorf("%s: %w", table, ErrNoSuchTable)
-	}
-	id := Identity{Kind: rows[0][0][0]}
+	id := Identity{Kind: r[0][0]}
 	if id.Kind == 'f' {
 		id.Columns, err = TableColumns(ctx, conn, table)
 		return id, err
 	}
-	if s := string(rows[0][1]); s != "" {
-		id.Columns = strings.Split(s, ",")
-	}
+	id.Columns = commaList(r[1])
 	return id, nil
 }
 
 // Setting returns a server setting (SHOW name).
 func Setting(ctx context.Context, conn *pgconn.PgConn, name string) (string, error) {
-	rows, err := query(ctx, conn, "SELECT pg_catalog.current_setting("+QuoteLiteral(name)+")")
+	r, err := queryRow(ctx, conn, "setting "+name, "SELECT pg_catalog.current_setting("+QuoteLiteral(name)+")")
 	if err != nil {
-		return "", fmt.Errorf("setting %s: %w", name, err)
+		return "", err
 	}
-	if len(rows) == 0 {
+	if r == nil {
 		return "", fmt.Errorf("setting %s: no value", name)
 	}
-	return string(rows[0][0]), nil
+	return string(r[0]), nil
 }
 
 // PublicationExists reports whether the publication exists.
@@ -313,14 +335,14 @@ type Server struct {
 
 // ServerOf returns the system identifier and database of conn.
 func ServerOf(ctx context.Context, conn *pgconn.PgConn) (Server, error) {
-	rows, err := query(ctx, conn, "SELECT system_identifier::text, pg_catalog.current_database() FROM pg_catalog.pg_control_system()")
+	r, err := queryRow(ctx, conn, "read the system identifier", "SELECT system_identifier::text, pg_catalog.current_database() FROM pg_catalog.pg_control_system()")
 	if err != nil {
-		return Server{}, fmt.Errorf("read the system identifier: %w", err)
+		return Server{}, err
 	}
-	if len(rows) == 0 {
+	if r == nil {
 		return Server{}, errors.New("read the system identifier: no row")
 	}
-	return Server{SystemID: string(rows[0][0]), Database: string(rows[0][1])}, nil
+	return Server{SystemID: string(r[0]), Database: string(r[1])}, nil
 }
 
 // TableInfo is what the catalog says of a rule table besides its columns
@@ -336,23 +358,16 @@ type TableInfo struct {
 // or returns ErrNoSuchTable.
 func ReadTableInfo(ctx context.Context, conn *pgconn.PgConn, table string) (TableInfo, error) {
 	schema, name, _ := strings.Cut(table, ".")
-	rows, err := query(ctx, conn, `SELECT c.relkind::text, c.relpersistence::text, coalesce((
+	r, err := tableRow(ctx, conn, "kind of", table, `SELECT c.relkind::text, c.relpersistence::text, coalesce((
 			SELECT string_agg(a.attname, ',' ORDER BY a.attnum) FROM pg_catalog.pg_attribute a
 			WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated <> ''
 		), '')
 		FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 		WHERE n.nspname = `+QuoteLiteral(schema)+` AND c.relname = `+QuoteLiteral(name))
 	if err != nil {
-		return TableInfo{}, fmt.Errorf("kind of %s: %w", table, err)
+		return TableInfo{}, err
 	}
-	if len(rows) == 0 {
-		return TableInfo{}, fmt.Errorf("%s: %w", table, ErrNoSuchTable)
-	}
-	info := TableInfo{Kind: rows[0][0][0], Persistence: rows[0][1][0]}
-	if s := string(rows[0][2]); s != "" {
-		info.Generated = strings.Split(s, ",")
-	}
-	return info, nil
+	return TableInfo{Kind: r[0][0], Persistence: r[1][0], Generated: commaList(r[2])}, nil
 }
 
 // Publication is what an existing publication sends.
@@ -383,15 +398,11 @@ func ReadPublication(ctx context.Context, conn *pgconn.PgConn, pub string) (Publ
 	if version >= 180000 {
 		gencols = "p.pubgencols = 's'"
 	}
-	rows, err := query(ctx, conn, `SELECT p.puballtables, p.pubinsert, p.pubupdate, p.pubdelete, p.pubtruncate, `+gencols+`
+	r, err := queryRow(ctx, conn, fmt.Sprintf("read publication %q", pub), `SELECT p.puballtables, p.pubinsert, p.pubupdate, p.pubdelete, p.pubtruncate, `+gencols+`
 		FROM pg_catalog.pg_publication p WHERE p.pubname = `+QuoteLiteral(pub))
-	if err != nil {
-		return Publication{}, fmt.Errorf("read publication %q: %w", pub, err)
+	if err != nil || r == nil {
+		return Publication{}, err
 	}
-	if len(rows) == 0 {
-		return Publication{}, nil
-	}
-	r := rows[0]
 	p := Publication{Exists: true, AllTables: string(r[0]) == "t",
 		Insert: string(r[1]) == "t", Update: string(r[2]) == "t", Delete: string(r[3]) == "t", Truncate: string(r[4]) == "t",
 		GeneratedColumns: string(r[5]) == "t", Tables: map[string]PublishedTable{}}
@@ -399,7 +410,7 @@ func ReadPublication(ctx context.Context, conn *pgconn.PgConn, pub string) (Publ
 	if version >= 150000 {
 		detail = "coalesce(t.rowfilter, ''), array_to_string(t.attnames, E'\\n')"
 	}
-	rows, err = query(ctx, conn, `SELECT t.schemaname || '.' || t.tablename, `+detail+`
+	rows, err := query(ctx, conn, `SELECT t.schemaname || '.' || t.tablename, `+detail+`
 		FROM pg_catalog.pg_publication_tables t WHERE t.pubname = `+QuoteLiteral(pub))
 	if err != nil {
 		return Publication{}, fmt.Errorf("read tables of publication %q: %w", pub, err)
@@ -416,12 +427,12 @@ func ReadPublication(ctx context.Context, conn *pgconn.PgConn, pub string) (Publ
 
 // Database returns the name of the database conn is connected to.
 func Database(ctx context.Context, conn *pgconn.PgConn) (string, error) {
-	rows, err := query(ctx, conn, "SELECT pg_catalog.current_database()")
+	r, err := queryRow(ctx, conn, "current database", "SELECT pg_catalog.current_database()")
 	if err != nil {
-		return "", fmt.Errorf("current database: %w", err)
+		return "", err
 	}
-	if len(rows) == 0 {
+	if r == nil {
 		return "", errors.New("current database: no row")
 	}
-	return string(rows[0][0]), nil
+	return string(r[0]), nil
 }

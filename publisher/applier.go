@@ -75,8 +75,19 @@ func NewApplier(pub *Publisher, in <-chan Applied, conf Confirmer, obs Observer,
 	if cfg.MaxBackoff <= 0 {
 		cfg.MaxBackoff = 5 * time.Second
 	}
+	if obs == nil {
+		obs = noObserver{}
+	}
 	return &Applier{pub: pub, in: in, conf: conf, obs: obs, log: log, cfg: cfg}
 }
+
+// noObserver is the Observer of an Applier given none.
+type noObserver struct{}
+
+func (noObserver) Applied([]Applied, Stats, time.Duration) {}
+func (noObserver) ApplyFailed(error)                       {}
+func (noObserver) Bridged(int)                             {}
+func (noObserver) BridgeFailed(error)                      {}
 
 // Run applies until in is closed and drained (it returns nil) or ctx ends
 // (it returns ctx.Err() and leaves the rest unconfirmed).
@@ -100,12 +111,12 @@ func (a *Applier) Run(ctx context.Context) error {
 			return ctx.Err()
 		}
 		a.collect(ctx, first)
-		if err := a.retry(ctx, "redis", a.applyRedis); err != nil {
+		if err := a.retry(ctx, "redis", a.applyRedis, a.obs.ApplyFailed); err != nil {
 			return err
 		}
 		end, whole := lastEnd(a.batch)
 		if a.Bridge != nil && whole { // early parts have no messages
-			if err := a.retry(ctx, "nats", a.applyBridge); err != nil {
+			if err := a.retry(ctx, "nats", a.applyBridge, a.obs.BridgeFailed); err != nil {
 				return err
 			}
 		}
@@ -139,66 +150,52 @@ func (a *Applier) collect(ctx context.Context, first Applied) {
 		linger = t.C
 	}
 	for len(a.batch) < a.cfg.MaxBatchTxns && keys < a.cfg.MaxBatchKeys {
+		var c Applied
+		var ok bool
 		select {
-		case c, ok := <-a.in:
-			if !ok {
-				return
-			}
-			a.batch = append(a.batch, c)
-			keys += len(c.Txn.Result().ToUnlink())
-			continue
+		case c, ok = <-a.in:
 		default:
-		}
-		if linger == nil {
-			return
-		}
-		select {
-		case c, ok := <-a.in:
-			if !ok {
+			// nothing waiting: wait for more only while lingering
+			if linger == nil {
 				return
 			}
-			a.batch = append(a.batch, c)
-			keys += len(c.Txn.Result().ToUnlink())
-		case <-linger:
-			return
-		case <-ctx.Done():
+			select {
+			case c, ok = <-a.in:
+			case <-linger:
+				return
+			case <-ctx.Done():
+				return
+			}
+		}
+		if !ok {
 			return
 		}
+		a.batch = append(a.batch, c)
+		keys += len(c.Txn.Result().ToUnlink())
 	}
 }
 
 func (a *Applier) applyRedis(ctx context.Context) error {
 	start := time.Now()
 	st, err := a.pub.Apply(ctx, a.batch)
-	if err != nil {
-		if a.obs != nil {
-			a.obs.ApplyFailed(err)
-		}
-		return err
-	}
-	if a.obs != nil {
+	if err == nil {
 		a.obs.Applied(a.batch, st, time.Since(start))
 	}
-	return nil
+	return err
 }
 
 func (a *Applier) applyBridge(ctx context.Context) error {
 	n, err := a.Bridge.Publish(ctx, a.batch)
-	if err != nil {
-		if a.obs != nil {
-			a.obs.BridgeFailed(err)
-		}
-		return err
-	}
-	if a.obs != nil {
+	if err == nil {
 		a.obs.Bridged(n)
 	}
-	return nil
+	return err
 }
 
-// retry runs one stage of the batch until it succeeds or ctx ends, backing
-// off exponentially with jitter and logging at most every 10 seconds.
-func (a *Applier) retry(ctx context.Context, sink string, stage func(context.Context) error) error {
+// retry runs one stage of the batch until it succeeds or ctx ends, telling
+// failed of every failure, backing off exponentially with jitter and
+// logging at most every 10 seconds.
+func (a *Applier) retry(ctx context.Context, sink string, stage func(context.Context) error, failed func(error)) error {
 	b := backoff.Backoff{Min: a.cfg.MinBackoff, Max: a.cfg.MaxBackoff}
 	var lastLog time.Time
 	failures := 0
@@ -210,6 +207,7 @@ func (a *Applier) retry(ctx context.Context, sink string, stage func(context.Con
 			}
 			return nil
 		}
+		failed(err)
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}

@@ -136,13 +136,8 @@ func (f *Filler) Get(ctx context.Context, key string, load func(ctx context.Cont
 }
 
 func (f *Filler) get(ctx context.Context, key string, load func(ctx context.Context) ([]byte, error)) ([]byte, error) {
-	v, found, err := f.read(ctx, key)
-	if err != nil {
-		return nil, err
-	}
-	if found {
-		f.hits.Add(1)
-		return v, nil
+	if v, found, err := f.read(ctx, key); err != nil || found {
+		return v, err
 	}
 	var deadline time.Time
 	poll := leasePollMin
@@ -162,12 +157,8 @@ func (f *Filler) get(ctx context.Context, key string, load func(ctx context.Cont
 		}
 		for {
 			v, found, err := f.read(ctx, key)
-			if err != nil {
-				return nil, err
-			}
-			if found {
-				f.hits.Add(1)
-				return v, nil
+			if err != nil || found {
+				return v, err
 			}
 			if v == nil { // empty: the lease is gone; try to take it
 				break
@@ -179,8 +170,8 @@ func (f *Filler) get(ctx context.Context, key string, load func(ctx context.Cont
 	}
 }
 
-// read GETs key: found is true for a value, false with v == nil for an
-// absent key, false with v != nil for a lease marker.
+// read GETs key: found is true for a value (counted as a hit), false with
+// v == nil for an absent key, false with v != nil for a lease marker.
 func (f *Filler) read(ctx context.Context, key string) (v []byte, found bool, err error) {
 	v, err = f.rdb.Get(ctx, key).Bytes()
 	switch {
@@ -191,6 +182,7 @@ func (f *Filler) read(ctx context.Context, key string) (v []byte, found bool, er
 	case IsLeaseMarker(v):
 		return v, false, nil
 	}
+	f.hits.Add(1)
 	return v, true, nil
 }
 

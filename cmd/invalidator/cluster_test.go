@@ -179,17 +179,53 @@ func jsonStrings(t testing.TB, v any) []string {
 	return out
 }
 
+// startClusterDaemon starts a 3-master Redis Cluster, a cluster fixture
+// with the default rules, and the daemon, ready.
+func startClusterDaemon(t *testing.T) (*redis.ClusterClient, *fixture, *daemon) {
+	t.Helper()
+	needIntegration(t)
+	cluster := testsrv.StartRedisCluster(t, 3)
+	cc := cluster.Client(t)
+	f := newClusterFixture(t, cluster, cc, "")
+	return cc, f, f.startReady()
+}
+
+// flushVsearch caches matching (keys of tenant pt's vsearch pattern) and
+// kept (other tenants' keys), commits a row of shard pt:1, and checks that
+// the pattern deleted every matching key and none of kept.
+func flushVsearch(t *testing.T, f *fixture, d *daemon, cc *redis.ClusterClient, matching, kept []string) {
+	t.Helper()
+	setAll(t, cc, matching...)
+	setAll(t, cc, kept...)
+	f.exec(`INSERT INTO shards VALUES ('pt', 1, 'p', 'a')`)
+	waitSync(t, f, d)
+	checkDeleted(t, cc, matching, kept, "pattern match %s on %s was not deleted", "another tenant's key %s was deleted")
+}
+
+// checkDeleted checks that every key of gone was deleted, or reports it
+// with notDeleted (the key, its master), and that no key of kept was, or
+// reports it with deleted (the key).
+func checkDeleted(t *testing.T, cc *redis.ClusterClient, gone, kept []string, notDeleted, deleted string) {
+	t.Helper()
+	for _, k := range gone {
+		if existsIn(t, cc, k) {
+			t.Errorf(notDeleted, k, masterOf(t, cc, k))
+		}
+	}
+	for _, k := range kept {
+		if !existsIn(t, cc, k) {
+			t.Errorf(deleted, k)
+		}
+	}
+}
+
 // TestCluster_InvalidatesAcrossMasters runs the daemon against a 3-master
 // Redis Cluster: one transaction touching keys in many hash slots on every
 // master (UNLINK grouped per slot, or Redis answers CROSSSLOT) deletes
 // exactly those keys, publishes one message per entity, which a PSUBSCRIBE
 // on one node receives from every node, and writes one journal entry.
 func TestCluster_InvalidatesAcrossMasters(t *testing.T) {
-	needIntegration(t)
-	cluster := testsrv.StartRedisCluster(t, 3)
-	cc := cluster.Client(t)
-	f := newClusterFixture(t, cluster, cc, "")
-	d := f.startReady()
+	cc, f, d := startClusterDaemon(t)
 
 	var touched, kept []string
 	var values []string
@@ -221,16 +257,7 @@ func TestCluster_InvalidatesAcrossMasters(t *testing.T) {
 	f.exec(`INSERT INTO users VALUES ` + strings.Join(values, ", "))
 	waitSync(t, f, d)
 
-	for _, k := range touched {
-		if existsIn(t, cc, k) {
-			t.Errorf("key %s (master %s) was not deleted", k, masterOf(t, cc, k))
-		}
-	}
-	for _, k := range kept {
-		if !existsIn(t, cc, k) {
-			t.Errorf("untouched key %s was deleted", k)
-		}
-	}
+	checkDeleted(t, cc, touched, kept, "key %s (master %s) was not deleted", "untouched key %s was deleted")
 	if n := d.metric(t, "invalidator_keys_deleted_total"); n != float64(len(touched)) {
 		t.Errorf("invalidator_keys_deleted_total = %v, want %d", n, len(touched))
 	}
@@ -286,34 +313,14 @@ func TestCluster_InvalidatesAcrossMasters(t *testing.T) {
 // SCANned and deleted on every master: one matching key on each master (so
 // each node's UNLINK has a single key).
 func TestCluster_PatternOneKeyPerMaster(t *testing.T) {
-	needIntegration(t)
-	cluster := testsrv.StartRedisCluster(t, 3)
-	cc := cluster.Client(t)
-	f := newClusterFixture(t, cluster, cc, "")
-	d := f.startReady()
+	cc, f, d := startClusterDaemon(t)
 
 	matching := oneKeyPerMaster(t, cc, "tenant:pt:vsearch:q%d")
 	kept := oneKeyPerMaster(t, cc, "tenant:other:vsearch:q%d")
-	setAll(t, cc, matching...)
-	setAll(t, cc, kept...)
-	f.exec(`INSERT INTO shards VALUES ('pt', 1, 'p', 'a')`)
-	waitSync(t, f, d)
-	for _, k := range matching {
-		if existsIn(t, cc, k) {
-			t.Errorf("pattern match %s on %s was not deleted", k, masterOf(t, cc, k))
-		}
-	}
-	for _, k := range kept {
-		if !existsIn(t, cc, k) {
-			t.Errorf("another tenant's key %s was deleted", k)
-		}
-	}
-	msgs := f.sub.on("cache:invalidate:shard:pt:1")
-	if len(msgs) != 1 {
-		t.Fatalf("want 1 message on shard:pt:1, got %d", len(msgs))
-	}
-	if pats, _ := msgs[0].Msg["patterns"].([]any); len(pats) != 1 || pats[0] != "tenant:pt:vsearch:*" {
-		t.Errorf("message patterns = %v, want [tenant:pt:vsearch:*]", msgs[0].Msg["patterns"])
+	flushVsearch(t, f, d, cc, matching, kept)
+	m := oneMessage(t, f.sub, "shard:pt:1")
+	if pats, _ := m.Msg["patterns"].([]any); len(pats) != 1 || pats[0] != "tenant:pt:vsearch:*" {
+		t.Errorf("message patterns = %v, want [tenant:pt:vsearch:*]", m.Msg["patterns"])
 	}
 }
 
@@ -339,11 +346,7 @@ func oneKeyPerMaster(t testing.TB, cc *redis.ClusterClient, format string) []str
 // several keys, in different slots, on each master: what a real pattern
 // rule meets.
 func TestCluster_PatternManyKeysPerMaster(t *testing.T) {
-	needIntegration(t)
-	cluster := testsrv.StartRedisCluster(t, 3)
-	cc := cluster.Client(t)
-	f := newClusterFixture(t, cluster, cc, "")
-	d := f.startReady()
+	cc, f, d := startClusterDaemon(t)
 
 	var matching, kept []string
 	for i := range 60 {
@@ -355,20 +358,7 @@ func TestCluster_PatternManyKeysPerMaster(t *testing.T) {
 			t.Fatalf("master %s has %d matching keys, want several", a, len(keys))
 		}
 	}
-	setAll(t, cc, matching...)
-	setAll(t, cc, kept...)
-	f.exec(`INSERT INTO shards VALUES ('pt', 1, 'p', 'a')`)
-	waitSync(t, f, d)
-	for _, k := range matching {
-		if existsIn(t, cc, k) {
-			t.Errorf("pattern match %s on %s was not deleted", k, masterOf(t, cc, k))
-		}
-	}
-	for _, k := range kept {
-		if !existsIn(t, cc, k) {
-			t.Errorf("another tenant's key %s was deleted", k)
-		}
-	}
+	flushVsearch(t, f, d, cc, matching, kept)
 	if n := d.metric(t, "invalidator_keys_deleted_total"); n != float64(len(matching)) {
 		t.Errorf("invalidator_keys_deleted_total = %v, want %d", n, len(matching))
 	}

@@ -69,26 +69,47 @@ func (h *heartbeat) Run(ctx context.Context) error {
 	t := time.NewTicker(tick)
 	defer t.Stop()
 	defer h.closeConn(ctx)
-	var lastWarn time.Time
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		}
-		if h.stream.Role() != cdc.RoleActive {
-			continue
-		}
+	failed := failures{metrics: h.metrics, log: h.log, kind: "heartbeat", msg: "heartbeat failed"}
+	for nextActiveTick(ctx, t, h.stream) {
 		if err := h.beat(ctx); err != nil && ctx.Err() == nil {
-			h.metrics.Error("heartbeat")
-			if time.Since(lastWarn) > time.Minute {
-				h.log.Warn("heartbeat failed", zap.Error(err))
-				lastWarn = time.Now()
-			}
+			failed.add(err)
 		}
 		if h.interval <= 0 && h.marked {
 			return nil
 		}
+	}
+	return nil
+}
+
+// nextActiveTick waits for the next tick of t at which stream is the
+// slot's active consumer; it returns false once ctx ends.
+func nextActiveTick(ctx context.Context, t *time.Ticker, stream streamState) bool {
+	for {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-t.C:
+		}
+		if stream.Role() == cdc.RoleActive {
+			return true
+		}
+	}
+}
+
+// failures counts the failures of a periodic task (metric kind) and logs
+// them as msg, one a minute at the most.
+type failures struct {
+	metrics   *ops.Metrics
+	log       *zap.Logger
+	kind, msg string
+	last      time.Time
+}
+
+func (f *failures) add(err error) {
+	f.metrics.Error(f.kind)
+	if time.Since(f.last) > time.Minute {
+		f.log.Warn(f.msg, zap.Error(err))
+		f.last = time.Now()
 	}
 }
 

@@ -138,91 +138,35 @@ func lexPredicate(s string) ([]token, error) {
 	var toks []token
 	for i := 0; i < len(s); {
 		c := s[i]
+		var (
+			t   token
+			n   int
+			err error
+		)
 		switch {
 		case c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v':
 			i++
+			continue
 		case c == '-' && strings.HasPrefix(s[i:], "--"), c == '/' && strings.HasPrefix(s[i:], "/*"):
 			return nil, errors.New("comments are not allowed")
 		case c == '\'':
-			n, err := quoted(s[i:], '\'', false)
-			if err != nil {
-				return nil, err
-			}
-			toks = append(toks, token{tokString, s[i : i+n]})
-			i += n
+			n, err = quoted(s[i:], '\'', false)
+			t = token{tokString, s[i : i+n]}
 		case c == '"':
-			n, err := quoted(s[i:], '"', false)
-			if err != nil {
-				return nil, err
+			n, err = quoted(s[i:], '"', false)
+			if err == nil {
+				t = token{tokQuoted, strings.ReplaceAll(s[i+1:i+n-1], `""`, `"`)}
 			}
-			toks = append(toks, token{tokQuoted, strings.ReplaceAll(s[i+1:i+n-1], `""`, `"`)})
-			i += n
 		case isIdentStart(c):
-			j := i + 1
-			for j < len(s) && isIdentPart(s[j]) {
-				j++
-			}
-			word := strings.ToLower(s[i:j])
-			if j < len(s) && (s[j] == '\'' || s[j] == '$' || word == "u" && s[j] == '&') {
-				// E'…', B'…', X'…', N'…' strings; U&'…', U&"…", a $ in a
-				// name and other type-prefixed strings are refused
-				if j-i != 1 || !strings.Contains("ebxn", word) || s[j] != '\'' {
-					return nil, fmt.Errorf("%s is not allowed (a Unicode-escaped or type-prefixed string, or a $ in a name)", s[i:j+1])
-				}
-				n, err := quoted(s[j:], '\'', word == "e")
-				if err != nil {
-					return nil, err
-				}
-				toks = append(toks, token{tokString, s[i : j+n]})
-				i = j + n
-				continue
-			}
-			toks = append(toks, token{tokWord, word})
-			i = j
+			t, n, err = lexWord(s[i:])
 		case c >= '0' && c <= '9' || c == '.' && i+1 < len(s) && s[i+1] >= '0' && s[i+1] <= '9':
-			j := i
-			digits := func() {
-				for j < len(s) && s[j] >= '0' && s[j] <= '9' {
-					j++
-				}
-			}
-			digits()
-			if j < len(s) && s[j] == '.' {
-				j++
-				digits()
-			}
-			if j < len(s) && (s[j] == 'e' || s[j] == 'E') {
-				j++
-				if j < len(s) && (s[j] == '+' || s[j] == '-') {
-					j++
-				}
-				k := j
-				if digits(); j == k {
-					// PostgreSQL would read 1e'…' as 1 and an E-string
-					return nil, fmt.Errorf("%q: an exponent needs digits", s[i:j])
-				}
-			}
-			if j < len(s) && (isIdentPart(s[j]) || s[j] == '.' || s[j] == '\'' || s[j] == '"') {
-				return nil, fmt.Errorf("%q: a number must be followed by a space or an operator", s[i:j+1])
-			}
-			toks = append(toks, token{tokNumber, s[i:j]})
-			i = j
-		case strings.IndexByte("+-*/<>=~!@#%^&|`?", c) >= 0:
-			j := i
-			for j < len(s) && strings.IndexByte("+-*/<>=~!@#%^&|`?", s[j]) >= 0 {
-				if strings.HasPrefix(s[j:], "--") || strings.HasPrefix(s[j:], "/*") {
-					return nil, errors.New("comments are not allowed")
-				}
-				j++
-			}
-			toks = append(toks, token{tokOperator, s[i:j]})
-			i = j
+			t, n, err = lexNumber(s[i:])
+		case strings.IndexByte(operatorChars, c) >= 0:
+			t, n, err = lexOperator(s[i:])
 		case c == '(' || c == ')' || c == ',':
-			toks = append(toks, token{tokPunct, s[i : i+1]})
-			i++
+			t, n = token{tokPunct, s[i : i+1]}, 1
 		case c == ':' && strings.HasPrefix(s[i:], "::"):
-			toks = append(toks, token{tokPunct, "::"})
-			i += 2
+			t, n = token{tokPunct, "::"}, 2
 		case c == ';':
 			return nil, errors.New("a predicate cannot contain ';'")
 		case c == '$':
@@ -230,8 +174,83 @@ func lexPredicate(s string) ([]token, error) {
 		default:
 			return nil, fmt.Errorf("%q is not allowed (no qualified names, subscripts or other punctuation)", s[i:i+1])
 		}
+		if err != nil {
+			return nil, err
+		}
+		toks = append(toks, t)
+		i += n
 	}
 	return toks, nil
+}
+
+// operatorChars are the characters PostgreSQL operators are made of.
+const operatorChars = "+-*/<>=~!@#%^&|`?"
+
+// lexWord reads the keyword, name or prefixed string (E'…', B'…', X'…',
+// N'…') at the start of s and returns it with its length. Unicode-escaped
+// (U&) and other type-prefixed strings and a $ in a name are refused.
+func lexWord(s string) (token, int, error) {
+	j := 1
+	for j < len(s) && isIdentPart(s[j]) {
+		j++
+	}
+	word := strings.ToLower(s[:j])
+	if j < len(s) && (s[j] == '\'' || s[j] == '$' || word == "u" && s[j] == '&') {
+		if j != 1 || !strings.Contains("ebxn", word) || s[j] != '\'' {
+			return token{}, 0, fmt.Errorf("%s is not allowed (a Unicode-escaped or type-prefixed string, or a $ in a name)", s[:j+1])
+		}
+		n, err := quoted(s[j:], '\'', word == "e")
+		if err != nil {
+			return token{}, 0, err
+		}
+		return token{tokString, s[:j+n]}, j + n, nil
+	}
+	return token{tokWord, word}, j, nil
+}
+
+// lexNumber reads the numeric constant at the start of s (digits, a
+// fraction, an exponent) and returns it with its length; it must not run
+// into a name, a quote or another dot.
+func lexNumber(s string) (token, int, error) {
+	j := 0
+	digits := func() {
+		for j < len(s) && s[j] >= '0' && s[j] <= '9' {
+			j++
+		}
+	}
+	digits()
+	if j < len(s) && s[j] == '.' {
+		j++
+		digits()
+	}
+	if j < len(s) && (s[j] == 'e' || s[j] == 'E') {
+		j++
+		if j < len(s) && (s[j] == '+' || s[j] == '-') {
+			j++
+		}
+		k := j
+		if digits(); j == k {
+			// PostgreSQL would read 1e'…' as 1 and an E-string
+			return token{}, 0, fmt.Errorf("%q: an exponent needs digits", s[:j])
+		}
+	}
+	if j < len(s) && (isIdentPart(s[j]) || s[j] == '.' || s[j] == '\'' || s[j] == '"') {
+		return token{}, 0, fmt.Errorf("%q: a number must be followed by a space or an operator", s[:j+1])
+	}
+	return token{tokNumber, s[:j]}, j, nil
+}
+
+// lexOperator reads the operator at the start of s and returns it with its
+// length; a comment start inside it is refused.
+func lexOperator(s string) (token, int, error) {
+	j := 0
+	for j < len(s) && strings.IndexByte(operatorChars, s[j]) >= 0 {
+		if strings.HasPrefix(s[j:], "--") || strings.HasPrefix(s[j:], "/*") {
+			return token{}, 0, errors.New("comments are not allowed")
+		}
+		j++
+	}
+	return token{tokOperator, s[:j]}, j, nil
 }
 
 // quoted returns the length of the quoted token at the start of s, quote

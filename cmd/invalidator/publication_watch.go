@@ -64,28 +64,17 @@ func (w *publicationWatch) Run(ctx context.Context) error {
 	}
 	t := time.NewTicker(w.interval)
 	defer t.Stop()
-	var lastWarn time.Time
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		}
-		if w.stream.Role() != cdc.RoleActive {
-			continue
-		}
+	failed := failures{metrics: w.metrics, log: w.log, kind: "publication_check", msg: "publication check failed; retrying"}
+	for nextActiveTick(ctx, t, w.stream) {
 		err := w.check(ctx)
 		if errors.Is(err, errPublicationChanged) {
 			return err
 		}
 		if err != nil && ctx.Err() == nil {
-			w.metrics.Error("publication_check")
-			if time.Since(lastWarn) > time.Minute {
-				w.log.Warn("publication check failed; retrying", zap.Error(err))
-				lastWarn = time.Now()
-			}
+			failed.add(err)
 		}
 	}
+	return nil
 }
 
 // check compares the publication's coverage with the last check and mends

@@ -373,14 +373,7 @@ func startStreaming(ctx context.Context, cfg *config.Config, rules *router.Rules
 	if err := untilReachable(ctx, log, "Redis", func() error { return pub.Connect(ctx) }); err != nil || ctx.Err() != nil {
 		return err
 	}
-	applier := publisher.NewApplier(pub, queue, stream, metrics, log.Named("publisher"), publisher.ApplierConfig{
-		MaxBatchTxns: cfg.BatchMaxTxns,
-		MaxBatchKeys: cfg.BatchMaxKeys,
-		Linger:       cfg.BatchLinger,
-	})
-	if bridge != nil {
-		applier.Bridge = bridge
-	}
+	applier := newApplier(cfg, pub, queue, stream, bridge, metrics, log)
 
 	hb := &heartbeat{
 		interval: cfg.HeartbeatInterval, pgURL: cfg.PostgresURL, slot: cfg.Slot, markerKey: markerKey, legacyKey: legacyKey,
@@ -398,10 +391,32 @@ func startStreaming(ctx context.Context, cfg *config.Config, rules *router.Rules
 	})
 	defer stopLog()
 
-	// Started in this order, stopped in the reverse one: the publication
-	// watch, then the stream, then the applier once it has applied what the
-	// stream handed on (or its bound passed), the heartbeat last.
-	parts := lifecycle{log: log}
+	resync := func(ctx context.Context) error {
+		return streamWithResync(ctx, stream, cfg, rt, publisher.New(rdb, pubCfg), log)
+	}
+	return daemonParts(log, cfg.ShutdownTimeout, hb, applier, queue, resync, watch).run(ctx)
+}
+
+// newApplier is the applier of the transactions stream hands to queue,
+// writing them with pub and carrying their messages to bridge when set.
+func newApplier(cfg *config.Config, pub *publisher.Publisher, queue <-chan publisher.Applied, stream *cdc.Stream[*router.Txn], bridge *publisher.NATSSink, metrics *ops.Metrics, log *zap.Logger) *publisher.Applier {
+	applier := publisher.NewApplier(pub, queue, stream, metrics, log.Named("publisher"), publisher.ApplierConfig{
+		MaxBatchTxns: cfg.BatchMaxTxns,
+		MaxBatchKeys: cfg.BatchMaxKeys,
+		Linger:       cfg.BatchLinger,
+	})
+	if bridge != nil {
+		applier.Bridge = bridge
+	}
+	return applier
+}
+
+// daemonParts are the daemon's goroutines, started in this order and
+// stopped in the reverse one: the publication watch, then the stream, then
+// the applier once it has applied what the stream handed on (or grace
+// passed), the heartbeat last.
+func daemonParts(log *zap.Logger, grace time.Duration, hb *heartbeat, applier *publisher.Applier, queue chan publisher.Applied, stream func(context.Context) error, watch *publicationWatch) *lifecycle {
+	parts := &lifecycle{log: log}
 	parts.add(&part{name: "heartbeat", run: hb.Run, background: true})
 	parts.add(&part{
 		name: "applier",
@@ -414,13 +429,11 @@ func startStreaming(ctx context.Context, cfg *config.Config, rules *router.Rules
 		// it outlives ctx: it must finish what the stream handed on
 		detached: true,
 		drain:    func() { close(queue) },
-		grace:    cfg.ShutdownTimeout,
+		grace:    grace,
 	})
-	parts.add(&part{name: "stream", run: func(ctx context.Context) error {
-		return streamWithResync(ctx, stream, cfg, rt, publisher.New(rdb, pubCfg), log)
-	}})
+	parts.add(&part{name: "stream", run: stream})
 	parts.add(&part{name: "publication watch", run: watch.Run})
-	return parts.run(ctx)
+	return parts
 }
 
 // newStream is the replication stream of the rules' tables, handing each

@@ -34,11 +34,7 @@ func TestRun_RowChanges(t *testing.T) {
 		if !f.exists("tenant:t1:user:8:profile") {
 			t.Error("another user's key was deleted")
 		}
-		msgs := f.sub.on("cache:invalidate:user:t1:7")
-		if len(msgs) != 1 {
-			t.Fatalf("want 1 message on user:t1:7, got %d", len(msgs))
-		}
-		checkMessage(t, msgs[0], "insert", "public.users", "user-profile", []string{"tenant:t1:user:7:profile"})
+		checkMessage(t, oneMessage(t, f.sub, "user:t1:7"), "insert", "public.users", "user-profile", []string{"tenant:t1:user:7:profile"})
 	})
 
 	t.Run("update", func(t *testing.T) {
@@ -54,11 +50,7 @@ func TestRun_RowChanges(t *testing.T) {
 				t.Errorf("key %s exists = %v, want %v", k, got, want)
 			}
 		}
-		msgs := f.sub.on("cache:invalidate:shard:t1:1")
-		if len(msgs) != 1 {
-			t.Fatalf("want 1 message on shard:t1:1, got %d", len(msgs))
-		}
-		checkMessage(t, msgs[0], "update", "public.shards", "shard-structured", []string{"tenant:t1:shard:1:structured"})
+		checkMessage(t, oneMessage(t, f.sub, "shard:t1:1"), "update", "public.shards", "shard-structured", []string{"tenant:t1:shard:1:structured"})
 	})
 
 	t.Run("changed filter", func(t *testing.T) {
@@ -86,11 +78,7 @@ func TestRun_RowChanges(t *testing.T) {
 		if !f.exists("session:def") {
 			t.Error("session rule fires on insert although its `on` excludes it")
 		}
-		msgs := f.sub.on("cache:invalidate:shard:t2:1")
-		if len(msgs) != 1 {
-			t.Fatalf("want 1 message on shard:t2:1, got %d", len(msgs))
-		}
-		checkMessage(t, msgs[0], "delete", "public.shards", "shard-structured", []string{"tenant:t2:shard:1:structured"})
+		checkMessage(t, oneMessage(t, f.sub, "shard:t2:1"), "delete", "public.shards", "shard-structured", []string{"tenant:t2:shard:1:structured"})
 	})
 
 	t.Run("truncate", func(t *testing.T) {
@@ -117,6 +105,18 @@ func TestRun_RowChanges(t *testing.T) {
 }
 
 var lsnFormat = regexp.MustCompile(`^[0-9A-F]+/[0-9A-F]+$`)
+
+// oneMessage returns the message received on channel (named without the
+// "cache:invalidate:" prefix), failing the test now unless there is
+// exactly one.
+func oneMessage(t *testing.T, c *collector, channel string) received {
+	t.Helper()
+	msgs := c.on("cache:invalidate:" + channel)
+	if len(msgs) != 1 {
+		t.Fatalf("want 1 message on %s, got %d", channel, len(msgs))
+	}
+	return msgs[0]
+}
 
 // checkMessage asserts the message fields of the README's "Messages".
 func checkMessage(t *testing.T, m received, op, table, rule string, keys []string) {

@@ -46,19 +46,28 @@ func ReadReply(r *bufio.Reader) (Reply, error) {
 	return readReply(r, 0)
 }
 
-func readReply(r *bufio.Reader, depth int) (Reply, error) {
+// readLine reads the first line of a reply and returns its type and what
+// follows the type, without the CRLF.
+func readLine(r *bufio.Reader) (Kind, []byte, error) {
 	line, err := r.ReadSlice('\n')
 	if err != nil {
 		if errors.Is(err, bufio.ErrBufferFull) {
-			return Reply{}, fmt.Errorf("%w: a line longer than %d bytes", ErrProtocol, r.Size())
+			return 0, nil, fmt.Errorf("%w: a line longer than %d bytes", ErrProtocol, r.Size())
 		}
-		return Reply{}, err
+		return 0, nil, err
 	}
 	if len(line) < 3 || line[len(line)-2] != '\r' {
-		return Reply{}, fmt.Errorf("%w: %q", ErrProtocol, line)
+		return 0, nil, fmt.Errorf("%w: %q", ErrProtocol, line)
 	}
-	body := line[1 : len(line)-2]
-	rep := Reply{Kind: Kind(line[0])}
+	return Kind(line[0]), line[1 : len(line)-2], nil
+}
+
+func readReply(r *bufio.Reader, depth int) (Reply, error) {
+	kind, body, err := readLine(r)
+	if err != nil {
+		return Reply{}, err
+	}
+	rep := Reply{Kind: kind}
 	switch rep.Kind {
 	case Status:
 	case ErrorReply:
@@ -93,7 +102,7 @@ func readReply(r *bufio.Reader, depth int) (Reply, error) {
 		}
 		rep.Int = n
 	default:
-		return Reply{}, fmt.Errorf("%w: unknown type %q", ErrProtocol, line[0])
+		return Reply{}, fmt.Errorf("%w: unknown type %q", ErrProtocol, byte(kind))
 	}
 	return rep, nil
 }

@@ -3,7 +3,6 @@ package resp
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"time"
@@ -30,18 +29,11 @@ func ReadValue(r *bufio.Reader) (Value, error) {
 }
 
 func readValue(r *bufio.Reader, depth int) (Value, error) {
-	line, err := r.ReadSlice('\n')
+	kind, body, err := readLine(r)
 	if err != nil {
-		if errors.Is(err, bufio.ErrBufferFull) {
-			return Value{}, fmt.Errorf("%w: a line longer than %d bytes", ErrProtocol, r.Size())
-		}
 		return Value{}, err
 	}
-	if len(line) < 3 || line[len(line)-2] != '\r' {
-		return Value{}, fmt.Errorf("%w: %q", ErrProtocol, line)
-	}
-	body := line[1 : len(line)-2]
-	v := Value{Kind: Kind(line[0])}
+	v := Value{Kind: kind}
 	switch v.Kind {
 	case Status:
 		v.Str = string(body)
@@ -51,44 +43,24 @@ func readValue(r *bufio.Reader, depth int) (Value, error) {
 		if v.Int, err = parseInt(body); err != nil {
 			return Value{}, err
 		}
-	case Bulk:
+	case Bulk, Array:
 		n, err := parseLen(body)
 		if err != nil {
 			return Value{}, err
 		}
-		if n < 0 {
+		switch {
+		case n < 0:
 			v.Nil = true
-			break
+		case v.Kind == Bulk:
+			v.Str, err = readBulk(r, n)
+		default:
+			v.Elems, err = readElems(r, n, depth)
 		}
-		if n > maxValueBulk {
-			return Value{}, fmt.Errorf("%w: a bulk string of %d bytes", ErrProtocol, n)
-		}
-		b := make([]byte, n+2)
-		if _, err := io.ReadFull(r, b); err != nil {
-			return Value{}, err
-		}
-		v.Str = string(b[:n])
-	case Array:
-		n, err := parseLen(body)
 		if err != nil {
 			return Value{}, err
-		}
-		if n < 0 {
-			v.Nil = true
-			break
-		}
-		if depth == maxDepth {
-			return Value{}, fmt.Errorf("%w: arrays nested deeper than %d", ErrProtocol, maxDepth)
-		}
-		for range n {
-			e, err := readValue(r, depth+1)
-			if err != nil {
-				return Value{}, err
-			}
-			v.Elems = append(v.Elems, e)
 		}
 	default:
-		return Value{}, fmt.Errorf("%w: unknown type %q", ErrProtocol, line[0])
+		return Value{}, fmt.Errorf("%w: unknown type %q", ErrProtocol, byte(kind))
 	}
 	return v, nil
 }
@@ -122,4 +94,32 @@ func (c *Conn) do(ctx context.Context, extra time.Duration, args ...string) (Val
 		return Value{}, err
 	}
 	return v, nil
+}
+
+// readBulk reads the n bytes of a bulk string and its CRLF.
+func readBulk(r *bufio.Reader, n int64) (string, error) {
+	if n > maxValueBulk {
+		return "", fmt.Errorf("%w: a bulk string of %d bytes", ErrProtocol, n)
+	}
+	b := make([]byte, n+2)
+	if _, err := io.ReadFull(r, b); err != nil {
+		return "", err
+	}
+	return string(b[:n]), nil
+}
+
+// readElems reads the n elements of an array at depth.
+func readElems(r *bufio.Reader, n int64, depth int) ([]Value, error) {
+	if depth == maxDepth {
+		return nil, fmt.Errorf("%w: arrays nested deeper than %d", ErrProtocol, maxDepth)
+	}
+	var elems []Value
+	for range n {
+		e, err := readValue(r, depth+1)
+		if err != nil {
+			return nil, err
+		}
+		elems = append(elems, e)
+	}
+	return elems, nil
 }

@@ -139,15 +139,7 @@ func StartRedisCluster(tb testing.TB, masters int) *RedisCluster {
 func StartRedisClusterWith(tb testing.TB, masters int, opts RedisOptions) *RedisCluster {
 	tb.Helper()
 	c, err := NewRedisClusterWith(masters, opts)
-	if err != nil {
-		tb.Fatalf("testsrv: %v", err)
-	}
-	tb.Cleanup(func() {
-		if err := c.Close(); err != nil {
-			tb.Errorf("testsrv: %v", err)
-		}
-	})
-	return c
+	return forTest(tb, c, err)
 }
 
 // Addrs returns the nodes' addresses, "127.0.0.1:PORT", in node order.
@@ -177,10 +169,7 @@ func (c *RedisCluster) Client(tb testing.TB) *redis.ClusterClient {
 // closed by tb.Cleanup.
 func (c *RedisCluster) NodeClient(tb testing.TB, addr string) *redis.Client {
 	tb.Helper()
-	if c.index(addr) < 0 {
-		tb.Fatalf("testsrv: %s is not a node of the cluster %v", addr, c.Addrs())
-	}
-	rc := redis.NewClient(c.nodes[c.index(addr)].clientOptions())
+	rc := redis.NewClient(c.nodes[c.node(tb, addr)].clientOptions())
 	tb.Cleanup(func() { _ = rc.Close() })
 	return rc
 }
@@ -205,6 +194,17 @@ func (c *RedisCluster) LogPaths() []string {
 		paths[i] = n.LogPath()
 	}
 	return paths
+}
+
+// node is index for an address the test knows to be a node's: it fails
+// the test if it is not.
+func (c *RedisCluster) node(tb testing.TB, addr string) int {
+	tb.Helper()
+	i := c.index(addr)
+	if i < 0 {
+		tb.Fatalf("testsrv: %s is not a node of the cluster %v", addr, c.Addrs())
+	}
+	return i
 }
 
 func (c *RedisCluster) index(addr string) int {

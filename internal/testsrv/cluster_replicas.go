@@ -41,15 +41,7 @@ func NewRedisClusterReplicas(masters, replicas int, opts RedisOptions) (*RedisCl
 func StartRedisClusterReplicas(tb testing.TB, masters, replicas int, opts RedisOptions) *RedisCluster {
 	tb.Helper()
 	c, err := NewRedisClusterReplicas(masters, replicas, opts)
-	if err != nil {
-		tb.Fatalf("testsrv: %v", err)
-	}
-	tb.Cleanup(func() {
-		if err := c.Close(); err != nil {
-			tb.Errorf("testsrv: %v", err)
-		}
-	})
-	return c
+	return forTest(tb, c, err)
 }
 
 // clusterNode is one line of CLUSTER NODES.
@@ -223,10 +215,7 @@ func (c *RedisCluster) replicationUp(ctx context.Context, i, replicas int) error
 // at addr, as the first running node other than addr sees them.
 func (c *RedisCluster) ReplicasOf(tb testing.TB, addr string) []string {
 	tb.Helper()
-	i := c.index(addr)
-	if i < 0 {
-		tb.Fatalf("testsrv: %s is not a node of the cluster %v", addr, c.Addrs())
-	}
+	i := c.node(tb, addr)
 	ctx, cancel := context.WithTimeout(context.Background(), probeTimeout)
 	defer cancel()
 	for _, j := range c.live() {
@@ -256,10 +245,7 @@ func (c *RedisCluster) ReplicasOf(tb testing.TB, addr string) []string {
 // WaitFailover). Close still cleans up.
 func (c *RedisCluster) KillNode(tb testing.TB, addr string) {
 	tb.Helper()
-	i := c.index(addr)
-	if i < 0 {
-		tb.Fatalf("testsrv: %s is not a node of the cluster %v", addr, c.Addrs())
-	}
+	i := c.node(tb, addr)
 	if !c.nodes[i].proc.running() {
 		tb.Fatalf("testsrv: kill %s: not running", addr)
 	}
@@ -275,10 +261,7 @@ func (c *RedisCluster) KillNode(tb testing.TB, addr string) {
 // fails the test after timeout.
 func (c *RedisCluster) WaitFailover(tb testing.TB, dead string, timeout time.Duration) []string {
 	tb.Helper()
-	d := c.index(dead)
-	if d < 0 {
-		tb.Fatalf("testsrv: %s is not a node of the cluster %v", dead, c.Addrs())
-	}
+	d := c.node(tb, dead)
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	ticker := time.NewTicker(pollInterval)

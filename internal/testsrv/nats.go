@@ -84,21 +84,21 @@ func NewNATSWith(opts NATSOptions) (*NATS, error) {
 		logPath: filepath.Join(dir, "nats.log"),
 		env:     cleanEnv(),
 	}
-	for attempt := 1; ; attempt++ {
-		if n.Port, err = FreePort(); err == nil {
-			if n.MonitorPort, err = FreePort(); err == nil {
-				err = n.start()
-			}
+	err = n.proc.firstStart("nats", func() error {
+		var err error
+		if n.Port, err = FreePort(); err != nil {
+			return err
 		}
-		if err == nil {
-			return n, nil
+		if n.MonitorPort, err = FreePort(); err != nil {
+			return err
 		}
-		if !exitedEarly(err) || attempt == startAttempts {
-			_ = n.proc.kill()
-			_ = os.RemoveAll(dir)
-			return nil, fmt.Errorf("start nats (attempt %d): %w", attempt, err)
-		}
+		return n.start()
+	})
+	if err != nil {
+		_ = os.RemoveAll(dir)
+		return nil, err
 	}
+	return n, nil
 }
 
 // StartNATS is NewNATS for a single test: it fails the test with tb.Fatal if
@@ -107,15 +107,7 @@ func NewNATSWith(opts NATSOptions) (*NATS, error) {
 func StartNATS(tb testing.TB, jetstream bool) *NATS {
 	tb.Helper()
 	n, err := NewNATS(jetstream)
-	if err != nil {
-		tb.Fatalf("testsrv: %v", err)
-	}
-	tb.Cleanup(func() {
-		if err := n.Close(); err != nil {
-			tb.Errorf("testsrv: %v", err)
-		}
-	})
-	return n
+	return forTest(tb, n, err)
 }
 
 // args are nats-server's command-line arguments.

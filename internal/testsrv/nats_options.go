@@ -45,15 +45,7 @@ func (p *PKI) NATSTLS(verify bool) *NATSTLS {
 func StartNATSWith(tb testing.TB, opts NATSOptions) *NATS {
 	tb.Helper()
 	n, err := NewNATSWith(opts)
-	if err != nil {
-		tb.Fatalf("testsrv: %v", err)
-	}
-	tb.Cleanup(func() {
-		if err := n.Close(); err != nil {
-			tb.Errorf("testsrv: %v", err)
-		}
-	})
-	return n
+	return forTest(tb, n, err)
 }
 
 // writeConfig writes the configuration file the options need, if any.

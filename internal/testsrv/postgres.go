@@ -88,16 +88,11 @@ func NewPostgresWith(opts PostgresOptions) (*Postgres, error) {
 		opts.Version = DefaultPostgresVersion
 	}
 
-	dir, err := os.MkdirTemp("", "invalidator-pg-*")
+	p, err := postgresInTempDir("invalidator-pg-*", "postgres", opts)
 	if err != nil {
-		return nil, fmt.Errorf("create postgres temp dir: %w", err)
+		return nil, err
 	}
-	p := &Postgres{
-		opts:    opts,
-		dir:     dir,
-		dataDir: filepath.Join(dir, "data"),
-		sockDir: filepath.Join(dir, "sock"),
-	}
+	dir := p.dir
 	ok := false
 	defer func() {
 		if !ok {
@@ -136,23 +131,32 @@ func NewPostgresWith(opts PostgresOptions) (*Postgres, error) {
 	return p, nil
 }
 
+// postgresInTempDir is a server with opts in a fresh temporary directory
+// (named after pattern, as os.MkdirTemp does), its data and socket
+// directories named but not yet created; what names it in errors.
+func postgresInTempDir(pattern, what string, opts PostgresOptions) (*Postgres, error) {
+	dir, err := os.MkdirTemp("", pattern)
+	if err != nil {
+		return nil, fmt.Errorf("create %s temp dir: %w", what, err)
+	}
+	return &Postgres{
+		opts:    opts,
+		dir:     dir,
+		dataDir: filepath.Join(dir, "data"),
+		sockDir: filepath.Join(dir, "sock"),
+	}, nil
+}
+
 // startOnFreePort makes the first start, on a free port, trying fresh ports
 // when the server exits during startup.
 func (p *Postgres) startOnFreePort() error {
-	for attempt := 1; ; attempt++ {
+	return p.proc.firstStart(p.proc.name, func() error {
 		var err error
 		if p.Port, err = FreePort(); err != nil {
 			return err
 		}
-		err = p.start()
-		if err == nil {
-			return nil
-		}
-		if !exitedEarly(err) || attempt == startAttempts {
-			_ = p.proc.kill()
-			return fmt.Errorf("start %s (attempt %d): %w", p.proc.name, attempt, err)
-		}
-	}
+		return p.start()
+	})
 }
 
 // StartPostgres is NewPostgres for a single test: it fails the test with
@@ -161,15 +165,7 @@ func (p *Postgres) startOnFreePort() error {
 func StartPostgres(tb testing.TB) *Postgres {
 	tb.Helper()
 	p, err := NewPostgres()
-	if err != nil {
-		tb.Fatalf("testsrv: %v", err)
-	}
-	tb.Cleanup(func() {
-		if err := p.Close(); err != nil {
-			tb.Errorf("testsrv: %v", err)
-		}
-	})
-	return p
+	return forTest(tb, p, err)
 }
 
 // postgresCredential returns the credentials to run the server with: nil

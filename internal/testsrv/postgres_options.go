@@ -162,13 +162,5 @@ func StartPostgresWith(tb testing.TB, opts PostgresOptions) *Postgres {
 	tb.Helper()
 	RequirePostgresVersion(tb, opts.Version)
 	p, err := NewPostgresWith(opts)
-	if err != nil {
-		tb.Fatalf("testsrv: %v", err)
-	}
-	tb.Cleanup(func() {
-		if err := p.Close(); err != nil {
-			tb.Errorf("testsrv: %v", err)
-		}
-	})
-	return p
+	return forTest(tb, p, err)
 }

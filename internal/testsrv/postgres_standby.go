@@ -32,11 +32,7 @@ func (p *Postgres) StartStandby(tb testing.TB, slot string, settings ...string) 
 	if err != nil {
 		tb.Fatalf("testsrv: standby of postgres on port %d: %v", p.Port, err)
 	}
-	tb.Cleanup(func() {
-		if err := s.Close(); err != nil {
-			tb.Errorf("testsrv: %v", err)
-		}
-	})
+	closeAtCleanup(tb, s)
 	return s
 }
 
@@ -44,10 +40,6 @@ func (p *Postgres) StartStandby(tb testing.TB, slot string, settings ...string) 
 // replication slots (as pg_basebackup would: a copied logical slot would
 // block slot synchronisation), and prepares the copy as its standby.
 func (p *Postgres) copyForStandby(slot string, settings []string) (*Postgres, error) {
-	dir, err := os.MkdirTemp("", "invalidator-pg-standby-*")
-	if err != nil {
-		return nil, fmt.Errorf("create standby temp dir: %w", err)
-	}
 	opts := p.opts
 	conninfo := fmt.Sprintf("host=127.0.0.1 port=%d user=postgres dbname=postgres application_name=testsrv_standby", p.Port)
 	opts.Settings = append(append(append([]string{}, p.opts.Settings...),
@@ -55,12 +47,11 @@ func (p *Postgres) copyForStandby(slot string, settings []string) (*Postgres, er
 		"primary_slot_name="+slot,
 		"hot_standby=on",
 		"hot_standby_feedback=on"), settings...)
-	s := &Postgres{
-		opts:    opts,
-		dir:     dir,
-		dataDir: filepath.Join(dir, "data"),
-		sockDir: filepath.Join(dir, "sock"),
+	s, err := postgresInTempDir("invalidator-pg-standby-*", "standby", opts)
+	if err != nil {
+		return nil, err
 	}
+	dir := s.dir
 	ok := false
 	defer func() {
 		if !ok {

@@ -55,6 +55,24 @@ func exitedEarly(err error) bool {
 	return errors.As(err, &e)
 }
 
+// firstStart makes a server's first start with start, which picks free
+// ports and starts the process: when the process exits during startup
+// (typically a port taken meanwhile) it is tried again, startAttempts
+// times in all. On failure the process is killed; what names the server
+// in the error.
+func (p *process) firstStart(what string, start func() error) error {
+	for attempt := 1; ; attempt++ {
+		err := start()
+		if err == nil {
+			return nil
+		}
+		if !exitedEarly(err) || attempt == startAttempts {
+			_ = p.kill()
+			return fmt.Errorf("start %s (attempt %d): %w", what, attempt, err)
+		}
+	}
+}
+
 // process is one server child process that can be started, stopped, killed
 // and started again with the same log file. Its methods are safe for
 // concurrent use, but start/stop/kill of the same process are meant to be

@@ -74,21 +74,21 @@ func NewRedisWith(opts RedisOptions) (*Redis, error) {
 		_ = os.RemoveAll(dir)
 		return nil, fmt.Errorf("create redis data dir: %w", err)
 	}
-	for attempt := 1; ; attempt++ {
-		if r.Port, err = FreePort(); err == nil {
-			if r.BusPort, err = r.freeBusPort(); err == nil {
-				err = r.start()
-			}
+	err = r.proc.firstStart("redis", func() error {
+		var err error
+		if r.Port, err = FreePort(); err != nil {
+			return err
 		}
-		if err == nil {
-			return r, nil
+		if r.BusPort, err = r.freeBusPort(); err != nil {
+			return err
 		}
-		if !exitedEarly(err) || attempt == startAttempts {
-			_ = r.proc.kill()
-			_ = os.RemoveAll(dir)
-			return nil, fmt.Errorf("start redis (attempt %d): %w", attempt, err)
-		}
+		return r.start()
+	})
+	if err != nil {
+		_ = os.RemoveAll(dir)
+		return nil, err
 	}
+	return r, nil
 }
 
 // StartRedis is NewRedis for a single test: it fails the test with tb.Fatal
@@ -97,15 +97,7 @@ func NewRedisWith(opts RedisOptions) (*Redis, error) {
 func StartRedis(tb testing.TB) *Redis {
 	tb.Helper()
 	r, err := NewRedis()
-	if err != nil {
-		tb.Fatalf("testsrv: %v", err)
-	}
-	tb.Cleanup(func() {
-		if err := r.Close(); err != nil {
-			tb.Errorf("testsrv: %v", err)
-		}
-	})
-	return r
+	return forTest(tb, r, err)
 }
 
 // args are redis-server's command-line arguments. With no configuration

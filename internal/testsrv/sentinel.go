@@ -54,15 +54,7 @@ type sentinel struct {
 func StartRedisSentinel(tb testing.TB, replicas int) *RedisSentinel {
 	tb.Helper()
 	s, err := newRedisSentinel(replicas)
-	if err != nil {
-		tb.Fatalf("testsrv: %v", err)
-	}
-	tb.Cleanup(func() {
-		if err := s.Close(); err != nil {
-			tb.Errorf("testsrv: %v", err)
-		}
-	})
-	return s
+	return forTest(tb, s, err)
 }
 
 func newRedisSentinel(replicas int) (s *RedisSentinel, err error) {
