@@ -118,7 +118,6 @@ func quietDialer(dial func(ctx context.Context, network, addr string) (net.Conn,
 	}
 }
 
-
 // directQueue writes commands in RESP straight into a buffer, sent
 // whenever it fills and at exec: no allocation per command.
 type directQueue struct {
