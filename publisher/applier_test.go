@@ -238,3 +238,105 @@ func TestApplier_IdleTransactionGoesAlone(t *testing.T) {
 		t.Errorf("batch sizes %v, want %d batches of one", sizes, len(txns))
 	}
 }
+
+// holdBridge is a Bridge that records the transactions it is given, checks
+// that Redis no longer has their keys, and holds its first batch until
+// release is closed.
+type holdBridge struct {
+	exists  func(keys ...string) int64
+	mu      sync.Mutex
+	xids    []uint32
+	early   int // keys still in Redis when their batch reached the bridge
+	held    chan struct{}
+	release chan struct{}
+}
+
+func (b *holdBridge) Publish(_ context.Context, batch []Applied) (int, error) {
+	b.mu.Lock()
+	first := len(b.xids) == 0
+	for _, c := range batch {
+		b.xids = append(b.xids, c.Xid)
+		b.early += int(b.exists(c.Txn.Result().Keys...))
+	}
+	b.mu.Unlock()
+	if first {
+		close(b.held)
+		<-b.release
+	}
+	return len(batch), nil
+}
+
+func (b *holdBridge) got() ([]uint32, int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return slices.Clone(b.xids), b.early
+}
+
+// With a Bridge, Redis applies the next batches while the bridge still
+// publishes one: their keys are gone before the bridge is done, but
+// nothing is confirmed past what the bridge has; the bridge gets every
+// transaction once, in commit order, after Redis deleted its keys.
+func TestApplier_BridgeOverlapsRedisAndConfirmsInOrder(t *testing.T) {
+	rdb := queueRedis(t)
+	ctx := context.Background()
+	txns, keys := singleRowTxns(t, 9)
+	for _, k := range keys {
+		if err := rdb.Set(ctx, k, "cached", 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pub := New(rdb, Config{ChannelPrefix: "inv:"})
+	defer pub.Close()
+	in := make(chan Applied, len(txns))
+	conf := newConfirmations()
+	obs := newHoldFirst()
+	close(obs.release) // hold nothing in Redis
+	a := NewApplier(pub, in, conf, obs, zap.NewNop(), ApplierConfig{MaxBatchTxns: 2})
+	bridge := &holdBridge{held: make(chan struct{}), release: make(chan struct{}),
+		exists: func(k ...string) int64 { return rdb.Exists(ctx, k...).Val() }}
+	a.Bridge = bridge
+	wait := runApplier(t, a)
+
+	in <- txns[0]
+	select {
+	case <-bridge.held:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the first batch did not reach the bridge within 30s")
+	}
+	for _, c := range txns[1:] {
+		in <- c
+	}
+	// the next batch goes to Redis while the bridge holds the first
+	waitFor(t, "the second transaction's keys deleted while the bridge holds the first", func() bool {
+		return rdb.Exists(ctx, txns[1].Txn.Result().Keys...).Val() == 0
+	})
+	if got := conf.got(); len(got) != 0 {
+		t.Fatalf("confirmed %v while the bridge still holds the first batch", got)
+	}
+	close(bridge.release)
+	close(in)
+	if err := wait(); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+
+	xids, early := bridge.got()
+	var want []uint32
+	for _, c := range txns {
+		want = append(want, c.Xid)
+	}
+	if !slices.Equal(xids, want) {
+		t.Errorf("the bridge got transactions %v, want %v once each in commit order", xids, want)
+	}
+	if early != 0 {
+		t.Errorf("%d keys were still in Redis when their batch reached the bridge", early)
+	}
+	got := conf.got()
+	if len(got) == 0 || got[len(got)-1] != txns[len(txns)-1].EndLSN || !slices.IsSorted(got) {
+		t.Errorf("confirmed %v, want increasing positions ending at %v", got, txns[len(txns)-1].EndLSN)
+	}
+	for i := 1; i < len(got); i++ {
+		if got[i] == got[i-1] {
+			t.Errorf("confirmed %v twice", got[i])
+		}
+	}
+}
