@@ -16,9 +16,7 @@ type Confirmer interface {
 	Confirm(lsn cdc.LSN)
 }
 
-// Observer is told what the applier does; methods must be cheap and safe
-// for concurrent use (with a Bridge, its stage reports from a goroutine of
-// its own).
+// Observer is told what the applier does; methods must be cheap.
 type Observer interface {
 	Applied(batch []Applied, st Stats, took time.Duration)
 	ApplyFailed(err error)
@@ -94,30 +92,13 @@ func (noObserver) BridgeFailed(error)                      {}
 // Run applies until in is closed and drained (it returns nil) or ctx ends
 // (it returns ctx.Err() and leaves the rest unconfirmed).
 //
-// A batch starts as soon as Redis acknowledged the previous one (at once
-// when a transaction arrives while Redis is idle) and takes every
-// transaction that arrived meanwhile: batches coalesce only while a round
-// trip is in flight, so they grow with the load and a transaction waits
-// at most for the batch in flight before its own (no timer). One batch is
-// in flight to Redis at a time. With a Bridge, a batch goes to it once
-// Redis has it, while the next batch goes to Redis: each system still
-// gets the batches one at a time and in commit order, and a transaction's
-// deletes always precede its messages on the bridge. Positions are
-// confirmed in commit order, once every system has the batch.
+// A batch starts as soon as the previous one is acknowledged (at once when
+// a transaction arrives while Redis is idle) and takes every transaction
+// that arrived meanwhile: batches coalesce only while a round trip is in
+// flight, so they grow with the load and a transaction waits at most for
+// the batch in flight before its own (no timer). One batch is in flight at
+// a time, and positions are confirmed in commit order.
 func (a *Applier) Run(ctx context.Context) error {
-	if a.Bridge == nil {
-		return a.applyLoop(ctx, func(_ context.Context, batch []Applied) error {
-			a.confirm(batch)
-			return nil
-		})
-	}
-	return a.runBridged(ctx)
-}
-
-// applyLoop collects batches and applies each to Redis, then gives it to
-// next, until in is closed (nil) or ctx ends. next owns the batch and
-// may leave a.batch for the following one.
-func (a *Applier) applyLoop(ctx context.Context, next func(context.Context, []Applied) error) error {
 	for {
 		var first Applied
 		var ok bool
@@ -130,74 +111,21 @@ func (a *Applier) applyLoop(ctx context.Context, next func(context.Context, []Ap
 			return ctx.Err()
 		}
 		a.collect(ctx, first)
-		if err := a.retry(ctx, "redis", a.batch, a.applyRedis, a.obs.ApplyFailed); err != nil {
+		if err := a.retry(ctx, "redis", a.applyRedis, a.obs.ApplyFailed); err != nil {
 			return err
 		}
-		if err := next(ctx, a.batch); err != nil {
-			return err
-		}
-	}
-}
-
-// runBridged applies to Redis in one goroutine and to the Bridge in
-// another, a batch apart: the bridge stage has the batch Redis applied
-// last, the Redis stage the next one. A batch waits in between (applied
-// to Redis, not yet to the bridge) only while the bridge is busy, one at
-// a time, so Redis is at most two batches ahead of what is confirmed.
-func (a *Applier) runBridged(ctx context.Context) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	applied := make(chan []Applied, 1) // applied to Redis, for the bridge
-	free := make(chan []Applied, 2)    // batches the bridge is done with
-	done := make(chan error, 1)
-	go func() { done <- a.bridgeLoop(ctx, applied, free) }()
-	err := a.applyLoop(ctx, func(ctx context.Context, batch []Applied) error {
-		select {
-		case applied <- batch:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-		select { // the next batch in a slice the bridge is done with
-		case a.batch = <-free:
-		default:
-			a.batch = nil
-		}
-		return nil
-	})
-	close(applied)
-	if err != nil {
-		cancel()
-		<-done
-		return err
-	}
-	return <-done // in was closed: the bridge finishes what Redis has
-}
-
-// bridgeLoop publishes each batch Redis applied to the Bridge and
-// confirms it, until applied is closed (nil) or ctx ends.
-func (a *Applier) bridgeLoop(ctx context.Context, applied <-chan []Applied, free chan<- []Applied) error {
-	for batch := range applied {
-		if _, whole := lastEnd(batch); whole { // early parts have no messages
-			if err := a.retry(ctx, "nats", batch, a.applyBridge, a.obs.BridgeFailed); err != nil {
+		end, whole := lastEnd(a.batch)
+		if a.Bridge != nil && whole { // early parts have no messages
+			if err := a.retry(ctx, "nats", a.applyBridge, a.obs.BridgeFailed); err != nil {
 				return err
 			}
 		}
-		a.confirm(batch)
-		select {
-		case free <- batch[:0]:
-		default:
+		if whole {
+			a.conf.Confirm(end)
 		}
+		clear(a.batch)
+		a.batch = a.batch[:0]
 	}
-	return nil
-}
-
-// confirm confirms the last complete transaction of batch, if any, and
-// lets go of the batch's transactions.
-func (a *Applier) confirm(batch []Applied) {
-	if end, whole := lastEnd(batch); whole {
-		a.conf.Confirm(end)
-	}
-	clear(batch)
 }
 
 // lastEnd is the end position of the batch's last complete transaction:
@@ -247,17 +175,17 @@ func (a *Applier) collect(ctx context.Context, first Applied) {
 	}
 }
 
-func (a *Applier) applyRedis(ctx context.Context, batch []Applied) error {
+func (a *Applier) applyRedis(ctx context.Context) error {
 	start := time.Now()
-	st, err := a.pub.Apply(ctx, batch)
+	st, err := a.pub.Apply(ctx, a.batch)
 	if err == nil {
-		a.obs.Applied(batch, st, time.Since(start))
+		a.obs.Applied(a.batch, st, time.Since(start))
 	}
 	return err
 }
 
-func (a *Applier) applyBridge(ctx context.Context, batch []Applied) error {
-	n, err := a.Bridge.Publish(ctx, batch)
+func (a *Applier) applyBridge(ctx context.Context) error {
+	n, err := a.Bridge.Publish(ctx, a.batch)
 	if err == nil {
 		a.obs.Bridged(n)
 	}
@@ -267,12 +195,12 @@ func (a *Applier) applyBridge(ctx context.Context, batch []Applied) error {
 // retry runs one stage of the batch until it succeeds or ctx ends, telling
 // failed of every failure, backing off exponentially with jitter and
 // logging at most every 10 seconds.
-func (a *Applier) retry(ctx context.Context, sink string, batch []Applied, stage func(context.Context, []Applied) error, failed func(error)) error {
+func (a *Applier) retry(ctx context.Context, sink string, stage func(context.Context) error, failed func(error)) error {
 	b := backoff.Backoff{Min: a.cfg.MinBackoff, Max: a.cfg.MaxBackoff}
 	var lastLog time.Time
 	failures := 0
 	for {
-		err := stage(ctx, batch)
+		err := stage(ctx)
 		if err == nil {
 			if failures > 0 {
 				a.log.Info(sink+" is back: batch applied", zap.Int("failed_attempts", failures))
@@ -287,7 +215,7 @@ func (a *Applier) retry(ctx context.Context, sink string, batch []Applied, stage
 		if time.Since(lastLog) >= 10*time.Second {
 			a.log.Warn("applying batch to "+sink+" failed; retrying (nothing is confirmed until it succeeds)",
 				zap.Error(err), zap.Int("attempt", failures), zap.Duration("backoff", b.Step()),
-				zap.Stringer("lsn", batch[0].CommitLSN))
+				zap.Stringer("lsn", a.batch[0].CommitLSN))
 			lastLog = time.Now()
 		}
 		if err := b.Wait(ctx); err != nil {
