@@ -45,83 +45,15 @@ func (s *suite) steadyFloor(ctx context.Context, name string, args pgbenchArgs) 
 			err = dropErr
 		}
 	}()
-	bin, err := pgRecvlogical()
+	out, stop, err := s.startFloorReader(ctx, name)
 	if err != nil {
 		return fl, err
 	}
-	outPath := filepath.Join(s.dir, name+"-floor.out")
-	if err := os.WriteFile(outPath, nil, 0o644); err != nil {
-		return fl, fmt.Errorf("create pg_recvlogical output: %w", err)
-	}
-	out, err := os.Open(outPath)
+	defer stop()
+	lat, err := s.watchFloor(ctx, name, args, out)
 	if err != nil {
-		return fl, fmt.Errorf("open pg_recvlogical output: %w", err)
-	}
-	defer out.Close()
-	cmd := exec.Command(bin,
-		"-h", "127.0.0.1", "-p", strconv.Itoa(s.srv.pg.Port), "-U", "postgres", "-d", benchDB,
-		"-S", latencyFloorSlot, "--start", "--no-loop", "-f", outPath,
-		"-o", "include-timestamp=on", "-o", "skip-empty-xacts=on", "--fsync-interval=0", "--status-interval=1")
-	cmd.SysProcAttr = ownSession()
-	logPath := filepath.Join(s.dir, name+"-floor.log")
-	logFile, err := os.Create(logPath)
-	if err != nil {
-		return fl, fmt.Errorf("create pg_recvlogical log: %w", err)
-	}
-	defer logFile.Close()
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	if err := cmd.Start(); err != nil {
-		return fl, fmt.Errorf("start pg_recvlogical: %w", err)
-	}
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
-	defer func() {
-		_ = cmd.Process.Signal(syscall.SIGINT)
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-exited
-		}
-	}()
-	if err := waitSlotActive(ctx, s.srv.dbURL, latencyFloorSlot, exited, logPath); err != nil {
 		return fl, err
 	}
-
-	w := &commitWatcher{f: out}
-	done := make(chan struct{})
-	watched := make(chan struct{})
-	go func() { defer close(watched); w.run(done) }()
-	run, err := s.runPgbench(ctx, name+"-floor", args)
-	if err != nil {
-		close(done)
-		<-watched
-		return fl, err
-	}
-	// drain: until every commit was seen or none came for a while
-	last, lastChange := -1, time.Now()
-	for time.Since(lastChange) < drainQuiet {
-		n := int(w.seen.Load())
-		if int64(n) >= run.Processed {
-			break
-		}
-		if n != last {
-			last, lastChange = n, time.Now()
-		}
-		select {
-		case <-ctx.Done():
-			close(done)
-			<-watched
-			return fl, ctx.Err()
-		case <-time.After(10 * time.Millisecond):
-		}
-	}
-	close(done)
-	<-watched
-	if w.err != nil {
-		return fl, w.err
-	}
-	lat := w.latencies
 	slices.Sort(lat)
 	fl.Received = len(lat)
 	fl.P50MS, fl.P99MS, fl.P999MS = percentileMS(lat, 0.50), percentileMS(lat, 0.99), percentileMS(lat, 0.999)
@@ -133,6 +65,98 @@ func (s *suite) steadyFloor(ctx context.Context, name string, args pgbenchArgs) 
 		return fl, fmt.Errorf("advance the daemon's slot: %w", err)
 	}
 	return fl, nil
+}
+
+// startFloorReader starts pg_recvlogical on the floor's slot, writing to
+// a file of the work directory, and waits until it streams; it returns
+// that file open for reading and how to stop it all.
+func (s *suite) startFloorReader(ctx context.Context, name string) (out *os.File, stop func(), err error) {
+	bin, err := pgRecvlogical()
+	if err != nil {
+		return nil, nil, err
+	}
+	outPath := filepath.Join(s.dir, name+"-floor.out")
+	if err := os.WriteFile(outPath, nil, 0o644); err != nil {
+		return nil, nil, fmt.Errorf("create pg_recvlogical output: %w", err)
+	}
+	if out, err = os.Open(outPath); err != nil {
+		return nil, nil, fmt.Errorf("open pg_recvlogical output: %w", err)
+	}
+	cmd := exec.Command(bin,
+		"-h", "127.0.0.1", "-p", strconv.Itoa(s.srv.pg.Port), "-U", "postgres", "-d", benchDB,
+		"-S", latencyFloorSlot, "--start", "--no-loop", "-f", outPath,
+		"-o", "include-timestamp=on", "-o", "skip-empty-xacts=on", "--fsync-interval=0", "--status-interval=1")
+	cmd.SysProcAttr = ownSession()
+	logPath := filepath.Join(s.dir, name+"-floor.log")
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		out.Close()
+		return nil, nil, fmt.Errorf("create pg_recvlogical log: %w", err)
+	}
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	if err := cmd.Start(); err != nil {
+		logFile.Close()
+		out.Close()
+		return nil, nil, fmt.Errorf("start pg_recvlogical: %w", err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	stop = func() {
+		_ = cmd.Process.Signal(syscall.SIGINT)
+		select {
+		case <-exited:
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+			<-exited
+		}
+		logFile.Close()
+		out.Close()
+	}
+	if err := waitSlotActive(ctx, s.srv.dbURL, latencyFloorSlot, exited, logPath); err != nil {
+		stop()
+		return nil, nil, err
+	}
+	return out, stop, nil
+}
+
+// watchFloor runs pgbench while following pg_recvlogical's output in out,
+// then waits until every commit was seen or none came for drainQuiet; it
+// returns each commit's latency in µs.
+func (s *suite) watchFloor(ctx context.Context, name string, args pgbenchArgs, out *os.File) ([]int64, error) {
+	w := &commitWatcher{f: out}
+	done := make(chan struct{})
+	watched := make(chan struct{})
+	go func() { defer close(watched); w.run(done) }()
+	stopWatching := func() {
+		close(done)
+		<-watched
+	}
+	run, err := s.runPgbench(ctx, name+"-floor", args)
+	if err != nil {
+		stopWatching()
+		return nil, err
+	}
+	last, lastChange := -1, time.Now()
+	for time.Since(lastChange) < drainQuiet {
+		n := int(w.seen.Load())
+		if int64(n) >= run.Processed {
+			break
+		}
+		if n != last {
+			last, lastChange = n, time.Now()
+		}
+		select {
+		case <-ctx.Done():
+			stopWatching()
+			return nil, ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	stopWatching()
+	if w.err != nil {
+		return nil, w.err
+	}
+	return w.latencies, nil
 }
 
 // dropSlot drops slot, retrying while its walsender, just stopped, still
