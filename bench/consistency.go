@@ -295,79 +295,7 @@ func newConsistencyWorld(ctx context.Context, s *suite, rdb *redis.Client, rows 
 	}
 	localSet, localGen, localLease := sub.NewCache(10*rows), sub.NewCache(10*rows), sub.NewCache(10*rows)
 	w.local = []*sub.Cache{localSet, localGen, localLease}
-	var genStored, genSkipped atomic.Int64
-	w.modes = []*cacheMode{
-		{name: modePlain, plain: true, read: func(ctx context.Context, db *pgx.Conn, id int) (bool, error) {
-			key := w.key("plain:", id)
-			if _, err := rdb.Get(ctx, key).Result(); err == nil {
-				return true, nil
-			} else if !errors.Is(err, redis.Nil) {
-				return false, err
-			}
-			v, err := w.load(ctx, db, id)
-			if err != nil {
-				return false, err
-			}
-			return false, rdb.Set(ctx, key, v, 0).Err()
-		}, check: w.checkRedis("plain:")},
-		{name: modeFiller, read: func(ctx context.Context, db *pgx.Conn, id int) (bool, error) {
-			hit := true
-			_, err := filler.Get(ctx, w.key("filler:", id), func(ctx context.Context) ([]byte, error) {
-				hit = false
-				v, err := w.load(ctx, db, id)
-				return []byte(v), err
-			})
-			return hit, err
-		}, check: w.checkRedis("filler:"), stored: func() int64 { return int64(filler.Stats().Fills) },
-			voids: func() fillVoids {
-				st := filler.Stats()
-				// Misses counts every load; those neither stored nor
-				// voided were loaded without a lease (a failed load ends
-				// the run before this is read).
-				notLeased := int64(st.Misses) - int64(st.Fills) - int64(st.FillsVoided)
-				return fillVoids{LeaseLost: int64(st.FillsVoided), NotLeased: max(notLeased, 0)}
-			}},
-		{name: modeLocalSet, plain: true, read: func(ctx context.Context, db *pgx.Conn, id int) (bool, error) {
-			key := w.key("plain:", id)
-			if _, ok := localSet.Get(key); ok {
-				return true, nil
-			}
-			v, err := w.load(ctx, db, id)
-			if err == nil {
-				localSet.Set(key, v)
-			}
-			return false, err
-		}, check: w.checkLocal(localSet)},
-		{name: modeLocalGen, read: func(ctx context.Context, db *pgx.Conn, id int) (bool, error) {
-			key := w.key("plain:", id)
-			if _, ok := localGen.Get(key); ok {
-				return true, nil
-			}
-			gen := localGen.Generation()
-			v, err := w.load(ctx, db, id)
-			if err == nil {
-				if localGen.SetIfGeneration(gen, key, v) {
-					genStored.Add(1)
-				} else {
-					genSkipped.Add(1)
-				}
-			}
-			return false, err
-		}, check: w.checkLocal(localGen), stored: genStored.Load,
-			voids: func() fillVoids { return fillVoids{AnyInvalidation: genSkipped.Load()} }},
-		{name: modeLocalLease, read: func(ctx context.Context, db *pgx.Conn, id int) (bool, error) {
-			hit := true
-			_, err := localLease.GetOrLoad(ctx, w.key("plain:", id), func(ctx context.Context) (any, error) {
-				hit = false
-				return w.load(ctx, db, id)
-			})
-			return hit, err
-		}, check: w.checkLocal(localLease), stored: func() int64 { return int64(localLease.FillStats().Fills) },
-			voids: func() fillVoids {
-				st := localLease.FillStats()
-				return fillVoids{ByKey: int64(st.VoidedByKey), ByPattern: int64(st.VoidedByPattern), ByResync: int64(st.VoidedByResync)}
-			}},
-	}
+	w.modes = []*cacheMode{w.plainRedisMode(), w.fillerMode(filler), w.localSetMode(localSet), w.localGenMode(localGen), w.localLeaseMode(localLease)}
 	if w.ctl, err = pgx.Connect(ctx, w.dbURL); err != nil {
 		return nil, fmt.Errorf("connect: %w", err)
 	}
@@ -380,6 +308,98 @@ func newConsistencyWorld(ctx context.Context, s *suite, rdb *redis.Client, rows 
 		return nil, err
 	}
 	return w, nil
+}
+
+// plainRedisMode reads Redis, and on a miss loads and SETs: the race.
+func (w *consistencyWorld) plainRedisMode() *cacheMode {
+	return &cacheMode{name: modePlain, plain: true, read: func(ctx context.Context, db *pgx.Conn, id int) (bool, error) {
+		key := w.key("plain:", id)
+		if _, err := w.rdb.Get(ctx, key).Result(); err == nil {
+			return true, nil
+		} else if !errors.Is(err, redis.Nil) {
+			return false, err
+		}
+		v, err := w.load(ctx, db, id)
+		if err != nil {
+			return false, err
+		}
+		return false, w.rdb.Set(ctx, key, v, 0).Err()
+	}, check: w.checkRedis("plain:")}
+}
+
+// fillerMode reads Redis through the subscriber's lease-protected Filler.
+func (w *consistencyWorld) fillerMode(filler *sub.Filler) *cacheMode {
+	return &cacheMode{name: modeFiller, read: func(ctx context.Context, db *pgx.Conn, id int) (bool, error) {
+		hit := true
+		_, err := filler.Get(ctx, w.key("filler:", id), func(ctx context.Context) ([]byte, error) {
+			hit = false
+			v, err := w.load(ctx, db, id)
+			return []byte(v), err
+		})
+		return hit, err
+	}, check: w.checkRedis("filler:"), stored: func() int64 { return int64(filler.Stats().Fills) },
+		voids: func() fillVoids {
+			st := filler.Stats()
+			// Misses counts every load; those neither stored nor
+			// voided were loaded without a lease (a failed load ends
+			// the run before this is read).
+			notLeased := int64(st.Misses) - int64(st.Fills) - int64(st.FillsVoided)
+			return fillVoids{LeaseLost: int64(st.FillsVoided), NotLeased: max(notLeased, 0)}
+		}}
+}
+
+// localSetMode reads an in-process cache, and on a miss loads and Sets:
+// the race, in process.
+func (w *consistencyWorld) localSetMode(c *sub.Cache) *cacheMode {
+	return &cacheMode{name: modeLocalSet, plain: true, read: func(ctx context.Context, db *pgx.Conn, id int) (bool, error) {
+		key := w.key("plain:", id)
+		if _, ok := c.Get(key); ok {
+			return true, nil
+		}
+		v, err := w.load(ctx, db, id)
+		if err == nil {
+			c.Set(key, v)
+		}
+		return false, err
+	}, check: w.checkLocal(c)}
+}
+
+// localGenMode stores a load only if no invalidation at all came during it.
+func (w *consistencyWorld) localGenMode(c *sub.Cache) *cacheMode {
+	var stored, skipped atomic.Int64
+	return &cacheMode{name: modeLocalGen, read: func(ctx context.Context, db *pgx.Conn, id int) (bool, error) {
+		key := w.key("plain:", id)
+		if _, ok := c.Get(key); ok {
+			return true, nil
+		}
+		gen := c.Generation()
+		v, err := w.load(ctx, db, id)
+		if err == nil {
+			if c.SetIfGeneration(gen, key, v) {
+				stored.Add(1)
+			} else {
+				skipped.Add(1)
+			}
+		}
+		return false, err
+	}, check: w.checkLocal(c), stored: stored.Load,
+		voids: func() fillVoids { return fillVoids{AnyInvalidation: skipped.Load()} }}
+}
+
+// localLeaseMode reads an in-process cache through GetOrLoad.
+func (w *consistencyWorld) localLeaseMode(c *sub.Cache) *cacheMode {
+	return &cacheMode{name: modeLocalLease, read: func(ctx context.Context, db *pgx.Conn, id int) (bool, error) {
+		hit := true
+		_, err := c.GetOrLoad(ctx, w.key("plain:", id), func(ctx context.Context) (any, error) {
+			hit = false
+			return w.load(ctx, db, id)
+		})
+		return hit, err
+	}, check: w.checkLocal(c), stored: func() int64 { return int64(c.FillStats().Fills) },
+		voids: func() fillVoids {
+			st := c.FillStats()
+			return fillVoids{ByKey: int64(st.VoidedByKey), ByPattern: int64(st.VoidedByPattern), ByResync: int64(st.VoidedByResync)}
+		}}
 }
 
 // connect opens a PostgreSQL connection for each reader that lacks one:
