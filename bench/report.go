@@ -185,8 +185,12 @@ func writeTable(out io.Writer, rep *report) error {
 	t.header(rep)
 	t.bulk(rep)
 	t.steady(rep)
-	t.unthrottled(rep)
-	t.huge(rep)
+	if u := rep.Unthrottled; u != nil {
+		t.unthrottled(rep, u)
+	}
+	if h := rep.Huge; h != nil {
+		t.huge(h)
+	}
 	t.consistency(rep)
 	t.sinks(rep)
 	t.scale(rep)
@@ -256,11 +260,7 @@ func (t *table) steady(rep *report) {
 }
 
 // unthrottled writes the unthrottled runs.
-func (t *table) unthrottled(rep *report) {
-	u := rep.Unthrottled
-	if u == nil {
-		return
-	}
+func (t *table) unthrottled(rep *report, u *unthrottledResult) {
 	rows := [][]string{{"reader", "clients", "commit_rate/s", "committed", "received", "lost", "lag_at_end_s", "last_msg_s", "p50_ms", "p99_ms", "max_ms",
 		"behind_at_end_MB(walsender/daemon)", "txns/batch", "apply_p50/p99_ms<="},
 		{"pg_recvlogical", itoa(u.Clients), f1(u.FloorPgbench.TPS), i64(u.FloorPgbench.Processed), "-", "-", f3(u.FloorLagSeconds), "-", "-", "-", "-", "-", "-", "-"},
@@ -274,11 +274,7 @@ func (t *table) unthrottled(rep *report) {
 }
 
 // huge writes the huge transaction.
-func (t *table) huge(rep *report) {
-	h := rep.Huge
-	if h == nil {
-		return
-	}
+func (t *table) huge(h *hugeResult) {
 	rows := [][]string{{"rows", "max_keys/txn", "update_s", "confirmed_s", "messages", "wide_msgs"},
 		{itoa(h.Rows), h.MaxKeysPerTxn, f1(h.UpdateSeconds), f2(h.ConfirmedSeconds), itoa(h.Messages), itoa(h.WideMessages)}}
 	t.addUsage("huge", h.Usage)
