@@ -130,8 +130,11 @@ func (s *RedisSentinel) startSentinel(bin string, i, masterPort int) (*sentinel,
 			"logfile \"\"",
 			"dir " + sdir,
 			fmt.Sprintf("sentinel monitor %s 127.0.0.1 %d %d", SentinelMaster, masterPort, sentinelQuorum),
-			"sentinel down-after-milliseconds " + SentinelMaster + " 1000",
-			"sentinel failover-timeout " + SentinelMaster + " 3000",
+			// 3 s of silence makes a node down: with 1 s, a master just
+			// promoted on a loaded test machine (fsync on every write) was
+			// once taken for down and failed over back to the old one
+			"sentinel down-after-milliseconds " + SentinelMaster + " 3000",
+			"sentinel failover-timeout " + SentinelMaster + " 6000",
 			"sentinel parallel-syncs " + SentinelMaster + " 1",
 		}, "\n") + "\n"
 		if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
