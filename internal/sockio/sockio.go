@@ -15,14 +15,18 @@
 // so a read or write returns at once: Conn makes it as a raw system
 // call, which the scheduler never sees, and waits in the poller as
 // net.Conn does when the socket is not ready. Deadlines, Close and the
-// addresses are the wrapped connection's.
+// addresses are the wrapped connection's. The race detector does not see
+// the kernel write into a read buffer, as it does for net.Conn.
 package sockio
 
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"io"
 	"net"
+	"os"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -31,10 +35,12 @@ import (
 type Conn struct {
 	net.Conn // the socket: deadlines, Close, addresses
 	raw      syscall.RawConn
+	network  string
 
-	// the call in progress (one Read and one Write at a time, as a
-	// net.Conn is used); the callbacks are made once, so that a call
-	// allocates nothing
+	// the call in progress: rmu and wmu make Reads (and Writes) take
+	// turns, as they share these fields; the callbacks are made once, so
+	// that a call allocates nothing
+	rmu, wmu   sync.Mutex
 	rbuf, wbuf []byte
 	rn, wn     int
 	rerr, werr error
@@ -62,7 +68,10 @@ func Wrap(c net.Conn) net.Conn {
 	if err != nil {
 		return c
 	}
-	w := &Conn{Conn: c, raw: raw}
+	w := &Conn{Conn: c, raw: raw, network: "tcp"}
+	if _, unix := c.(*net.UnixConn); unix {
+		w.network = "unix"
+	}
 	w.readFn, w.writeFn = w.read, w.write
 	return w
 }
@@ -70,12 +79,19 @@ func Wrap(c net.Conn) net.Conn {
 // NetConn returns the wrapped socket (for socket options).
 func (c *Conn) NetConn() net.Conn { return c.Conn }
 
+// SyscallConn returns the socket's raw connection, as *net.TCPConn does:
+// go-redis checks a pooled connection through it before reusing it.
+// Conn buffers nothing, so the socket's state is the connection's.
+func (c *Conn) SyscallConn() (syscall.RawConn, error) { return c.raw, nil }
+
 // Read reads what has arrived, waiting in the poller until something
 // has; at the end of the stream it returns io.EOF.
 func (c *Conn) Read(b []byte) (int, error) {
 	if len(b) == 0 {
 		return 0, nil
 	}
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
 	c.rbuf, c.rn, c.rerr = b, 0, nil
 	err := c.raw.Read(c.readFn)
 	n, rerr := c.rn, c.rerr
@@ -97,6 +113,8 @@ func (c *Conn) Write(b []byte) (int, error) {
 	if len(b) == 0 {
 		return 0, nil
 	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
 	c.wbuf, c.wn, c.werr = b, 0, nil
 	err := c.raw.Write(c.writeFn)
 	n, werr := c.wn, c.werr
@@ -123,7 +141,7 @@ func (c *Conn) read(fd uintptr) bool {
 		case syscall.EAGAIN:
 			return false
 		default:
-			c.rerr = err
+			c.rerr = os.NewSyscallError("read", err)
 			return true
 		}
 	}
@@ -140,7 +158,7 @@ func (c *Conn) write(fd uintptr) bool {
 		case syscall.EAGAIN:
 			return false
 		default:
-			c.werr = err
+			c.werr = os.NewSyscallError("write", err)
 			return true
 		}
 	}
@@ -148,21 +166,29 @@ func (c *Conn) write(fd uintptr) bool {
 }
 
 // opError reports err as net.Conn does, so that callers that look for
-// a timeout (net.Error, os.ErrDeadlineExceeded) or net.ErrClosed find it.
+// a timeout (net.Error, os.ErrDeadlineExceeded) or net.ErrClosed find it;
+// the poller's own wrapping (op "raw-read") is taken off.
 func (c *Conn) opError(op string, err error) error {
-	return &net.OpError{Op: op, Net: c.LocalAddr().Network(), Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: err}
+	var inner *net.OpError
+	if errors.As(err, &inner) {
+		err = inner.Err
+	}
+	return &net.OpError{Op: op, Net: c.network, Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: err}
 }
 
-// Dialer returns a dial function for go-redis and resp: TCP with a
-// timeout (5 s when not set) and 5-minute keep-alives, the socket wrapped,
-// then TLS on top of it when conf is set (ServerName from addr unless conf
-// names one).
+// Dialer returns a dial function for go-redis and resp: TCP with
+// keep-alive probes after 30 s idle (3, 5 s apart, as go-redis's own
+// dialer), the socket wrapped, then TLS on top of it when conf is set
+// (ServerName from addr unless conf names one). timeout (5 s when not
+// set) bounds the dial and the TLS handshake together.
 func Dialer(timeout time.Duration, conf *tls.Config) func(ctx context.Context, network, addr string) (net.Conn, error) {
 	if timeout <= 0 {
 		timeout = 5 * time.Second
 	}
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
-		nd := &net.Dialer{Timeout: timeout, KeepAlive: 5 * time.Minute}
+		ctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		nd := &net.Dialer{KeepAliveConfig: net.KeepAliveConfig{Enable: true, Idle: 30 * time.Second, Interval: 5 * time.Second, Count: 3}}
 		raw, err := nd.DialContext(ctx, network, addr)
 		if err != nil {
 			return nil, err
@@ -172,14 +198,15 @@ func Dialer(timeout time.Duration, conf *tls.Config) func(ctx context.Context, n
 		}
 		c := conf
 		if c.ServerName == "" {
-			host, _, _ := net.SplitHostPort(addr)
+			host, _, err := net.SplitHostPort(addr)
+			if err != nil {
+				host = addr
+			}
 			c = conf.Clone()
 			c.ServerName = host
 		}
 		tc := tls.Client(Wrap(raw), c)
-		hctx, cancel := context.WithTimeout(ctx, timeout)
-		defer cancel()
-		if err := tc.HandshakeContext(hctx); err != nil {
+		if err := tc.HandshakeContext(ctx); err != nil {
 			_ = raw.Close()
 			return nil, err
 		}

@@ -6,6 +6,9 @@ import (
 	"io"
 	"net"
 	"os"
+	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -104,6 +107,9 @@ func TestConn_DeadlineIsATimeout(t *testing.T) {
 	if !errors.As(err, &ne) || !ne.Timeout() || !errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("read past the deadline: %v; want a timeout", err)
 	}
+	if msg := err.Error(); strings.Contains(msg, "raw-read") || !strings.HasPrefix(msg, "read tcp ") {
+		t.Errorf("timeout reads %q; want it worded as net.Conn words it", msg)
+	}
 	// the connection is still usable once the deadline is cleared
 	if err := c.SetReadDeadline(time.Time{}); err != nil {
 		t.Fatal(err)
@@ -137,5 +143,49 @@ func TestWrap_LeavesOtherConnectionsAlone(t *testing.T) {
 	defer b.Close()
 	if Wrap(a) != a {
 		t.Fatal("a pipe was wrapped")
+	}
+}
+
+// Reads from two goroutines at once take turns: every byte sent is read
+// once, by one of them.
+func TestConn_ConcurrentReadsTakeTurns(t *testing.T) {
+	c, s := pair(t)
+	const total = 4 << 20
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	got := 0
+	for range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			buf := make([]byte, 1000)
+			for {
+				n, err := c.Read(buf)
+				mu.Lock()
+				got += n
+				mu.Unlock()
+				if err != nil {
+					return
+				}
+			}
+		}()
+	}
+	if _, err := s.Write(make([]byte, total)); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	wg.Wait()
+	if got != total {
+		t.Fatalf("read %d bytes, want %d", got, total)
+	}
+}
+
+// go-redis checks a pooled connection through syscall.Conn before reusing it.
+func TestConn_IsASyscallConn(t *testing.T) {
+	c, _ := pair(t)
+	var sc syscall.Conn = c
+	raw, err := sc.SyscallConn()
+	if err != nil || raw == nil {
+		t.Fatalf("SyscallConn: %v, %v", raw, err)
 	}
 }
