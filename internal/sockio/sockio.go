@@ -37,15 +37,35 @@ type Conn struct {
 	raw      syscall.RawConn
 	network  string
 
-	// the call in progress: rmu and wmu make Reads (and Writes) take
-	// turns, as they share these fields; the callbacks are made once, so
-	// that a call allocates nothing
-	rmu, wmu   sync.Mutex
-	rbuf, wbuf []byte
-	rn, wn     int
-	rerr, werr error
-	readFn     func(fd uintptr) bool
-	writeFn    func(fd uintptr) bool
+	r, w direction
+}
+
+// direction is the Read (or the Write) in progress: mu makes Reads take
+// turns, as they share these fields. The callbacks are made once, so
+// that a call allocates nothing.
+type direction struct {
+	mu   sync.Mutex
+	buf  []byte
+	n    int
+	err  error                          // the system call's
+	step func(fd uintptr) bool          // the poller's callback: false is "not ready, wait"
+	wait func(func(uintptr) bool) error // the RawConn's Read or Write
+}
+
+// do runs one call over b: the callback until it is done, waiting in the
+// poller meanwhile. It returns what was moved and the poller's or the
+// system call's error.
+func (d *direction) do(b []byte) (int, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.buf, d.n, d.err = b, 0, nil
+	err := d.wait(d.step)
+	if err == nil {
+		err = d.err
+	}
+	n := d.n
+	d.buf, d.err = nil, nil
+	return n, err
 }
 
 // Wrap returns c as a Conn when it is a socket the poller waits for
@@ -72,7 +92,8 @@ func Wrap(c net.Conn) net.Conn {
 	if _, unix := c.(*net.UnixConn); unix {
 		w.network = "unix"
 	}
-	w.readFn, w.writeFn = w.read, w.write
+	w.r.step, w.r.wait = w.read, raw.Read
+	w.w.step, w.w.wait = w.write, raw.Write
 	return w
 }
 
@@ -90,17 +111,10 @@ func (c *Conn) Read(b []byte) (int, error) {
 	if len(b) == 0 {
 		return 0, nil
 	}
-	c.rmu.Lock()
-	defer c.rmu.Unlock()
-	c.rbuf, c.rn, c.rerr = b, 0, nil
-	err := c.raw.Read(c.readFn)
-	n, rerr := c.rn, c.rerr
-	c.rbuf, c.rerr = nil, nil
+	n, err := c.r.do(b)
 	switch {
 	case err != nil:
 		return 0, c.opError("read", err)
-	case rerr != nil:
-		return 0, c.opError("read", rerr)
 	case n == 0:
 		return 0, io.EOF
 	}
@@ -113,52 +127,44 @@ func (c *Conn) Write(b []byte) (int, error) {
 	if len(b) == 0 {
 		return 0, nil
 	}
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	c.wbuf, c.wn, c.werr = b, 0, nil
-	err := c.raw.Write(c.writeFn)
-	n, werr := c.wn, c.werr
-	c.wbuf, c.werr = nil, nil
-	switch {
-	case err != nil:
+	n, err := c.w.do(b)
+	if err != nil {
 		return n, c.opError("write", err)
-	case werr != nil:
-		return n, c.opError("write", werr)
 	}
 	return n, nil
 }
 
-// read is the poller's callback: false means "not ready, wait".
+// read is the Read's callback.
 func (c *Conn) read(fd uintptr) bool {
 	for {
-		n, err := rawRead(fd, c.rbuf)
+		n, err := rawRead(fd, c.r.buf)
 		switch err {
 		case nil:
-			c.rn = n
+			c.r.n = n
 			return true
 		case syscall.EINTR:
 			continue
 		case syscall.EAGAIN:
 			return false
 		default:
-			c.rerr = os.NewSyscallError("read", err)
+			c.r.err = os.NewSyscallError("read", err)
 			return true
 		}
 	}
 }
 
-// write is the poller's callback: false means "full, wait".
+// write is the Write's callback.
 func (c *Conn) write(fd uintptr) bool {
-	for c.wn < len(c.wbuf) {
-		n, err := rawWrite(fd, c.wbuf[c.wn:])
+	for c.w.n < len(c.w.buf) {
+		n, err := rawWrite(fd, c.w.buf[c.w.n:])
 		switch err {
 		case nil:
-			c.wn += n
+			c.w.n += n
 		case syscall.EINTR:
 		case syscall.EAGAIN:
 			return false
 		default:
-			c.werr = os.NewSyscallError("write", err)
+			c.w.err = os.NewSyscallError("write", err)
 			return true
 		}
 	}
