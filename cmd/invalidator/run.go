@@ -151,14 +151,24 @@ func newRedis(cfg *config.Config) (redis.UniversalClient, error) {
 	if err != nil {
 		return nil, &config.Error{Var: config.Var("REDIS_URL"), Msg: "invalid URL: " + err.Error()}
 	}
-	if tlsConf != nil {
-		if opts.TLSConfig == nil {
-			return nil, &config.Error{Var: config.Var("REDIS_TLS_CA_FILE"), Msg: "TLS files need a rediss:// URL"}
-		}
-		tlsConf.ServerName = opts.TLSConfig.ServerName
-		opts.TLSConfig = tlsConf
+	if opts.TLSConfig, err = urlTLS(opts.TLSConfig, tlsConf); err != nil {
+		return nil, err
 	}
 	return redis.NewClient(opts), nil
+}
+
+// urlTLS is the TLS of a Redis reached through REDIS_URL: the URL's
+// (rediss://), or the CA and client files' configuration in its place,
+// with the URL's server name.
+func urlTLS(fromURL, files *tls.Config) (*tls.Config, error) {
+	if files == nil {
+		return fromURL, nil
+	}
+	if fromURL == nil {
+		return nil, &config.Error{Var: config.Var("REDIS_TLS_CA_FILE"), Msg: "TLS files need a rediss:// URL"}
+	}
+	files.ServerName = fromURL.ServerName
+	return files, nil
 }
 
 // newFailoverClient returns go-redis's client of the master that the
@@ -174,12 +184,9 @@ func newFailoverClient(cfg *config.Config, tlsConf *tls.Config) (redis.Universal
 		opts.Username, opts.Password, opts.DB, opts.TLSConfig = u.Username, u.Password, u.DB, u.TLSConfig
 		opts.ReadTimeout, opts.WriteTimeout, opts.DialTimeout = u.ReadTimeout, u.WriteTimeout, u.DialTimeout
 	}
-	if tlsConf != nil {
-		if opts.TLSConfig == nil {
-			return nil, &config.Error{Var: config.Var("REDIS_TLS_CA_FILE"), Msg: "TLS files need a rediss:// URL"}
-		}
-		tlsConf.ServerName = opts.TLSConfig.ServerName
-		opts.TLSConfig = tlsConf
+	var err error
+	if opts.TLSConfig, err = urlTLS(opts.TLSConfig, tlsConf); err != nil {
+		return nil, err
 	}
 	return redis.NewFailoverClient(opts), nil
 }
