@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/url"
 	"strconv"
 	"strings"
@@ -297,19 +296,6 @@ func ReplicationURL(raw string) (string, error) {
 	return u.String(), nil
 }
 
-// quietDial wraps dial so that the replication socket is read and written
-// with raw system calls (internal/sockio: a message no longer wakes the
-// runtime's monitor thread); TLS, if any, goes on top of it.
-func quietDial(dial pgconn.DialFunc) pgconn.DialFunc {
-	return func(ctx context.Context, network, addr string) (net.Conn, error) {
-		c, err := dial(ctx, network, addr)
-		if err != nil {
-			return nil, err
-		}
-		return sockio.Wrap(c), nil
-	}
-}
-
 // session runs one connection until it fails or ctx ends.
 func (s *Stream[T]) session(ctx context.Context) (err error) {
 	connURL, err := ReplicationURL(s.cfg.URL)
@@ -321,7 +307,7 @@ func (s *Stream[T]) session(ctx context.Context) (err error) {
 		return fmt.Errorf("connect: %w", err)
 	}
 	connCfg.BuildFrontend = bufferedFrontend
-	connCfg.DialFunc = quietDial(connCfg.DialFunc)
+	connCfg.DialFunc = sockio.WrapDial(connCfg.DialFunc) // raw socket I/O (ADR 30); TLS goes on top
 	conn, err := pgconn.ConnectConfig(ctx, connCfg)
 	if err != nil {
 		return fmt.Errorf("connect: %w", err)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"strconv"
 
 	"github.com/redis/go-redis/v9"
@@ -88,34 +87,21 @@ func isReplyError(err error) bool {
 // behind Sentinel, the master the sentinels name when it connects.
 func directOptions(o *redis.Options, s *resp.Sentinel) *resp.Options {
 	d := &resp.Options{
-		Network: o.Network, Addr: o.Addr, Dial: quietDialer(o.Dialer),
+		Network: o.Network, Addr: o.Addr, Dial: sockio.WrapDial(o.Dialer),
 		Username: o.Username, Password: o.Password, DB: o.DB, ClientName: o.ClientName,
 		ReadTimeout: max(o.ReadTimeout, 0), WriteTimeout: max(o.WriteTimeout, 0),
 	}
-	if s != nil {
+	switch {
+	case s != nil:
 		// a failover client's own dialer ignores the address it is given
 		// (it asks the sentinels itself): dial what resp resolved
 		d.Sentinel, d.Network, d.Dial = s, "tcp", sockio.Dialer(o.DialTimeout, o.TLSConfig)
-	}
-	if o.TLSConfig != nil && s == nil {
+	case o.TLSConfig != nil:
 		// go-redis's dialer puts TLS on the socket itself: dial the
 		// socket here, so that the raw reads and writes go under TLS
 		d.Dial = sockio.Dialer(o.DialTimeout, o.TLSConfig)
 	}
 	return d
-}
-
-// quietDialer wraps dial so that the socket it opens is read and written
-// with raw system calls (internal/sockio: a round trip no longer wakes the
-// runtime's monitor thread). A TLS connection it returns is left as it is.
-func quietDialer(dial func(ctx context.Context, network, addr string) (net.Conn, error)) func(ctx context.Context, network, addr string) (net.Conn, error) {
-	return func(ctx context.Context, network, addr string) (net.Conn, error) {
-		c, err := dial(ctx, network, addr)
-		if err != nil {
-			return nil, err
-		}
-		return sockio.Wrap(c), nil
-	}
 }
 
 // directQueue writes commands in RESP straight into a buffer, sent

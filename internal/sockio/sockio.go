@@ -220,6 +220,19 @@ func Dialer(timeout time.Duration, conf *tls.Config) func(ctx context.Context, n
 	}
 }
 
+// WrapDial returns dial with the socket it opens wrapped (a TLS
+// connection it returns is left as it is): for pgconn's DialFunc, under
+// which pgconn puts TLS, and for a dialer given to go-redis.
+func WrapDial(dial func(ctx context.Context, network, addr string) (net.Conn, error)) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := dial(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return Wrap(c), nil
+	}
+}
+
 // NATSDialer dials as nats.go's own dialer does (TCP with a timeout; it
 // puts TLS on top itself) and wraps the socket; it is a nats.CustomDialer.
 type NATSDialer struct{ Timeout time.Duration }
