@@ -362,15 +362,5 @@ func subscribeNATS(nc *nats.Conn, subject string) (*natsSubscriber, error) {
 }
 
 func (s *natsSubscriber) add(m *nats.Msg) {
-	r, ok := parseMessage(m.Data)
-	r.atNS = time.Now().UnixNano()
-	r.wide = strings.Contains(m.Subject, "%2A")
-	r.channel = hashChannel([]byte(m.Subject))
-	s.mu.Lock()
-	if ok {
-		s.recs = append(s.recs, r)
-	} else {
-		s.bad++
-	}
-	s.mu.Unlock()
+	s.recordLog.add(m.Data, strings.Contains(m.Subject, "%2A"), hashChannel(m.Subject))
 }

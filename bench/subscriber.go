@@ -120,25 +120,15 @@ func (s *subscriber) loop(r *bufio.Reader) {
 // add records one message; it is called with the channel and payload still
 // in the read buffer.
 func (s *subscriber) add(channel, payload []byte) {
-	r, ok := parseMessage(payload)
-	r.atNS = time.Now().UnixNano()
-	r.wide = bytes.IndexByte(channel, '*') >= 0
-	r.channel = hashChannel(channel)
-	s.mu.Lock()
-	if ok {
-		s.recs = append(s.recs, r)
-	} else {
-		s.bad++
-	}
-	s.mu.Unlock()
+	s.recordLog.add(payload, bytes.IndexByte(channel, '*') >= 0, hashChannel(channel))
 }
 
 // hashChannel is FNV-1a (64 bits): 200,000 channels of a transaction
 // collide with a chance of about one in a hundred million.
-func hashChannel(b []byte) uint64 {
+func hashChannel[T string | []byte](b T) uint64 {
 	h := uint64(14695981039346656037)
-	for _, c := range b {
-		h = (h ^ uint64(c)) * 1099511628211
+	for i := 0; i < len(b); i++ {
+		h = (h ^ uint64(b[i])) * 1099511628211
 	}
 	return h
 }
@@ -162,6 +152,21 @@ type recordLog struct {
 	bad  int
 }
 
+// add parses payload and records it as received now, on a channel (or
+// subject) whose hash is ch; a payload that does not parse is counted.
+func (l *recordLog) add(payload []byte, wide bool, ch uint64) {
+	r, ok := parseMessage(payload)
+	r.atNS = time.Now().UnixNano()
+	r.wide, r.channel = wide, ch
+	l.mu.Lock()
+	if ok {
+		l.recs = append(l.recs, r)
+	} else {
+		l.bad++
+	}
+	l.mu.Unlock()
+}
+
 // reset forgets every record. Slices returned by from before are not used
 // after it.
 func (l *recordLog) reset() {
@@ -180,10 +185,11 @@ func (l *recordLog) from(i int) ([]record, int) {
 	return l.recs[i:len(l.recs):len(l.recs)], len(l.recs)
 }
 
-func (s *subscriber) unparsed() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.bad
+// unparsed is how many messages did not parse.
+func (l *recordLog) unparsed() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.bad
 }
 
 var errNotPush = errors.New("not a pub/sub push")
