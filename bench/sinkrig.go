@@ -327,12 +327,18 @@ func (r *sinkRig) otherKeys(ctx context.Context) (int64, error) {
 		}
 		n += v
 	}
-	for _, k := range r.daemonKeys { // in different slots: one EXISTS each
-		v, err := r.cc.Exists(ctx, k).Result()
-		if err != nil {
-			return 0, fmt.Errorf("cluster exists: %w", err)
-		}
-		n -= v
+	// in different slots: one EXISTS each, pipelined (go-redis splits the
+	// pipeline by node)
+	pipe := r.cc.Pipeline()
+	exists := make([]*redis.IntCmd, len(r.daemonKeys))
+	for i, k := range r.daemonKeys {
+		exists[i] = pipe.Exists(ctx, k)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return 0, fmt.Errorf("cluster exists: %w", err)
+	}
+	for _, e := range exists {
+		n -= e.Val()
 	}
 	return n, nil
 }
