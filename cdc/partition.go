@@ -132,13 +132,7 @@ func PublicationCoverage(ctx context.Context, conn *pgconn.PgConn, pub string, t
 			return nil, fmt.Errorf("read publication %q: oid of %s: %w", pub, tables[i], err)
 		}
 		out[i] = TableCoverage{Table: tables[i], OID: uint32(oid), Partitioned: string(r[1]) == "true",
-			ViaRoot: string(r[2]) == "true", Via: string(r[3])}
-		if s := string(r[4]); s != "" {
-			out[i].Partitions = strings.Split(s, ",")
-		}
-		if s := string(r[5]); s != "" {
-			out[i].Ancestors = strings.Split(s, ",")
-		}
+			ViaRoot: string(r[2]) == "true", Via: string(r[3]), Partitions: commaList(r[4]), Ancestors: commaList(r[5])}
 	}
 	return out, nil
 }
