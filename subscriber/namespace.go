@@ -1,6 +1,7 @@
 package subscriber
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -93,15 +94,25 @@ func (f *Filler) GetInNamespace(ctx context.Context, nsKey, key string, load fun
 	return v, err
 }
 
+// versionedValue is the value in stored (as read, nil when missing) if
+// it was stored under tag's version; it shares stored's bytes, which
+// go-redis read into a buffer of their own.
+func versionedValue(stored []byte, tag string) ([]byte, bool) {
+	if stored == nil {
+		return nil, false
+	}
+	return bytes.CutPrefix(stored, []byte(tag))
+}
+
 func (f *Filler) getInNamespace(ctx context.Context, nsKey, key string, load func(ctx context.Context) ([]byte, error)) ([]byte, error) {
 	version, stored, err := f.readInNamespace(ctx, nsKey, key)
 	if err != nil {
 		return nil, err
 	}
 	tag := versionTag(version)
-	if v, ok := strings.CutPrefix(string(stored), tag); ok && stored != nil {
+	if v, ok := versionedValue(stored, tag); ok {
 		f.hits.Add(1)
-		return []byte(v), nil
+		return v, nil
 	}
 	var deadline time.Time
 	poll := leasePollMin
@@ -143,9 +154,9 @@ func (f *Filler) getInNamespace(ctx context.Context, nsKey, key string, load fun
 			}
 			reread = newer == version
 			version, tag = newer, versionTag(newer)
-			if v, ok := strings.CutPrefix(string(stored), tag); ok && stored != nil {
+			if v, ok := versionedValue(stored, tag); ok {
 				f.hits.Add(1)
-				return []byte(v), nil
+				return v, nil
 			}
 			continue
 		}
