@@ -267,6 +267,11 @@ func (c *Cache) Clear() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.generation++
+	c.clearAll()
+}
+
+// clearAll empties the cache, under c.mu.
+func (c *Cache) clearAll() {
 	c.clears++
 	clear(c.items)
 	clear(c.byNS)
@@ -302,11 +307,8 @@ func (c *Cache) Invalidate(m Message) int {
 	defer c.mu.Unlock()
 	c.generation++
 	if m.V != MessageVersion {
-		c.clears++
 		n := len(c.items)
-		clear(c.items)
-		clear(c.byNS)
-		c.root.next, c.root.prev = &c.root, &c.root
+		c.clearAll()
 		return n
 	}
 	n := 0
