@@ -91,9 +91,7 @@ func newBridge(ctx context.Context, cfg *config.Config, nc *nats.Conn, subjectPr
 		if ctx.Err() != nil {
 			return nil, nil
 		}
-		pause := b.Next()
-		log.Warn("cannot ensure the jetstream stream; retrying", zap.Error(err), zap.Duration("backoff", pause))
-		if backoff.Sleep(ctx, pause) != nil {
+		if !pauseAfter(ctx, &b, log, "cannot ensure the jetstream stream; retrying", err) {
 			return nil, nil
 		}
 	}

@@ -278,9 +278,7 @@ func checkDatabase(ctx context.Context, cfg *config.Config, rules *router.Rules,
 		if ctx.Err() != nil {
 			return nil
 		}
-		pause := b.Next()
-		log.Warn("cannot reach PostgreSQL to check the rules against the database; retrying", zap.Error(err), zap.Duration("backoff", pause))
-		if backoff.Sleep(ctx, pause) != nil {
+		if !pauseAfter(ctx, &b, log, "cannot reach PostgreSQL to check the rules against the database; retrying", err) {
 			return nil
 		}
 	}
@@ -538,12 +536,18 @@ func untilReachable(ctx context.Context, log *zap.Logger, what string, try func(
 		if ctx.Err() != nil {
 			return nil
 		}
-		pause := b.Next()
-		log.Warn("cannot reach "+what+"; waiting before streaming", zap.Error(err), zap.Duration("backoff", pause))
-		if backoff.Sleep(ctx, pause) != nil {
+		if !pauseAfter(ctx, &b, log, "cannot reach "+what+"; waiting before streaming", err) {
 			return nil
 		}
 	}
+}
+
+// pauseAfter logs a failed attempt and sleeps b's next pause; it returns
+// false when ctx ended meanwhile.
+func pauseAfter(ctx context.Context, b *backoff.Backoff, log *zap.Logger, msg string, err error) bool {
+	pause := b.Next()
+	log.Warn(msg, zap.Error(err), zap.Duration("backoff", pause))
+	return backoff.Sleep(ctx, pause) == nil
 }
 
 // streamWithResync runs the stream; when the slot was lost it either stops
