@@ -63,7 +63,7 @@ func Dial(ctx context.Context, o Options) (*Conn, error) {
 		// name the replica it promotes a moment before it accepts writes.
 		role, err := c.Role(ctx)
 		if err == nil && role != "master" {
-			err = fmt.Errorf("redis at %s, named master %q by the sentinels, is a %s: %w", o.Addr, o.Sentinel.Master, role, ErrNotMaster)
+			err = fmt.Errorf("redis at %s, named master %q by the sentinels, is a %s: not a master", o.Addr, o.Sentinel.Master, role)
 		}
 		if err != nil {
 			_ = nc.Close()

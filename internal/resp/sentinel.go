@@ -101,7 +101,3 @@ func (c *Conn) Wait(ctx context.Context, numReplicas int, timeout time.Duration)
 
 // Addr is the address the connection was made to.
 func (c *Conn) Addr() string { return c.opts.Addr }
-
-// ErrNotMaster is a server the sentinels named as master that is not one
-// (yet, or any more).
-var ErrNotMaster = errors.New("not a master")
