@@ -359,7 +359,6 @@ func startStreaming(ctx context.Context, cfg *config.Config, rules *router.Rules
 	if err != nil || ctx.Err() != nil {
 		return err
 	}
-	srv, markerKey, legacyKey := m.srv, m.key, m.legacyKey
 
 	rt := router.New(rules, cfg.MaxKeysPerTxn, metrics)
 	bridge, closeNATS, err := natsBridge(ctx, cfg, rt, log.Named("nats"))
@@ -370,7 +369,7 @@ func startStreaming(ctx context.Context, cfg *config.Config, rules *router.Rules
 	queue := make(chan publisher.Applied, queueLen)
 	stream := newStream(cfg, rules, rt, m.used, queue, metrics, log)
 	pubCfg := publisherConfig(cfg, rules)
-	pubCfg.Journal, pubCfg.JournalMaxLen, pubCfg.Server = cfg.Journal, cfg.JournalMaxLen, srv
+	pubCfg.Journal, pubCfg.JournalMaxLen, pubCfg.Server = cfg.Journal, cfg.JournalMaxLen, m.srv
 	pub := publisher.New(rdb, pubCfg)
 	defer func() { _ = pub.Close() }() // after the applier, resync and heartbeat below have stopped
 	// its own connection authenticates as go-redis's does not (AUTH
@@ -381,7 +380,7 @@ func startStreaming(ctx context.Context, cfg *config.Config, rules *router.Rules
 	applier := newApplier(cfg, pub, queue, stream, bridge, metrics, log)
 
 	hb := &heartbeat{
-		interval: cfg.HeartbeatInterval, pgURL: cfg.PostgresURL, slot: cfg.Slot, markerKey: markerKey, legacyKey: legacyKey,
+		interval: cfg.HeartbeatInterval, pgURL: cfg.PostgresURL, slot: cfg.Slot, markerKey: m.key, legacyKey: m.legacyKey,
 		stream: stream, pub: pub, nats: bridge, rdb: rdb, metrics: metrics, log: log.Named("heartbeat"),
 	}
 	// a rule table dropped and re-created leaves the publication (ADR 16)
