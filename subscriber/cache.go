@@ -152,7 +152,9 @@ type CacheFillStats struct {
 func (c *Cache) FillStats() CacheFillStats {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.fills
+	st := c.fills
+	st.FillsVoided = st.VoidedByKey + st.VoidedByPattern + st.VoidedByResync + st.VoidedByNamespace
+	return st
 }
 
 // GetOrLoad returns the value stored under key, or else the value load
@@ -217,9 +219,7 @@ func (c *Cache) getOrLoad(ctx context.Context, ns, key string, load func(ctx con
 	default:
 		c.fills.Fills++
 		c.set(key, ns, v)
-		return v, nil
 	}
-	c.fills.FillsVoided++
 	return v, nil
 }
 
