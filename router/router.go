@@ -237,7 +237,7 @@ func (rt *Router) Wide(values map[string]string, op cdc.Op) *Result {
 			}
 			// a global namespace would flush every value, not these:
 			// their patterns bound the flush
-			if br.namespace != nil && len(br.namespace.t.Columns()) == 0 {
+			if br.namespace != nil && !br.namespace.t.hasColumns() {
 				br.namespace = nil
 			}
 		}

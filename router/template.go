@@ -67,6 +67,17 @@ func (t *Template) Columns() []string {
 	return out
 }
 
+// hasColumns says whether the template names a column (Columns would
+// allocate to say so).
+func (t *Template) hasColumns() bool {
+	for _, s := range t.segs {
+		if s.col != "" {
+			return true
+		}
+	}
+	return false
+}
+
 // mode says how a template is rendered.
 type mode uint8
 

@@ -820,7 +820,7 @@ func (t *Txn) wideMessage(p *part, br *boundRule, row cdc.Tuple, op cdc.Op, all,
 // the wide form is the patterns.
 func (t *Txn) addNamespace(p *part, br *boundRule, row cdc.Tuple, all bool, msg int32) bool {
 	ns := br.namespace
-	if ns == nil || (all && len(ns.t.Columns()) > 0) {
+	if ns == nil || (all && ns.t.hasColumns()) {
 		return false
 	}
 	var st renderStatus
