@@ -189,7 +189,7 @@ func (f *Filler) read(ctx context.Context, key string) (v []byte, found bool, er
 // lease tries to write a new lease marker into key and returns it, or ""
 // if the key is not empty.
 func (f *Filler) lease(ctx context.Context, key string) (string, error) {
-	token, err := newLeaseMarker()
+	token, err := newLeaseMarker("")
 	if err != nil {
 		return "", err
 	}
@@ -250,13 +250,14 @@ func (f *Filler) store(ctx context.Context, key, token string, value []byte) err
 // miss.
 func IsLeaseMarker(v []byte) bool { return strings.HasPrefix(string(v), LeaseMarkerPrefix) }
 
-// newLeaseMarker returns LeaseMarkerPrefix and 16 random bytes in hex.
-func newLeaseMarker() (string, error) {
+// newLeaseMarker returns LeaseMarkerPrefix, infix and 16 random bytes in
+// hex.
+func newLeaseMarker(infix string) (string, error) {
 	var b [16]byte
 	if _, err := rand.Read(b[:]); err != nil {
 		return "", fmt.Errorf("subscriber: lease token: %w", err)
 	}
-	return LeaseMarkerPrefix + hex.EncodeToString(b[:]), nil
+	return LeaseMarkerPrefix + infix + hex.EncodeToString(b[:]), nil
 }
 
 // awaitLease is one step of waiting for another reader's lease: past

@@ -121,13 +121,12 @@ func (f *Filler) getInNamespace(ctx context.Context, nsKey, key string, load fun
 	// made again by an INCR) and that value is replaced
 	reread := false
 	for {
-		token, err := newLeaseMarker()
+		// the version in the marker lets a reader of a later version
+		// take over a lease whose value would be void
+		token, err := newLeaseMarker("v" + version + ":")
 		if err != nil {
 			return nil, err
 		}
-		// the version in the marker lets a reader of a later version
-		// take over a lease whose value would be void
-		token = LeaseMarkerPrefix + "v" + version + ":" + strings.TrimPrefix(token, LeaseMarkerPrefix)
 		replace := "0"
 		if reread {
 			replace = "1"
