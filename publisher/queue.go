@@ -451,11 +451,7 @@ func (q *goredisQueue) exec(ctx context.Context) error {
 			q.keys = 0
 			return fmt.Errorf("redis UNLINK at %s: %w", m.addr, err)
 		}
-		for _, u := range m.unlinks {
-			q.n += u.Val()
-		}
-		clear(m.unlinks)
-		m.unlinks = m.unlinks[:0]
+		q.n += takeUnlinks(&m.unlinks)
 	}
 	if q.pipe.Len() == 0 {
 		q.keys = 0
@@ -472,10 +468,18 @@ func (q *goredisQueue) exec(ctx context.Context) error {
 			return fmt.Errorf("redis %s: %w", cmd.Name(), err)
 		}
 	}
-	for _, u := range q.unlinks {
-		q.n += u.Val()
-	}
-	clear(q.unlinks)
-	q.unlinks = q.unlinks[:0]
+	q.n += takeUnlinks(&q.unlinks)
 	return nil
+}
+
+// takeUnlinks adds up the keys the executed UNLINKs deleted and forgets
+// them.
+func takeUnlinks(unlinks *[]*redis.IntCmd) int64 {
+	var n int64
+	for _, u := range *unlinks {
+		n += u.Val()
+	}
+	clear(*unlinks)
+	*unlinks = (*unlinks)[:0]
+	return n
 }
