@@ -598,7 +598,7 @@ func (t *Txn) partialPattern(p *part, bt *boundTemplate, m mode, row cdc.Tuple, 
 func (t *Txn) addPattern(p *part, b []byte, msg int32) {
 	if _, exists := p.patterns[string(b)]; exists {
 		if msg >= 0 && !slices.Contains(p.msgPats[msg], string(b)) {
-			p.listPattern(msg, string(b))
+			listUnder(&p.msgPats, msg, string(b))
 		}
 		return
 	}
@@ -610,15 +610,17 @@ func (t *Txn) addPattern(p *part, b []byte, msg int32) {
 	p.patList = grow(p.patList, pat)
 	t.budget++
 	if msg >= 0 && (len(p.cover) == 0 || !slices.Contains(p.msgPats[msg], pat)) {
-		p.listPattern(msg, pat)
+		listUnder(&p.msgPats, msg, pat)
 	}
 }
 
-func (p *part) listPattern(msg int32, pat string) {
-	if p.msgPats == nil {
-		p.msgPats = map[int32][]string{}
+// listUnder lists s under message msg in m (the patterns or the
+// namespaces by message), making m on first use.
+func listUnder(m *map[int32][]string, msg int32, s string) {
+	if *m == nil {
+		*m = map[int32][]string{}
 	}
-	p.msgPats[msg] = append(p.msgPats[msg], pat)
+	(*m)[msg] = append((*m)[msg], s)
 }
 
 // message returns the index of the message for channel ch, creating it.
@@ -830,7 +832,7 @@ func (t *Txn) addNamespace(p *part, br *boundRule, row cdc.Tuple, all bool, msg 
 	}
 	if _, exists := p.ns[string(t.buf)]; exists {
 		if msg >= 0 && !slices.Contains(p.msgNS[msg], string(t.buf)) {
-			p.listNamespace(msg, string(t.buf))
+			listUnder(&p.msgNS, msg, string(t.buf))
 		}
 		return true
 	}
@@ -842,16 +844,9 @@ func (t *Txn) addNamespace(p *part, br *boundRule, row cdc.Tuple, all bool, msg 
 	p.nsList = append(p.nsList, key)
 	t.budget++
 	if msg >= 0 {
-		p.listNamespace(msg, key)
+		listUnder(&p.msgNS, msg, key)
 	}
 	return true
-}
-
-func (p *part) listNamespace(msg int32, key string) {
-	if p.msgNS == nil {
-		p.msgNS = map[int32][]string{}
-	}
-	p.msgNS[msg] = append(p.msgNS[msg], key)
 }
 
 // widePattern adds one wide pattern (cover: as covered, see addCover); if
@@ -886,7 +881,7 @@ func (t *Txn) addCover(p *part, b []byte, msg int32) {
 		p.covList = append(p.covList, pat)
 	}
 	if msg >= 0 && !slices.Contains(p.msgPats[msg], string(b)) {
-		p.listPattern(msg, string(b))
+		listUnder(&p.msgPats, msg, string(b))
 	}
 }
 
