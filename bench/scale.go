@@ -205,16 +205,11 @@ func (s *suite) scaleStreamed(ctx context.Context, label string, r *scaleResult)
 			return err
 		}
 		s.log.printf("scale %s: streamed UPDATE of %d rows", label, r.StreamedRows)
-		if _, err := queryConn(ctx, conn, "BEGIN"); err != nil {
+		_, _, committed, err := bulkUpdate(ctx, conn, streamedPerTenant)
+		if err != nil {
 			return err
 		}
-		if _, err := queryConn(ctx, conn, fmt.Sprintf("UPDATE shards SET payload = md5(payload) WHERE id <= %d", streamedPerTenant)); err != nil {
-			return err
-		}
-		if _, err := queryConn(ctx, conn, "COMMIT"); err != nil {
-			return err
-		}
-		if r.StreamedSeconds, err = s.waitKeysGone(ctx, d, time.Now(), baseline); err != nil {
+		if r.StreamedSeconds, err = s.waitKeysGone(ctx, d, committed, baseline); err != nil {
 			return err
 		}
 		r.StreamedSlot, err = s.readSlotStats(ctx, daemonSlot)
