@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -136,16 +135,15 @@ func (s *suite) redisMemoryMB(ctx context.Context) (float64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("redis info memory: %w", err)
 	}
-	for _, line := range strings.Split(info, "\n") {
-		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "used_memory:"); ok {
-			b, err := strconv.ParseFloat(v, 64)
-			if err != nil {
-				return 0, fmt.Errorf("redis used_memory %q: %w", v, err)
-			}
-			return b / (1 << 20), nil
-		}
+	v, ok := infoField(info, "used_memory")
+	if !ok {
+		return 0, fmt.Errorf("redis info memory has no used_memory")
 	}
-	return 0, fmt.Errorf("redis info memory has no used_memory")
+	b, err := strconv.ParseFloat(v, 64)
+	if err != nil {
+		return 0, fmt.Errorf("redis used_memory %q: %w", v, err)
+	}
+	return b / (1 << 20), nil
 }
 
 // scaleTruncate caches scaleItemKeys keys of scale_items, truncates it and

@@ -167,14 +167,12 @@ func (s *servers) setupRedis(ctx context.Context, appendfsync string) error {
 	if err != nil {
 		return fmt.Errorf("redis info: %w", err)
 	}
-	for _, line := range strings.Split(info, "\n") {
-		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "redis_version:"); ok {
-			s.info.Redis = "Redis " + v
-		}
-		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "process_id:"); ok {
-			if s.redisPID, err = strconv.Atoi(v); err != nil {
-				return fmt.Errorf("redis process_id %q: %w", v, err)
-			}
+	if v, ok := infoField(info, "redis_version"); ok {
+		s.info.Redis = "Redis " + v
+	}
+	if v, ok := infoField(info, "process_id"); ok {
+		if s.redisPID, err = strconv.Atoi(v); err != nil {
+			return fmt.Errorf("redis process_id %q: %w", v, err)
 		}
 	}
 	cfg, err := s.rdb.ConfigGet(ctx, "append*").Result()
@@ -203,4 +201,14 @@ func (s *servers) close(lg *progress) {
 			lg.printf("close postgres: %v", err)
 		}
 	}
+}
+
+// infoField is the value of name in an INFO reply.
+func infoField(info, name string) (string, bool) {
+	for _, line := range strings.Split(info, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), name+":"); ok {
+			return v, true
+		}
+	}
+	return "", false
 }

@@ -123,10 +123,8 @@ func startSinkRig(ctx context.Context, kind string, daemonKeys []string) (_ *sin
 			if err != nil {
 				return nil, fmt.Errorf("cluster node: info: %w", err)
 			}
-			for _, line := range strings.Split(info, "\n") {
-				if v, ok := strings.CutPrefix(strings.TrimSpace(line), "redis_version:"); ok {
-					version = v
-				}
+			if v, ok := infoField(info, "redis_version"); ok {
+				version = v
 			}
 		}
 		r.cc = redis.NewClusterClient(&redis.ClusterOptions{Addrs: r.cluster.Addrs(), DisableIdentity: true})
