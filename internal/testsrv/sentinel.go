@@ -115,13 +115,17 @@ func (s *RedisSentinel) startSentinel(bin string, i, masterPort int) (*sentinel,
 	if err := os.Mkdir(sdir, 0o700); err != nil {
 		return nil, fmt.Errorf("create sentinel dir: %w", err)
 	}
-	var lastErr error
-	for range startAttempts {
+	conf := filepath.Join(sdir, "sentinel.conf")
+	sn := &sentinel{proc: &process{
+		name: "redis-sentinel", path: bin, dir: sdir,
+		logPath: filepath.Join(sdir, "sentinel.log"), env: cleanEnv(),
+	}}
+	err := sn.proc.firstStart(fmt.Sprintf("sentinel %d", i+1), func() error {
 		port, err := FreePort()
 		if err != nil {
-			return nil, err
+			return err
 		}
-		conf := filepath.Join(sdir, "sentinel.conf")
+		sn.port = port
 		text := strings.Join([]string{
 			"port " + strconv.Itoa(port),
 			"bind 127.0.0.1",
@@ -138,29 +142,20 @@ func (s *RedisSentinel) startSentinel(bin string, i, masterPort int) (*sentinel,
 			"sentinel parallel-syncs " + SentinelMaster + " 1",
 		}, "\n") + "\n"
 		if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
-			return nil, fmt.Errorf("write sentinel config: %w", err)
+			return fmt.Errorf("write sentinel config: %w", err)
 		}
-		sn := &sentinel{port: port, proc: &process{
-			name: "redis-sentinel", path: bin, dir: sdir,
-			logPath: filepath.Join(sdir, "sentinel.log"), env: cleanEnv(),
-		}}
-		err = sn.proc.start([]string{conf, "--sentinel"})
-		if err == nil {
-			err = sn.proc.waitReady(readyTimeout, func(ctx context.Context) error {
-				_, err := sentinelMasterAddr(ctx, sn.addr())
-				return err
-			})
+		if err := sn.proc.start([]string{conf, "--sentinel"}); err != nil {
+			return err
 		}
-		if err == nil {
-			return sn, nil
-		}
-		_ = sn.proc.kill()
-		lastErr = err
-		if !exitedEarly(err) {
-			break
-		}
+		return sn.proc.waitReady(readyTimeout, func(ctx context.Context) error {
+			_, err := sentinelMasterAddr(ctx, sn.addr())
+			return err
+		})
+	})
+	if err != nil {
+		return nil, err
 	}
-	return nil, fmt.Errorf("start sentinel %d: %w", i+1, lastErr)
+	return sn, nil
 }
 
 func (sn *sentinel) addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(sn.port)) }
