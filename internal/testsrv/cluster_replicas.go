@@ -184,14 +184,9 @@ func (c *RedisCluster) replicationUp(ctx context.Context, i, replicas int) error
 	if err != nil {
 		return fmt.Errorf("info replication on %s: %w", c.nodes[i].Addr(), err)
 	}
-	fields := map[string]string{}
+	fields := infoFields(info)
 	online := 0
-	for _, line := range strings.Split(info, "\r\n") {
-		k, v, ok := strings.Cut(line, ":")
-		if !ok {
-			continue
-		}
-		fields[k] = v
+	for k, v := range fields {
 		if strings.HasPrefix(k, "slave") && strings.Contains(v, "state=online") {
 			online++
 		}
