@@ -25,9 +25,7 @@ func checkSentinel(ctx context.Context, cfg *config.Config, r *report) {
 	named := map[string]int{}
 	var failed []string
 	for _, addr := range sn.Addrs {
-		one := *sn
-		one.Addrs = []string{addr}
-		master, err := one.MasterAddr(ctx, d.DialContext)
+		master, err := sn.Ask(ctx, d.DialContext, addr)
 		if err != nil {
 			failed = append(failed, addr)
 			continue

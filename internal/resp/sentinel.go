@@ -32,7 +32,7 @@ var ErrNoMaster = errors.New("no sentinel named the master")
 func (s *Sentinel) MasterAddr(ctx context.Context, dial func(ctx context.Context, network, addr string) (net.Conn, error)) (string, error) {
 	var errs []error
 	for _, addr := range s.Addrs {
-		master, err := s.ask(ctx, dial, addr)
+		master, err := s.Ask(ctx, dial, addr)
 		if err == nil {
 			return master, nil
 		}
@@ -44,7 +44,8 @@ func (s *Sentinel) MasterAddr(ctx context.Context, dial func(ctx context.Context
 	return "", fmt.Errorf("sentinels %v, master %q: %w: %w", s.Addrs, s.Master, ErrNoMaster, errors.Join(errs...))
 }
 
-func (s *Sentinel) ask(ctx context.Context, dial func(ctx context.Context, network, addr string) (net.Conn, error), addr string) (string, error) {
+// Ask asks the sentinel at addr for the master's address.
+func (s *Sentinel) Ask(ctx context.Context, dial func(ctx context.Context, network, addr string) (net.Conn, error), addr string) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, sentinelTimeout)
 	defer cancel()
 	c, err := Dial(ctx, Options{Network: "tcp", Addr: addr, Dial: dial, Username: s.Username, Password: s.Password})
