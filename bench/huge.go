@@ -88,12 +88,11 @@ func (s *suite) hugeRun(ctx context.Context, m *meter, r *hugeResult) error {
 			}
 		}
 		if commitLSN != 0 {
-			v, err := queryValue(ctx, s.srv.dbURL, fmt.Sprintf(
-				"SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = '%s'", daemonSlot))
+			_, confirmed, ok, err := s.daemonConfirmed(ctx)
 			if err != nil {
 				return err
 			}
-			if confirmed, err := parseLSN(v); err == nil && confirmed > commitLSN {
+			if ok && confirmed > commitLSN {
 				r.ConfirmedSeconds = time.Since(committed).Seconds()
 				return s.countRest(ctx, xid, seen, r)
 			}

@@ -265,14 +265,13 @@ func (s *suite) sinkBulkRun(ctx context.Context, rig *sinkRig, d *daemon, m *met
 // passes commitLSN, for confirmWait at most, and returns the seconds
 // since committed (0: not confirmed in time).
 func (s *suite) waitConfirmed(ctx context.Context, d *daemon, commitLSN uint64, committed time.Time) (float64, error) {
-	sql := fmt.Sprintf("SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = '%s'", daemonSlot)
 	deadline := time.Now().Add(confirmWait)
 	for time.Now().Before(deadline) {
-		v, err := queryValue(ctx, s.srv.dbURL, sql)
+		_, confirmed, ok, err := s.daemonConfirmed(ctx)
 		if err != nil {
 			return 0, err
 		}
-		if confirmed, err := parseLSN(v); err == nil && confirmed > commitLSN {
+		if ok && confirmed > commitLSN {
 			return time.Since(committed).Seconds(), nil
 		}
 		if err := d.alive(); err != nil {

@@ -143,6 +143,17 @@ func (s *suite) withDaemon(ctx context.Context, name string, env []string, fn fu
 	return m.stop()
 }
 
+// daemonConfirmed is the daemon's slot's confirmed position as PostgreSQL
+// prints it, and parsed (ok is false while it has none).
+func (s *suite) daemonConfirmed(ctx context.Context) (v string, lsn uint64, ok bool, err error) {
+	v, err = queryValue(ctx, s.srv.dbURL, fmt.Sprintf("SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = '%s'", daemonSlot))
+	if err != nil {
+		return v, 0, false, err
+	}
+	lsn, perr := parseLSN(v)
+	return v, lsn, perr == nil, nil
+}
+
 // waitCaughtUp waits until the daemon's slot has confirmed the WAL written
 // before it started (the settle step's VACUUM and CHECKPOINT, the last
 // workload's tail): a workload measured while the walsender still decodes
@@ -152,14 +163,13 @@ func (s *suite) waitCaughtUp(ctx context.Context, d *daemon) error {
 	if err != nil {
 		return err
 	}
-	sql := fmt.Sprintf("SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = '%s'", daemonSlot)
 	deadline := time.Now().Add(readyTimeout)
 	for {
-		v, err := queryValue(ctx, s.srv.dbURL, sql)
+		v, lsn, ok, err := s.daemonConfirmed(ctx)
 		if err != nil {
 			return err
 		}
-		if lsn, err := parseLSN(v); err == nil && lsn >= target {
+		if ok && lsn >= target {
 			return nil
 		}
 		if err := d.alive(); err != nil {
